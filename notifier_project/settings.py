@@ -1,0 +1,133 @@
+"""Settings, all from environment variables with defaults that run on one machine with no credentials.
+
+DATABASE_URL unset means SQLite (the embedded default for a quick local run); tests and production use
+PostgreSQL. REDIS_URL holds rate-limit windows, wake-up flags and caches; CELERY_BROKER_URL defaults to it.
+"""
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name, default=False):
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def env_list(name, default=""):
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "notifier-insecure-development-key-change-me-in-production")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "*")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "notifier",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "notifier_project.urls"
+WSGI_APPLICATION = "notifier_project.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.config(
+        env="DATABASE_URL",
+        default=f"sqlite:///{BASE_DIR / 'var' / 'notifier.sqlite3'}",
+        conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+
+LANGUAGE_CODE = "en"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["notifier.api.auth.ProducerKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["notifier.api.auth.HasSendScope"],
+    "DEFAULT_RENDERER_CLASSES": ["notifier.api.renderers.ORJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["notifier.api.parsers.ORJSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "notifier.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "notifier API",
+    "DESCRIPTION": "Self-hosted notification service: push, email, SMS and in-app inbox.",
+    "VERSION": "1",
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+}
+
+# --- notifier -------------------------------------------------------------------------------------------
+
+# The most recipients one POST /api/v1/notifications may carry.
+NOTIFIER_MAX_RECIPIENTS_PER_REQUEST = 1000
+# How many rows one route or deliver task claims at once (DESIGN.md, "Throughput rules").
+NOTIFIER_ROUTE_BATCH_SIZE = int(os.environ.get("NOTIFIER_ROUTE_BATCH_SIZE", "500"))
+NOTIFIER_DELIVER_BATCH_SIZE = int(os.environ.get("NOTIFIER_DELIVER_BATCH_SIZE", "200"))
+# An accepted notification still unrouted after this many seconds is re-published by the sweeper.
+NOTIFIER_ACCEPTED_GRACE_SECONDS = int(os.environ.get("NOTIFIER_ACCEPTED_GRACE_SECONDS", "10"))
+# A delivery claimed (status "sending") longer than this is taken to belong to a dead worker.
+NOTIFIER_CLAIM_LEASE_SECONDS = int(os.environ.get("NOTIFIER_CLAIM_LEASE_SECONDS", "300"))
+# Publishing a wake-up must never hang a request (celery/celery#6046): bounded, then left to the sweeper.
+NOTIFIER_PUBLISH_TIMEOUT_SECONDS = float(os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
+
+# Which provider serves each channel, first choice first. Empty means the built-in sandbox, which records
+# what would be sent (GET /api/v1/sandbox/messages) so that the service runs with no credentials.
+NOTIFIER_CHANNEL_PROVIDERS = {
+    "push": env_list("NOTIFIER_PUSH_PROVIDERS", ""),
+    "email": env_list("NOTIFIER_EMAIL_PROVIDERS", ""),
+    "sms": env_list("NOTIFIER_SMS_PROVIDERS", ""),
+}

@@ -1,0 +1,10 @@
+"""Settings for the test suite: the same as production, but on PostgreSQL even when DATABASE_URL is unset,
+because the tests are about the real database (row locks, SKIP LOCKED, concurrency)."""
+import os
+
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/notifier")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+from .settings import *  # noqa: E402,F401,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
