@@ -197,7 +197,11 @@ def _handler_for(fake: FakeHTTPServer):
                 reply = fake.respond(request, outcome)
             if delay:
                 time.sleep(delay)
-            self._write(reply)
+            try:
+                self._write(reply)
+            except (BrokenPipeError, ConnectionResetError):
+                # The client gave up waiting (a timeout test): nothing left to answer.
+                self.close_connection = True
 
         def _write(self, reply: Reply):
             self.send_response(reply.status)
