@@ -74,6 +74,15 @@ DATABASES = {
         conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default. API, workers and beat share the file: WAL lets readers run beside the writer,
+    # and IMMEDIATE transactions take the write lock up front instead of failing half-way.
+    (BASE_DIR / "var").mkdir(exist_ok=True)
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -91,7 +100,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["notifier.api.auth.ProducerKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["notifier.api.auth.HasSendScope"],
     "DEFAULT_RENDERER_CLASSES": ["notifier.api.renderers.ORJSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["notifier.api.parsers.ORJSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["notifier.api.renderers.ORJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "notifier.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
@@ -131,3 +140,14 @@ NOTIFIER_CHANNEL_PROVIDERS = {
     "email": env_list("NOTIFIER_EMAIL_PROVIDERS", ""),
     "sms": env_list("NOTIFIER_SMS_PROVIDERS", ""),
 }
+
+# Retries of transient provider errors, per priority: up to max_attempts sends, waiting a random time
+# between 0 and min(max_delay, base_delay * 2^(attempt-1)) seconds (exponential backoff, full jitter).
+# The wait lives in Delivery.next_attempt_at, never in a Celery countdown.
+NOTIFIER_RETRY_POLICY = {
+    "high": {"max_attempts": 5, "base_delay": 2, "max_delay": 60},
+    "medium": {"max_attempts": 6, "base_delay": 5, "max_delay": 600},
+    "low": {"max_attempts": 8, "base_delay": 30, "max_delay": 3600},
+}
+# Idempotency keys are kept at least this long (the IETF draft and Stripe keep 24 hours).
+NOTIFIER_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("NOTIFIER_IDEMPOTENCY_TTL_HOURS", "24"))

@@ -23,6 +23,7 @@ class Message:
     notification_id: str
     channel: str  # "push", "email" or "sms"
     to: str  # device token, email address or E.164 phone number
+    user_id: str = ""  # the recipient's id, for logs and the sandbox
     platform: str = ""  # push only: "ios", "android" or "web"
     subject: str = ""  # email
     title: str = ""  # push

@@ -1,0 +1,82 @@
+"""Celery configuration: queues, routes, the beat schedule and the reliability settings, in one place.
+
+Messages are wake-ups, not work items (DESIGN.md, "Throughput rules"): `notifier.route` drains due
+notifications of one priority, `notifier.deliver` drains due deliveries of one channel × priority. The
+queue is chosen from those arguments, so transactional traffic never waits behind a campaign.
+"""
+import os
+
+from kombu import Queue
+
+PRIORITIES = ("high", "medium", "low")
+CHANNELS = ("push", "email", "sms", "in_app")
+
+ROUTE_QUEUES = [f"route.{priority}" for priority in PRIORITIES]
+DELIVER_QUEUES = [f"{channel}.{priority}" for channel in CHANNELS for priority in PRIORITIES]
+OTHER_QUEUES = ["campaign", "maintenance"]
+ALL_QUEUES = ROUTE_QUEUES + DELIVER_QUEUES + OTHER_QUEUES
+
+
+def queues_for_priority(priority: str) -> list[str]:
+    """The queues one worker group consumes: `make run` starts one worker per priority."""
+    return [f"route.{priority}"] + [f"{channel}.{priority}" for channel in CHANNELS]
+
+
+broker_url = os.environ.get("CELERY_BROKER_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+_on_rabbitmq = broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+# Quorum queues on RabbitMQ survive a node loss; Redis lists need `maxmemory-policy noeviction`.
+_queue_arguments = {"x-queue-type": "quorum"} if _on_rabbitmq else None
+task_queues = [Queue(name, routing_key=name, queue_arguments=_queue_arguments) for name in ALL_QUEUES]
+task_default_queue = "maintenance"
+task_create_missing_queues = False
+
+
+def route_task(name, args, kwargs, options, task=None, **kw):
+    if name == "notifier.route":
+        return {"queue": f"route.{args[0]}", "routing_key": f"route.{args[0]}"}
+    if name == "notifier.deliver":
+        queue = f"{args[0]}.{args[1]}"
+        return {"queue": queue, "routing_key": queue}
+    return {"queue": "maintenance", "routing_key": "maintenance"}
+
+
+task_routes = (route_task,)
+
+# --- reliability (DESIGN.md, "Reliability rules") -----------------------------------------------------
+# Ack after the task ran, and give the message back when the worker process dies (SIGKILL, OOM):
+# otherwise a killed child acks its task and the wake-up is lost (the sweeper would still recover it).
+task_acks_late = True
+task_reject_on_worker_lost = True
+# One message at a time per process: a task drains a whole batch, so prefetching more only delays others.
+worker_prefetch_multiplier = 1
+# Our dead letter is the Delivery row; Celery's result store is not used.
+task_ignore_result = True
+task_store_errors_even_if_ignored = False
+task_soft_time_limit = 120
+task_time_limit = 150
+worker_cancel_long_running_tasks_on_connection_loss = True
+worker_detect_quorum_queues = True
+broker_connection_retry_on_startup = True
+# Publishing must never hang a request (celery/celery#6046): fail fast, the sweeper publishes later.
+broker_connection_timeout = float(os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
+broker_transport_options = {
+    # Longer than any task may run (task_time_limit), so Redis does not redeliver a running task.
+    "visibility_timeout": 3600,
+    "socket_connect_timeout": 2,
+    "socket_timeout": 10,
+    "max_retries": 1,
+}
+task_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+worker_send_task_events = True  # Flower shows tasks live
+task_send_sent_event = True
+
+# --- beat ----------------------------------------------------------------------------------------------
+beat_schedule = {
+    # Wakes queues that have due rows (scheduled sends, retries whose backoff ended, anything whose
+    # wake-up was lost to a broker outage) and returns deliveries whose worker died to the queue.
+    "sweep": {"task": "notifier.sweep", "schedule": 5.0, "options": {"expires": 30}},
+}

@@ -1,0 +1,40 @@
+"""Every error answer has one shape, and validation errors name each bad field by its path:
+
+    {"error": {"code": "invalid", "message": "...", "fields": {"recipients[2].user_id": ["..."]}}}
+"""
+from rest_framework import exceptions
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+def exception_handler(exc, context):
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        fields = flatten_errors(exc.detail)
+        first = next(iter(fields.items()))
+        body = {"code": "invalid", "message": f"{first[0]}: {first[1][0]}", "fields": fields}
+    else:
+        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+        code = detail.code if hasattr(detail, "code") else "error"
+        body = {"code": code, "message": str(detail)}
+    response.data = {"error": body}
+    return response
+
+
+def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
+    """{"recipients": [{}, {"user_id": ["required"]}]} → {"recipients[1].user_id": ["required"]}."""
+    if isinstance(detail, dict):
+        flat = {}
+        for key, value in detail.items():
+            name = prefix if key == "non_field_errors" and prefix else (f"{prefix}.{key}" if prefix else str(key))
+            flat.update(flatten_errors(value, "" if key == "non_field_errors" and not prefix else name))
+        return flat
+    if isinstance(detail, list) and detail and all(isinstance(item, str) for item in detail):
+        return {prefix or "request": [str(item) for item in detail]}
+    if isinstance(detail, list):
+        flat = {}
+        for index, value in enumerate(detail):
+            flat.update(flatten_errors(value, f"{prefix}[{index}]"))
+        return flat
+    return {prefix or "request": [str(detail)]}

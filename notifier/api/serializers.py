@@ -1,0 +1,254 @@
+"""Input and output shapes of the API. Input serializers validate and name each bad field; they run no
+queries beyond the notification type lookup, so the accept path stays lean."""
+from __future__ import annotations
+
+import re
+import zoneinfo
+from functools import cache
+
+from django.conf import settings
+from django.core.validators import validate_email
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
+from rest_framework import serializers
+
+from notifier.models import Channel, Delivery, Device, Notification, NotificationType, Platform, Priority, Recipient, Template
+from notifier.pipeline.accept import CONTACT_FIELDS, AcceptRequest, RecipientEntry
+from notifier.pipeline.render import missing_variables, template_syntax_error
+
+E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+@cache
+def _known_timezones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def contact_errors(values: dict) -> dict[str, str]:
+    """Errors in inline contact fields, by field name."""
+    errors = {}
+    if values.get("email"):
+        try:
+            validate_email(values["email"])
+        except DjangoValidationError:
+            errors["email"] = "Enter a valid email address."
+    if values.get("phone") and not E164.match(values["phone"]):
+        errors["phone"] = "Enter the number in E.164 form, e.g. +14155550100."
+    if "timezone" in values and values["timezone"] not in _known_timezones():
+        errors["timezone"] = f"'{values['timezone']}' is not an IANA time zone (e.g. Europe/Berlin)."
+    if "language" in values and not LANGUAGE.match(str(values["language"])):
+        errors["language"] = f"'{values['language']}' is not a language tag (e.g. en, pt-BR)."
+    return errors
+
+
+def _channels_errors(channels) -> str | None:
+    if not isinstance(channels, list) or not channels:
+        return "Must be a non-empty list of channels."
+    unknown = [c for c in channels if c not in Channel.values]
+    if unknown:
+        return f"Unknown channel {unknown[0]!r}; choose from {', '.join(Channel.values)}."
+    return None
+
+
+class NotificationRequestSerializer(serializers.Serializer):
+    """POST /api/v1/notifications. Either `user_id` or `recipients` (up to 1,000 entries)."""
+
+    ALLOWED = {"type", "user_id", "recipients", "data", "channels", "priority", "idempotency_key",
+               "schedule_at", "expires_at"}
+
+    type = serializers.SlugRelatedField(slug_field="key", queryset=NotificationType.objects.all())
+    user_id = serializers.CharField(max_length=255, required=False)
+    recipients = serializers.ListField(child=serializers.DictField(), required=False, allow_empty=False)
+    data = serializers.DictField(required=False, default=dict)
+    channels = serializers.ListField(child=serializers.ChoiceField(Channel.choices), required=False,
+                                     allow_empty=False)
+    priority = serializers.ChoiceField(Priority.choices, required=False)
+    idempotency_key = serializers.CharField(max_length=255, required=False)
+    schedule_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+    def to_internal_value(self, data):
+        unknown = {name: ["Unknown field."] for name in sorted(set(data) - self.ALLOWED)} if isinstance(data, dict) else {}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as error:
+            raise serializers.ValidationError({**unknown, **error.detail})
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+    def validate_recipients(self, entries):
+        limit = settings.NOTIFIER_MAX_RECIPIENTS_PER_REQUEST
+        if len(entries) > limit:
+            raise serializers.ValidationError(f"At most {limit} recipients per request; got {len(entries)}.")
+        return entries
+
+    def validate(self, attrs):
+        errors: dict[str, list[str]] = {}
+        if ("user_id" in attrs) == ("recipients" in attrs):
+            errors["user_id"] = ["Give either user_id or recipients, not both and not neither."]
+            raise serializers.ValidationError(errors)
+        entries = self._recipient_entries(attrs, errors)
+        notification_type = attrs["type"]
+        for index, entry in enumerate(entries):
+            for name in missing_variables(notification_type, {**attrs.get("data", {}), **entry.data}):
+                path = f"recipients[{index}].data.{name}" if "recipients" in attrs else f"data.{name}"
+                errors.setdefault(path, []).append(f"Required by type '{notification_type.key}'.")
+        now = timezone.now()
+        if attrs.get("expires_at") and attrs["expires_at"] <= now:
+            errors["expires_at"] = ["Must be in the future."]
+        if attrs.get("expires_at") and attrs.get("schedule_at") and attrs["expires_at"] <= attrs["schedule_at"]:
+            errors["expires_at"] = ["Must be after schedule_at."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return AcceptRequest(
+            type=notification_type,
+            recipients=entries,
+            data=attrs.get("data", {}),
+            channels=attrs.get("channels", []),
+            priority=attrs.get("priority") or notification_type.default_priority,
+            schedule_at=attrs.get("schedule_at"),
+            expires_at=attrs.get("expires_at"),
+            idempotency_key=attrs.get("idempotency_key", ""),
+        )
+
+    def _recipient_entries(self, attrs, errors) -> list[RecipientEntry]:
+        if "user_id" in attrs:
+            return [RecipientEntry(user_id=attrs["user_id"])]
+        entries, seen = [], set()
+        allowed = {"user_id", "data", "channels", *CONTACT_FIELDS}
+        for index, raw in enumerate(attrs["recipients"]):
+            path = f"recipients[{index}]"
+            for name in sorted(set(raw) - allowed):
+                errors[f"{path}.{name}"] = ["Unknown field."]
+            user_id = raw.get("user_id")
+            if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 255:
+                errors[f"{path}.user_id"] = ["Required: a non-empty string of at most 255 characters."]
+                continue
+            if user_id in seen:
+                errors[f"{path}.user_id"] = [f"Duplicate recipient '{user_id}' in this request."]
+            seen.add(user_id)
+            data = raw.get("data", {})
+            if not isinstance(data, dict):
+                errors[f"{path}.data"] = ["Must be an object."]
+                data = {}
+            channels = raw.get("channels")
+            if channels is not None and (problem := _channels_errors(channels)):
+                errors[f"{path}.channels"] = [problem]
+            contact = {name: raw[name] for name in CONTACT_FIELDS if name in raw}
+            for name, problem in contact_errors(contact).items():
+                errors[f"{path}.{name}"] = [problem]
+            entries.append(RecipientEntry(user_id=user_id, data=data, channels=channels or [], contact=contact))
+        return entries
+
+
+class RecipientSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Recipient
+        fields = ["user_id", "email", "phone", "timezone", "language", "attributes", "sms_opted_out_at",
+                  "created_at", "updated_at"]
+        read_only_fields = ["user_id", "sms_opted_out_at", "created_at", "updated_at"]
+
+    def validate(self, attrs):
+        problems = contact_errors(attrs)
+        if problems:
+            raise serializers.ValidationError({name: [problem] for name, problem in problems.items()})
+        return attrs
+
+
+class DeviceSerializer(serializers.ModelSerializer):
+    platform = serializers.ChoiceField(Platform.choices)
+    token = serializers.CharField(max_length=512)
+
+    class Meta:
+        model = Device
+        fields = ["platform", "token", "active", "last_seen_at", "deactivated_at", "deactivated_reason",
+                  "created_at"]
+        read_only_fields = ["active", "last_seen_at", "deactivated_at", "deactivated_reason", "created_at"]
+
+
+class DeliverySerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Delivery
+        fields = ["id", "channel", "target", "provider", "status", "attempts", "last_error",
+                  "provider_message_id", "template_version", "next_attempt_at", "created_at", "sent_at",
+                  "failed_at"]
+
+    template_version = serializers.IntegerField(source="template.version", default=None, read_only=True)
+
+
+class NotificationSerializer(serializers.ModelSerializer):
+    type = serializers.CharField(source="type.key")
+    user_id = serializers.CharField(source="recipient.user_id")
+    deliveries = DeliverySerializer(many=True)
+
+    class Meta:
+        model = Notification
+        fields = ["id", "type", "user_id", "status", "priority", "channels", "data", "decisions",
+                  "idempotency_key", "schedule_at", "expires_at", "created_at", "routed_at", "completed_at",
+                  "deliveries"]
+
+
+class NotificationTypeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = NotificationType
+        fields = ["key", "name", "category", "default_priority", "default_channels", "default_language",
+                  "variables", "created_at"]
+        read_only_fields = ["created_at"]
+
+    def validate_default_channels(self, channels):
+        problem = _channels_errors(channels)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return channels
+
+    def validate_default_language(self, language):
+        if not LANGUAGE.match(language):
+            raise serializers.ValidationError(f"'{language}' is not a language tag (e.g. en, pt-BR).")
+        return language
+
+    def validate_variables(self, variables):
+        for name, spec in variables.items():
+            if not isinstance(spec, dict) or set(spec) - {"required", "default", "type", "description"}:
+                raise serializers.ValidationError(
+                    f"Variable '{name}': give an object with required, default, type or description."
+                )
+        return variables
+
+
+class TemplateSerializer(serializers.ModelSerializer):
+    type = serializers.SlugRelatedField(slug_field="key", queryset=NotificationType.objects.all())
+    channel = serializers.ChoiceField(Channel.choices)
+
+    class Meta:
+        model = Template
+        fields = ["id", "type", "channel", "language", "version", "active", "subject", "title", "body",
+                  "html_body", "action_url", "created_at"]
+        read_only_fields = ["id", "version", "active", "created_at"]
+
+    def validate_language(self, language):
+        if not LANGUAGE.match(language):
+            raise serializers.ValidationError(f"'{language}' is not a language tag (e.g. en, pt-BR).")
+        return language
+
+    def validate(self, attrs):
+        errors = {}
+        for name in ("subject", "title", "body", "html_body", "action_url"):
+            problem = template_syntax_error(attrs.get(name, ""), html=name == "html_body")
+            if problem:
+                errors[name] = [problem]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+class SandboxMessageSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    channel = serializers.CharField()
+    user_id = serializers.CharField()
+    to = serializers.CharField()
+    notification_id = serializers.UUIDField()
+    delivery_id = serializers.IntegerField()
+    message = serializers.JSONField()
+    created_at = serializers.DateTimeField()

@@ -1,0 +1,125 @@
+"""HTTP in, service call, HTTP out. No logic lives here."""
+from django.http import Http404
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.exceptions import APIException
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from notifier import selectors, services
+from notifier.api import serializers as s
+from notifier.api.auth import HasAdminScope
+from notifier.models import NotificationType, Recipient, Template
+from notifier.pipeline.accept import IdempotencyConflict, notifications_accept, request_fingerprint
+
+
+class IdempotencyKeyReused(APIException):
+    status_code = 422
+    default_code = "idempotency_key_reused"
+    default_detail = "This idempotency key was used with a different request body."
+
+
+class NotificationCreateView(APIView):
+    @extend_schema(request=s.NotificationRequestSerializer, responses={202: dict})
+    def post(self, request):
+        body = request.data
+        if isinstance(body, dict) and "Idempotency-Key" in request.headers and "idempotency_key" not in body:
+            body = {**body, "idempotency_key": request.headers["Idempotency-Key"]}
+        serializer = s.NotificationRequestSerializer(data=body)
+        serializer.is_valid(raise_exception=True)
+        try:
+            result = notifications_accept(request.user, serializer.validated_data, request_fingerprint(body))
+        except IdempotencyConflict:
+            raise IdempotencyKeyReused()
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
+        return Response(result.response, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+class NotificationDetailView(APIView):
+    @extend_schema(responses=s.NotificationSerializer)
+    def get(self, request, notification_id):
+        notification = selectors.notification_for_producer(request.user, notification_id)
+        if notification is None:
+            raise Http404
+        return Response(s.NotificationSerializer(notification).data)
+
+
+class UserView(APIView):
+    @extend_schema(responses=s.RecipientSerializer)
+    def get(self, request, user_id):
+        return Response(s.RecipientSerializer(get_object_or_404(Recipient, user_id=user_id)).data)
+
+    @extend_schema(request=s.RecipientSerializer, responses=s.RecipientSerializer)
+    def put(self, request, user_id):
+        serializer = s.RecipientSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        recipient, created = services.recipient_upsert(user_id, serializer.validated_data)
+        return Response(s.RecipientSerializer(recipient).data, status=201 if created else 200)
+
+
+class DeviceListView(APIView):
+    @extend_schema(responses=s.DeviceSerializer(many=True))
+    def get(self, request, user_id):
+        recipient = get_object_or_404(Recipient, user_id=user_id)
+        return Response(s.DeviceSerializer(recipient.devices.order_by("-created_at"), many=True).data)
+
+    @extend_schema(request=s.DeviceSerializer, responses=s.DeviceSerializer)
+    def post(self, request, user_id):
+        serializer = s.DeviceSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        recipient, _ = Recipient.objects.get_or_create(user_id=user_id)
+        device, created = services.device_register(recipient, **serializer.validated_data)
+        return Response(s.DeviceSerializer(device).data, status=201 if created else 200)
+
+
+class DeviceDetailView(APIView):
+    def delete(self, request, user_id, token):
+        recipient = get_object_or_404(Recipient, user_id=user_id)
+        if not services.device_unregister(recipient, token):
+            raise Http404
+        return Response(status=204)
+
+
+class NotificationTypeListView(APIView):
+    permission_classes = [HasAdminScope]
+
+    @extend_schema(responses=s.NotificationTypeSerializer(many=True))
+    def get(self, request):
+        return Response(s.NotificationTypeSerializer(NotificationType.objects.order_by("key"), many=True).data)
+
+    @extend_schema(request=s.NotificationTypeSerializer, responses=s.NotificationTypeSerializer)
+    def post(self, request):
+        serializer = s.NotificationTypeSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        serializer.save()
+        return Response(serializer.data, status=201)
+
+
+class TemplateListView(APIView):
+    permission_classes = [HasAdminScope]
+
+    @extend_schema(responses=s.TemplateSerializer(many=True))
+    def get(self, request):
+        templates = Template.objects.select_related("type").order_by("type__key", "channel", "language", "-version")
+        if request.query_params.get("type"):
+            templates = templates.filter(type__key=request.query_params["type"])
+        return Response(s.TemplateSerializer(templates, many=True).data)
+
+    @extend_schema(request=s.TemplateSerializer, responses=s.TemplateSerializer)
+    def post(self, request):
+        serializer = s.TemplateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        template = services.template_publish(**serializer.validated_data)
+        return Response(s.TemplateSerializer(template).data, status=201)
+
+
+class SandboxMessageListView(APIView):
+    @extend_schema(responses=s.SandboxMessageSerializer(many=True))
+    def get(self, request):
+        messages = selectors.sandbox_messages(
+            user_id=request.query_params.get("user_id"),
+            channel=request.query_params.get("channel"),
+            notification_id=request.query_params.get("notification_id"),
+        )
+        return Response({"messages": s.SandboxMessageSerializer(messages, many=True).data})

@@ -1,0 +1,74 @@
+"""The small interface every channel meets. A new channel (Slack, webhook) is one module plus one line in
+channels/__init__.py.
+
+    targets(recipient, devices) -> (targets, reason): where this recipient can be reached on the channel,
+        or no targets and the reason why ("recipient has no phone number")
+    deliver(deliveries) -> one SendResult or ProviderError per delivery, in order; sets delivery.provider
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from notifier.providers.base import Message, ProviderError, SendResult
+from notifier.providers.registry import providers_for
+
+
+@dataclass(frozen=True)
+class Target:
+    address: str  # what Delivery.target holds: a token, an address, a number, a user id
+    device: object = None
+    platform: str = ""
+
+
+class Channel:
+    name = ""
+
+    def targets(self, recipient, devices) -> tuple[list[Target], str]:
+        raise NotImplementedError
+
+    def deliver(self, deliveries) -> list[SendResult | ProviderError]:
+        raise NotImplementedError
+
+
+class ProviderChannel(Channel):
+    """A channel whose messages go out through a provider adapter."""
+
+    def provider_for(self, delivery):
+        return providers_for(self.name)[0]
+
+    def deliver(self, deliveries) -> list[SendResult | ProviderError]:
+        outcomes: list = [None] * len(deliveries)
+        by_provider: dict = {}
+        for index, delivery in enumerate(deliveries):
+            by_provider.setdefault(self.provider_for(delivery), []).append(index)
+        for provider, indexes in by_provider.items():
+            for index in indexes:
+                deliveries[index].provider = provider.name
+            results = provider.send_batch([message_from_delivery(deliveries[i]) for i in indexes])
+            for index, result in zip(indexes, results):
+                outcomes[index] = result
+        return outcomes
+
+
+def message_from_delivery(delivery) -> Message:
+    """The provider-neutral message for a claimed delivery (its notification, type and recipient loaded)."""
+    notification = delivery.notification
+    content = delivery.content
+    return Message(
+        delivery_id=delivery.id,
+        notification_id=str(notification.id),
+        channel=delivery.channel,
+        to=delivery.target,
+        user_id=notification.recipient.user_id,
+        platform=delivery.device.platform if delivery.device_id else "",
+        subject=content.get("subject", ""),
+        title=content.get("title", ""),
+        body=content.get("body", ""),
+        html_body=content.get("html_body", ""),
+        action_url=content.get("action_url", ""),
+        data={"notification_id": str(notification.id), **notification.data},
+        priority=delivery.priority,
+        expires_at=notification.expires_at,
+        type_key=notification.type.key,
+        category=notification.type.category,
+    )

@@ -1,0 +1,19 @@
+from .choices import (  # noqa: F401
+    DELIVERY_IN_FLIGHT_STATUSES,
+    DELIVERY_SUCCESS_STATUSES,
+    NOTIFICATION_OPEN_STATUSES,
+    Category,
+    Channel,
+    DeliveryStatus,
+    NotificationStatus,
+    Platform,
+    Priority,
+)
+from .deliveries import Delivery  # noqa: F401
+from .devices import Device  # noqa: F401
+from .inbox import InboxItem  # noqa: F401
+from .notifications import IdempotencyKey, Notification  # noqa: F401
+from .producers import Producer  # noqa: F401
+from .recipients import Recipient  # noqa: F401
+from .sandbox import SandboxMessage  # noqa: F401
+from .templates import NotificationType, Template  # noqa: F401

@@ -1,0 +1,65 @@
+"""The vocabularies the models share: channels, priorities, platforms and statuses."""
+from django.db import models
+
+
+class Channel(models.TextChoices):
+    PUSH = "push"
+    EMAIL = "email"
+    SMS = "sms"
+    IN_APP = "in_app"
+
+
+class Priority(models.TextChoices):
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class Platform(models.TextChoices):
+    IOS = "ios"
+    ANDROID = "android"
+    WEB = "web"
+
+
+class Category(models.TextChoices):
+    TRANSACTIONAL = "transactional"
+    MARKETING = "marketing"
+    SYSTEM = "system"
+
+
+class NotificationStatus(models.TextChoices):
+    ACCEPTED = "accepted"  # stored, waiting for the route step
+    SCHEDULED = "scheduled"  # stored, waiting for schedule_at
+    PROCESSING = "processing"  # routed: deliveries exist and some are still in flight
+    DELIVERED = "delivered"  # every delivery succeeded
+    PARTIALLY_DELIVERED = "partially_delivered"  # some deliveries succeeded, some failed
+    FAILED = "failed"  # every delivery failed
+    UNROUTABLE = "unroutable"  # no channel could reach the recipient (see decisions)
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class DeliveryStatus(models.TextChoices):
+    QUEUED = "queued"  # due at next_attempt_at
+    HELD = "held"  # waiting for release_at (quiet hours)
+    SENDING = "sending"  # claimed by a worker (a lease: see NOTIFIER_CLAIM_LEASE_SECONDS)
+    SENT = "sent"  # the provider accepted it
+    DELIVERED = "delivered"  # the provider confirmed it reached the device, mailbox, phone or inbox
+    OPENED = "opened"
+    CLICKED = "clicked"
+    FAILED = "failed"  # a permanent error
+    BOUNCED = "bounced"
+    SUPPRESSED = "suppressed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    DEAD = "dead"  # retries exhausted: the dead letter
+
+
+NOTIFICATION_OPEN_STATUSES = (NotificationStatus.ACCEPTED, NotificationStatus.SCHEDULED)
+DELIVERY_IN_FLIGHT_STATUSES = (DeliveryStatus.QUEUED, DeliveryStatus.HELD, DeliveryStatus.SENDING)
+DELIVERY_SUCCESS_STATUSES = (
+    DeliveryStatus.SENT,
+    DeliveryStatus.DELIVERED,
+    DeliveryStatus.OPENED,
+    DeliveryStatus.CLICKED,
+)

@@ -1,0 +1,57 @@
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+from .choices import NotificationStatus, Priority
+
+
+class Notification(models.Model):
+    """One event for one recipient. The row is the outbox: it is written `accepted` in the request's
+    transaction and the route step takes it from there (DESIGN.md, "Reliability rules")."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    producer = models.ForeignKey("notifier.Producer", on_delete=models.PROTECT, related_name="notifications")
+    type = models.ForeignKey("notifier.NotificationType", on_delete=models.PROTECT, related_name="+")
+    recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="notifications")
+    data = models.JSONField(default=dict, blank=True)
+    channels = models.JSONField(default=list, blank=True, help_text="The producer's override; empty: type's.")
+    priority = models.CharField(max_length=8, choices=Priority.choices)
+    status = models.CharField(max_length=24, choices=NotificationStatus.choices, default=NotificationStatus.ACCEPTED)
+    # Why each channel was or was not used: [{"channel": "sms", "decision": "skipped", "reason": "..."}].
+    decisions = models.JSONField(default=list, blank=True)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    schedule_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    # When the route step may take it: schedule_at, or the moment it was accepted.
+    due_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    routed_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["priority", "due_at"],
+                condition=Q(status__in=["accepted", "scheduled"]),
+                name="notification_due",
+            ),
+            models.Index(fields=["producer", "-created_at"], name="notification_producer"),
+            models.Index(fields=["recipient", "-created_at"], name="notification_recipient"),
+        ]
+
+    def __str__(self):
+        return str(self.id)
+
+
+class IdempotencyKey(models.Model):
+    """A producer's idempotency key and the answer it got, so a retried request gets the same answer."""
+
+    producer = models.ForeignKey("notifier.Producer", on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["producer", "key"], name="idempotency_key_per_producer")]

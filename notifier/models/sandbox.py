@@ -1,0 +1,16 @@
+from django.db import models
+
+
+class SandboxMessage(models.Model):
+    """What a sandbox provider would have sent, exactly as it would have gone out."""
+
+    channel = models.CharField(max_length=16)
+    user_id = models.CharField(max_length=255, db_index=True)
+    to = models.CharField(max_length=512)
+    notification_id = models.UUIDField(db_index=True)
+    delivery_id = models.BigIntegerField(unique=True)
+    message = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["channel", "-created_at"], name="sandbox_channel")]

@@ -1,0 +1,57 @@
+from django.db import models
+from django.db.models import Q
+
+from .choices import Category, Channel, Priority
+
+
+class NotificationType(models.Model):
+    """What kind of event a notification is ("order_shipped"), and how it is sent by default.
+
+    `variables` is the schema of the data a producer must or may pass:
+    {"order_id": {"required": true}, "carrier": {"default": "UPS"}}.
+    """
+
+    key = models.SlugField(max_length=100, unique=True)
+    name = models.CharField(max_length=200, blank=True)
+    category = models.CharField(max_length=16, choices=Category.choices, default=Category.TRANSACTIONAL)
+    default_priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.MEDIUM)
+    default_channels = models.JSONField(default=list)
+    default_language = models.CharField(max_length=16, default="en")
+    variables = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        return self.key
+
+    def required_variables(self) -> list[str]:
+        return [name for name, spec in self.variables.items() if (spec or {}).get("required")]
+
+    def variable_defaults(self) -> dict:
+        return {name: spec["default"] for name, spec in self.variables.items() if "default" in (spec or {})}
+
+
+class Template(models.Model):
+    """The text of one type on one channel in one language. Versions are kept; one is active."""
+
+    type = models.ForeignKey(NotificationType, on_delete=models.CASCADE, related_name="templates")
+    channel = models.CharField(max_length=16, choices=Channel.choices)
+    language = models.CharField(max_length=16, default="en")
+    version = models.PositiveIntegerField(default=1)
+    active = models.BooleanField(default=True)
+    subject = models.CharField(max_length=255, blank=True, help_text="Email subject.")
+    title = models.CharField(max_length=255, blank=True, help_text="Push and in-app title.")
+    body = models.TextField(help_text="Plain text: push body, SMS text, in-app body, email text part.")
+    html_body = models.TextField(blank=True, help_text="Email HTML part (variables are autoescaped).")
+    action_url = models.CharField(max_length=1000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["type", "channel", "language", "version"], name="template_version"),
+            models.UniqueConstraint(
+                fields=["type", "channel", "language"], condition=Q(active=True), name="template_one_active"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.type.key}/{self.channel}/{self.language} v{self.version}"

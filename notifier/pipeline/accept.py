@@ -1,0 +1,142 @@
+"""Step 1: accept a producer's request. Store it, answer at once, let the route step take it from there.
+
+The Notification rows are the outbox: they are written in the request's transaction, and the route queue
+is woken only after commit, so a worker never looks for a row that is not there yet, and a broker outage
+loses nothing (the sweeper wakes the queue once the broker is back).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from notifier.models import IdempotencyKey, Notification, NotificationStatus, NotificationType, Recipient
+from notifier.pipeline.wake import wake_route
+
+# Contact fields a request may set inline on a recipient entry.
+CONTACT_FIELDS = ("email", "phone", "timezone", "language")
+
+
+@dataclass
+class RecipientEntry:
+    user_id: str
+    data: dict = field(default_factory=dict)
+    channels: list[str] = field(default_factory=list)
+    contact: dict = field(default_factory=dict)  # any of CONTACT_FIELDS
+
+
+@dataclass
+class AcceptRequest:
+    """A validated POST /api/v1/notifications."""
+
+    type: NotificationType
+    recipients: list[RecipientEntry]
+    data: dict
+    channels: list[str]
+    priority: str
+    schedule_at: datetime | None = None
+    expires_at: datetime | None = None
+    idempotency_key: str = ""
+
+
+@dataclass
+class AcceptResult:
+    response: dict
+    replayed: bool = False
+
+
+class IdempotencyConflict(Exception):
+    """The key was used before with a different request body."""
+
+
+def request_fingerprint(body: dict) -> str:
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def notifications_accept(producer, request: AcceptRequest, fingerprint: str = "") -> AcceptResult:
+    """Store one notification per recipient and return the answer for the producer.
+
+    With an idempotency key, a request seen before gets the answer it got then; a different request under
+    the same key raises IdempotencyConflict. A concurrent duplicate waits on the key's unique index until
+    the first commits, then gets the first one's answer, so one key never creates two sets of rows.
+    """
+    with transaction.atomic():
+        if request.idempotency_key:
+            previous = _claim_idempotency_key(producer, request.idempotency_key, fingerprint)
+            if previous is not None:
+                return AcceptResult(response=previous, replayed=True)
+        notifications = _store(producer, request)
+        response = {
+            "notifications": [
+                {"id": str(n.id), "user_id": user_id, "status": n.status}
+                for n, user_id in zip(notifications, (entry.user_id for entry in request.recipients))
+            ]
+        }
+        if request.idempotency_key:
+            IdempotencyKey.objects.filter(producer=producer, key=request.idempotency_key).update(response=response)
+        if any(n.status == NotificationStatus.ACCEPTED for n in notifications):
+            transaction.on_commit(lambda: wake_route(request.priority), robust=True)
+    return AcceptResult(response=response)
+
+
+def _claim_idempotency_key(producer, key: str, fingerprint: str) -> dict | None:
+    """Insert the key, or return the answer stored under it. Raises IdempotencyConflict on a new body."""
+    try:
+        with transaction.atomic():
+            IdempotencyKey.objects.create(producer=producer, key=key, request_hash=fingerprint, response={})
+        return None
+    except IntegrityError:
+        previous = IdempotencyKey.objects.get(producer=producer, key=key)
+    if previous.request_hash != fingerprint:
+        raise IdempotencyConflict(key)
+    return previous.response
+
+
+def _store(producer, request: AcceptRequest) -> list[Notification]:
+    recipients = recipients_upsert(request.recipients)
+    now = timezone.now()
+    scheduled = request.schedule_at is not None and request.schedule_at > now
+    notifications = [
+        Notification(
+            producer=producer,
+            type=request.type,
+            recipient=recipients[entry.user_id],
+            data={**request.data, **entry.data},
+            channels=entry.channels or request.channels,
+            priority=request.priority,
+            status=NotificationStatus.SCHEDULED if scheduled else NotificationStatus.ACCEPTED,
+            idempotency_key=request.idempotency_key,
+            schedule_at=request.schedule_at,
+            expires_at=request.expires_at,
+            due_at=request.schedule_at if scheduled else now,
+        )
+        for entry in request.recipients
+    ]
+    Notification.objects.bulk_create(notifications)
+    return notifications
+
+
+def recipients_upsert(entries: list[RecipientEntry]) -> dict[str, Recipient]:
+    """Find or create the recipients of a request, applying inline contact fields. Three queries at most
+    whatever the number of entries; an unknown user without contact fields is reachable in-app only."""
+    by_user_id = Recipient.objects.in_bulk([entry.user_id for entry in entries], field_name="user_id")
+    missing = [Recipient(user_id=e.user_id, **e.contact) for e in entries if e.user_id not in by_user_id]
+    if missing:
+        # ignore_conflicts: a concurrent request may create the same user; we read back whichever won.
+        Recipient.objects.bulk_create(missing, ignore_conflicts=True)
+        by_user_id.update(Recipient.objects.in_bulk([r.user_id for r in missing], field_name="user_id"))
+    changed = []
+    for entry in entries:
+        recipient = by_user_id[entry.user_id]
+        updates = {k: v for k, v in entry.contact.items() if getattr(recipient, k) != v}
+        if updates:
+            for name, value in updates.items():
+                setattr(recipient, name, value)
+            changed.append(recipient)
+    if changed:
+        Recipient.objects.bulk_update(changed, CONTACT_FIELDS)
+    return by_user_id

@@ -1,0 +1,186 @@
+"""Step 3: deliver. Claim due deliveries of one channel × priority, send them through the channel, record
+each outcome.
+
+A claim is a conditional update (queued → sending, stamped with a claim token), so a second run of the
+same task, or a second worker, never sends a row twice. A claim is a lease: if the worker dies, the
+sweeper returns the row to the queue after NOTIFIER_CLAIM_LEASE_SECONDS (counting the attempt).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from notifier.channels import CHANNELS
+from notifier.models import (
+    DELIVERY_IN_FLIGHT_STATUSES,
+    DELIVERY_SUCCESS_STATUSES,
+    Delivery,
+    DeliveryStatus,
+    Device,
+    Notification,
+    NotificationStatus,
+    Recipient,
+)
+from notifier.pipeline.wake import clear_flag, deliver_queue, wake_deliver
+from notifier.providers.base import PermanentError, ProviderError, RateLimited, SendResult
+
+log = logging.getLogger(__name__)
+
+_RECORDED_FIELDS = [
+    "status", "provider", "provider_message_id", "last_error", "next_attempt_at", "claim_token", "sent_at",
+    "failed_at",
+]
+
+
+def deliver_due(channel: str, priority: str, batch_size: int | None = None) -> int:
+    """Claim and send one batch of due deliveries; returns how many were claimed."""
+    batch_size = batch_size or settings.NOTIFIER_DELIVER_BATCH_SIZE
+    clear_flag(deliver_queue(channel, priority))
+    deliveries = deliveries_claim(channel, priority, batch_size)
+    if len(deliveries) == batch_size:
+        wake_deliver(channel, priority)  # more are due: let another worker take the next batch meanwhile
+    if deliveries:
+        deliveries_send(deliveries)
+    return len(deliveries)
+
+
+def deliveries_claim(channel: str, priority: str, limit: int) -> list[Delivery]:
+    """Claim up to `limit` due deliveries for this process. Three queries, whatever the batch size."""
+    token = uuid.uuid4()
+    now = timezone.now()
+    with transaction.atomic():
+        ids = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status=DeliveryStatus.QUEUED, channel=channel, priority=priority, next_attempt_at__lte=now)
+            .order_by("next_attempt_at")
+            .values_list("id", flat=True)[:limit]
+        )
+        if not ids:
+            return []
+        # The status condition makes the claim safe even where SKIP LOCKED is not available (SQLite).
+        Delivery.objects.filter(id__in=ids, status=DeliveryStatus.QUEUED).update(
+            status=DeliveryStatus.SENDING, claim_token=token, claimed_at=now, attempts=F("attempts") + 1
+        )
+    return list(
+        Delivery.objects.filter(claim_token=token).select_related(
+            "notification__type", "notification__recipient", "device"
+        )
+    )
+
+
+def deliveries_send(deliveries: list[Delivery]) -> None:
+    """Send claimed deliveries (all of one channel) and record the outcomes."""
+    now = timezone.now()
+    live = []
+    for delivery in deliveries:
+        expires_at = delivery.notification.expires_at
+        if expires_at and expires_at <= now:
+            delivery.status = DeliveryStatus.EXPIRED
+            delivery.last_error = f"expired at {expires_at.isoformat()} before it could be sent"
+            delivery.failed_at, delivery.claim_token = now, None
+        else:
+            live.append(delivery)
+    outcomes = CHANNELS[deliveries[0].channel].deliver(live) if live else []
+    for delivery, outcome in zip(live, outcomes):
+        _apply_outcome(delivery, outcome, now)
+        _log_outcome(delivery, outcome)
+    with transaction.atomic():
+        Delivery.objects.bulk_update(deliveries, _RECORDED_FIELDS)
+        targets_gone([d for d, o in zip(live, outcomes) if isinstance(o, ProviderError) and o.target_gone])
+        notifications_refresh_status({d.notification_id for d in deliveries})
+
+
+def retry_delay(priority: str, attempts: int) -> float:
+    """Exponential backoff with full jitter (AWS architecture blog, "Exponential Backoff And Jitter")."""
+    policy = settings.NOTIFIER_RETRY_POLICY[priority]
+    ceiling = min(policy["max_delay"], policy["base_delay"] * 2 ** (attempts - 1))
+    return random.uniform(0, ceiling)
+
+
+def _apply_outcome(delivery: Delivery, outcome, now) -> None:
+    delivery.claim_token = None
+    if isinstance(outcome, SendResult):
+        delivery.status = outcome.status
+        delivery.provider_message_id = outcome.provider_message_id
+        delivery.sent_at = now
+        delivery.last_error = ""
+        return
+    delivery.last_error = f"{delivery.provider}: {outcome}"
+    max_attempts = settings.NOTIFIER_RETRY_POLICY[delivery.priority]["max_attempts"]
+    if isinstance(outcome, PermanentError):
+        delivery.status = DeliveryStatus.FAILED
+        delivery.failed_at = now
+    elif delivery.attempts >= max_attempts:
+        delivery.status = DeliveryStatus.DEAD
+        delivery.failed_at = now
+        delivery.last_error += f" (gave up after {delivery.attempts} attempts)"
+    else:
+        if isinstance(outcome, RateLimited) and outcome.retry_after is not None:
+            delay = outcome.retry_after
+        else:
+            delay = retry_delay(delivery.priority, delivery.attempts)
+        delivery.status = DeliveryStatus.QUEUED
+        delivery.next_attempt_at = now + timedelta(seconds=delay)
+
+
+def _log_outcome(delivery: Delivery, outcome) -> None:
+    if isinstance(outcome, SendResult):
+        log.info(
+            "%s: %s delivery %s of notification %s to %s (attempt %s)", delivery.provider, outcome.status,
+            delivery.id, delivery.notification_id, delivery.target[:24], delivery.attempts,
+        )
+    else:
+        log.warning(
+            "%s: %s error on delivery %s of notification %s (attempt %s): %s -> %s", delivery.provider,
+            outcome.kind, delivery.id, delivery.notification_id, delivery.attempts, outcome, delivery.status,
+        )
+
+
+def targets_gone(deliveries: list[Delivery]) -> None:
+    """The provider said these targets are gone for good: never send to them again."""
+    now = timezone.now()
+    tokens = {d.target: d.last_error[:100] for d in deliveries if d.channel == "push"}
+    for token, reason in tokens.items():
+        Device.objects.filter(token=token, active=True).update(active=False, deactivated_at=now, deactivated_reason=reason)
+    phones = {d.target for d in deliveries if d.channel == "sms"}
+    if phones:
+        Recipient.objects.filter(phone__in=phones, sms_opted_out_at=None).update(sms_opted_out_at=now)
+    for token in tokens:
+        log.info("push: deactivated device %s… (%s)", token[:12], tokens[token])
+
+
+def notifications_refresh_status(notification_ids) -> None:
+    """Close the notifications whose deliveries have all finished: delivered, partially delivered or
+    failed. One aggregate query and at most three updates, whatever the number of notifications."""
+    counts = (
+        Delivery.objects.filter(notification_id__in=notification_ids)
+        .values("notification_id")
+        .annotate(
+            in_flight=Count("id", filter=Q(status__in=DELIVERY_IN_FLIGHT_STATUSES)),
+            succeeded=Count("id", filter=Q(status__in=DELIVERY_SUCCESS_STATUSES)),
+            total=Count("id"),
+        )
+    )
+    finished: dict[str, list] = {}
+    for row in counts:
+        if row["in_flight"]:
+            continue
+        if row["succeeded"] == row["total"]:
+            status = NotificationStatus.DELIVERED
+        elif row["succeeded"]:
+            status = NotificationStatus.PARTIALLY_DELIVERED
+        else:
+            status = NotificationStatus.FAILED
+        finished.setdefault(status, []).append(row["notification_id"])
+    now = timezone.now()
+    for status, ids in finished.items():
+        Notification.objects.filter(id__in=ids, status=NotificationStatus.PROCESSING).update(
+            status=status, completed_at=now
+        )

@@ -1,0 +1,49 @@
+"""The built-in sandbox: records exactly what would have been sent, so notifier runs with no credentials.
+
+Recorded messages show in Django admin and at GET /api/v1/sandbox/messages. Unlike real adapters the
+sandbox writes to the database, because the database is where its messages are delivered.
+"""
+import json
+from dataclasses import asdict
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from notifier.models import SandboxMessage
+
+from .base import Message, Provider, SendResult
+
+
+class SandboxProvider(Provider):
+    name = "sandbox"
+
+    def __init__(self, channel: str):
+        self.channel = channel
+
+    def send(self, message: Message) -> SendResult:
+        return self.send_batch([message])[0]
+
+    def send_batch(self, messages: list[Message]) -> list[SendResult]:
+        # ignore_conflicts: a delivery re-sent after its worker died is recorded once.
+        SandboxMessage.objects.bulk_create(
+            [
+                SandboxMessage(
+                    channel=m.channel,
+                    user_id=m.user_id,
+                    to=m.to,
+                    notification_id=m.notification_id,
+                    delivery_id=m.delivery_id,
+                    message=_jsonable(m),
+                )
+                for m in messages
+            ],
+            ignore_conflicts=True,
+        )
+        return [SendResult(provider_message_id=f"sandbox-{m.delivery_id}", status="delivered") for m in messages]
+
+
+def _jsonable(message: Message) -> dict:
+    return json.loads(json.dumps(asdict(message), cls=DjangoJSONEncoder))
+
+
+def build(config: dict) -> SandboxProvider:
+    return SandboxProvider(channel=config["channel"])

@@ -1,0 +1,33 @@
+"""Read queries used by the API and admin."""
+import uuid
+
+from django.db.models import Prefetch
+
+from notifier.models import Delivery, Notification, SandboxMessage
+
+SANDBOX_PAGE = 200
+
+
+def notification_for_producer(producer, notification_id) -> Notification | None:
+    """A notification with its deliveries, if this producer sent it (another producer's id is not found)."""
+    try:
+        notification_id = uuid.UUID(str(notification_id))
+    except ValueError:
+        return None
+    return (
+        Notification.objects.filter(id=notification_id, producer=producer)
+        .select_related("type", "recipient")
+        .prefetch_related(Prefetch("deliveries", Delivery.objects.select_related("template").order_by("id")))
+        .first()
+    )
+
+
+def sandbox_messages(user_id=None, channel=None, notification_id=None):
+    messages = SandboxMessage.objects.order_by("-id")
+    if user_id:
+        messages = messages.filter(user_id=user_id)
+    if channel:
+        messages = messages.filter(channel=channel)
+    if notification_id:
+        messages = messages.filter(notification_id=notification_id)
+    return messages[:SANDBOX_PAGE]

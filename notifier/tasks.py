@@ -1,0 +1,36 @@
+"""Celery tasks: thin wake-up handlers. Each drains one queue's due rows through a plain pipeline function.
+
+Messages carry a queue's name, never payloads or per-delivery ids (DESIGN.md, "Throughput rules"); the
+database rows are the work. A task that fails on the database or Redis retries with backoff; if it still
+fails, the sweeper wakes the queue again.
+"""
+from celery import shared_task
+from django.db import DatabaseError
+from redis import RedisError
+
+from notifier.pipeline.dispatch import deliver_due
+from notifier.pipeline.route import route_due
+from notifier.pipeline.sweep import sweep as sweep_once
+
+_RETRY = {
+    "autoretry_for": (DatabaseError, RedisError),
+    "retry_backoff": True,
+    "retry_backoff_max": 60,
+    "retry_jitter": True,
+    "max_retries": 5,
+}
+
+
+@shared_task(name="notifier.route", **_RETRY)
+def route(priority: str) -> int:
+    return route_due(priority)
+
+
+@shared_task(name="notifier.deliver", **_RETRY)
+def deliver(channel: str, priority: str) -> int:
+    return deliver_due(channel, priority)
+
+
+@shared_task(name="notifier.sweep")
+def sweep() -> dict:
+    return sweep_once()

@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView
+
+from notifier.health import healthz
+
+urlpatterns = [
+    path("api/v1/", include("notifier.api.urls")),
+    path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]
