@@ -27,8 +27,13 @@ def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
     if isinstance(detail, dict):
         flat = {}
         for key, value in detail.items():
-            name = prefix if key == "non_field_errors" and prefix else (f"{prefix}.{key}" if prefix else str(key))
-            flat.update(flatten_errors(value, "" if key == "non_field_errors" and not prefix else name))
+            if key == "non_field_errors":
+                name = prefix
+            elif isinstance(key, int):  # ListField errors are keyed by the item's index
+                name = f"{prefix}[{key}]"
+            else:
+                name = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(flatten_errors(value, name))
         return flat
     if isinstance(detail, list) and detail and all(isinstance(item, str) for item in detail):
         return {prefix or "request": [str(item) for item in detail]}

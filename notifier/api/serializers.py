@@ -226,6 +226,7 @@ class TemplateSerializer(serializers.ModelSerializer):
         fields = ["id", "type", "channel", "language", "version", "active", "subject", "title", "body",
                   "html_body", "action_url", "created_at"]
         read_only_fields = ["id", "version", "active", "created_at"]
+        validators = []  # posting the same type × channel × language publishes a new version
 
     def validate_language(self, language):
         if not LANGUAGE.match(language):
@@ -235,7 +236,7 @@ class TemplateSerializer(serializers.ModelSerializer):
     def validate(self, attrs):
         errors = {}
         for name in ("subject", "title", "body", "html_body", "action_url"):
-            problem = template_syntax_error(attrs.get(name, ""), html=name == "html_body")
+            problem = template_syntax_error(attrs.get(name, ""))
             if problem:
                 errors[name] = [problem]
         if errors:

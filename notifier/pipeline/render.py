@@ -1,7 +1,8 @@
 """Render a template for one notification on one channel.
 
-Django's template language, with two engines: HTML email autoescapes variables, everything else (push,
-SMS, the text part of an email, in-app) is plain text and must not turn "&" into "&amp;".
+Django's template language. HTML email autoescapes variables; everything else (push, SMS, the text part
+of an email, in-app) is plain text and must not turn "&" into "&amp;". The render Context, not the engine,
+decides autoescaping, so one engine serves both.
 """
 from __future__ import annotations
 
@@ -13,8 +14,7 @@ from notifier.models import Template
 
 _TEXT_FIELDS = ("subject", "title", "body", "action_url")
 
-_text_engine = Engine(autoescape=False)
-_html_engine = Engine(autoescape=True)
+_engine = Engine()
 
 
 class RenderError(Exception):
@@ -22,15 +22,15 @@ class RenderError(Exception):
 
 
 @lru_cache(maxsize=2048)
-def _compile(source: str, html: bool):
+def _compile(source: str):
     # Compiling costs far more than rendering; the same few templates render thousands of times.
-    return (_html_engine if html else _text_engine).from_string(source)
+    return _engine.from_string(source)
 
 
-def template_syntax_error(source: str, html: bool = False) -> str | None:
+def template_syntax_error(source: str) -> str | None:
     """Why a template source does not compile, or None when it does."""
     try:
-        _compile(source, html)
+        _compile(source)
     except Exception as error:
         return f"Template syntax error: {error}"
     return None
@@ -55,9 +55,11 @@ def template_render(template: Template, notification_type, data: dict) -> dict:
     try:
         for name in _TEXT_FIELDS:
             source = getattr(template, name)
-            content[name] = _compile(source, False).render(Context(variables)).strip() if source else ""
+            content[name] = _compile(source).render(Context(variables, autoescape=False)).strip() if source else ""
         content["html_body"] = (
-            _compile(template.html_body, True).render(Context(variables)) if template.html_body else ""
+            _compile(template.html_body).render(Context(variables, autoescape=True))
+            if template.html_body
+            else ""
         )
     except Exception as error:  # TemplateSyntaxError and anything a filter raises
         raise RenderError(f"template {template} failed to render: {error}") from error

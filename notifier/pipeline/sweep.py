@@ -37,9 +37,9 @@ def release_expired_claims(now=None) -> int:
             status=DeliveryStatus.DEAD, claim_token=None, failed_at=now,
             last_error="worker lost during the last allowed attempt",
         )
+        # next_attempt_at is left as it was: the row was due when it was claimed, so it is due again now.
         requeued = expired.filter(priority=priority).update(
-            status=DeliveryStatus.QUEUED, claim_token=None, next_attempt_at=now,
-            last_error="worker lost during the attempt; retrying",
+            status=DeliveryStatus.QUEUED, claim_token=None, last_error="worker lost during the attempt; retrying"
         )
         released += dead + requeued
     if released:

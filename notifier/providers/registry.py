@@ -2,7 +2,8 @@
 
 settings.NOTIFIER_CHANNEL_PROVIDERS lists provider names per channel, first choice first;
 settings.NOTIFIER_PROVIDER_CONFIG holds each provider's configuration (from environment variables). A
-channel with no provider configured uses the sandbox.
+channel with no provider configured uses the sandbox. A name that is not built in is taken as the dotted
+path of a module with a `build(config)` function, so a custom provider plugs in without changing notifier.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def provider_get(name: str, channel: str) -> Provider:
     with _lock:
         if key not in _built:
             config = {**getattr(settings, "NOTIFIER_PROVIDER_CONFIG", {}).get(name, {}), "channel": channel}
-            _built[key] = importlib.import_module(PROVIDER_MODULES[name]).build(config)
+            _built[key] = importlib.import_module(PROVIDER_MODULES.get(name, name)).build(config)
         return _built[key]
 
 

@@ -1,0 +1,206 @@
+import threading
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from notifier.models import Delivery, DeliveryStatus, Device, InboxItem, NotificationStatus, Recipient, SandboxMessage
+from notifier.pipeline.dispatch import deliver_due, deliveries_claim, retry_delay
+from notifier.pipeline.route import route_due
+from notifier.pipeline.sweep import release_expired_claims, wake_due_queues
+from tests.pipeline.test_route import make_notification
+from tests.support import scripted_provider
+from tests.support.scripted_provider import script
+
+pytestmark = pytest.mark.django_db
+
+SCRIPTED = "tests.support.scripted_provider"
+
+
+@pytest.fixture
+def scripted(settings):
+    settings.NOTIFIER_CHANNEL_PROVIDERS = {"push": [SCRIPTED], "email": [SCRIPTED], "sms": [SCRIPTED]}
+
+
+@pytest.fixture
+def routed(order_type, reachable_user):
+    notification = make_notification(order_type, reachable_user)
+    route_due("high")
+    return notification
+
+
+def test_a_delivery_is_sent_once_even_when_its_task_runs_twice(routed):
+    assert deliver_due("push", "high") == 2
+    assert deliver_due("push", "high") == 0
+
+    assert SandboxMessage.objects.filter(channel="push").count() == 2
+    assert set(Delivery.objects.filter(channel="push").values_list("status", flat=True)) == {"delivered"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_workers_claim_disjoint_deliveries(order_type):
+    from tests.conftest import make_reachable_user
+
+    for i in range(40):
+        make_notification(order_type, make_reachable_user(f"u{i}", devices=[("ios", f"t{i}")]), channels=["push"])
+    route_due("high")
+    claimed = []
+
+    def worker():
+        claimed.append([d.id for d in deliveries_claim("push", "high", 15)])
+        connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    ids = [i for batch in claimed for i in batch]
+    assert len(ids) == len(set(ids)) == 40
+
+
+def test_in_app_writes_one_inbox_item(routed):
+    deliver_due("in_app", "high")
+    Delivery.objects.filter(channel="in_app").update(status="queued")  # as if the task ran again
+    deliver_due("in_app", "high")
+
+    item = InboxItem.objects.get()
+    assert (item.title, item.body, item.action_url) == ("Order shipped", "Order 42 ships.", "/o/42")
+
+
+def test_the_notification_is_delivered_when_every_delivery_is(routed):
+    for channel in ("push", "email", "sms", "in_app"):
+        deliver_due(channel, "high")
+
+    routed.refresh_from_db()
+    assert routed.status == NotificationStatus.DELIVERED
+    assert routed.completed_at is not None
+
+
+def test_a_transient_error_is_retried_later_with_backoff(scripted, routed):
+    script("+14155550100", {"kind": "transient", "code": "503"})
+    before = timezone.now()
+
+    deliver_due("sms", "high")
+
+    sms = Delivery.objects.get(channel="sms")
+    assert sms.status == DeliveryStatus.QUEUED
+    assert sms.attempts == 1
+    assert "503" in sms.last_error
+    assert before <= sms.next_attempt_at <= timezone.now() + timedelta(seconds=2)  # high: base 2 s
+    Delivery.objects.filter(id=sms.id).update(next_attempt_at=timezone.now())
+
+    deliver_due("sms", "high")
+
+    sms.refresh_from_db()
+    assert (sms.status, sms.attempts, sms.last_error) == ("sent", 2, "")
+    assert scripted_provider.sent()[0]["to"] == "+14155550100"
+
+
+def test_a_delivery_that_keeps_failing_goes_to_the_dead_letter(scripted, routed, settings):
+    max_attempts = settings.NOTIFIER_RETRY_POLICY["high"]["max_attempts"]
+    script("u_42@example.com", *[{"kind": "transient"}] * max_attempts)
+
+    for _ in range(max_attempts):
+        Delivery.objects.filter(channel="email").update(next_attempt_at=timezone.now())
+        deliver_due("email", "high")
+
+    email = Delivery.objects.get(channel="email")
+    assert email.status == DeliveryStatus.DEAD
+    assert email.attempts == max_attempts
+    assert f"gave up after {max_attempts} attempts" in email.last_error
+
+
+def test_a_rate_limited_delivery_waits_for_retry_after(scripted, routed):
+    script("+14155550100", {"kind": "rate_limited", "retry_after": 30})
+
+    deliver_due("sms", "high")
+
+    sms = Delivery.objects.get(channel="sms")
+    assert sms.status == DeliveryStatus.QUEUED
+    assert timedelta(seconds=29) < sms.next_attempt_at - timezone.now() <= timedelta(seconds=30)
+
+
+def test_a_permanent_error_is_never_retried_and_a_gone_token_is_deactivated(scripted, order_type, routed):
+    script("ios-token-1", {"kind": "permanent", "code": "Unregistered", "target_gone": True})
+
+    deliver_due("push", "high")
+
+    failed = Delivery.objects.get(target="ios-token-1")
+    assert (failed.status, failed.attempts) == ("failed", 1)
+    device = Device.objects.get(token="ios-token-1")
+    assert not device.active and "Unregistered" in device.deactivated_reason
+    # the next notification to this user never goes to that token
+    make_notification(order_type, Recipient.objects.get(user_id="u_42"), channels=["push"])
+    route_due("high")
+    assert Delivery.objects.filter(target="ios-token-1").count() == 1
+
+
+def test_an_unsubscribed_phone_is_recorded_as_opted_out(scripted, routed):
+    script("+14155550100", {"kind": "permanent", "code": "21610", "target_gone": True})
+
+    deliver_due("sms", "high")
+
+    assert Recipient.objects.get(user_id="u_42").sms_opted_out_at is not None
+
+
+def test_partial_failure_marks_the_notification_partially_delivered(scripted, routed):
+    script("ios-token-1", {"kind": "permanent", "code": "BadDeviceToken", "target_gone": True})
+
+    for channel in ("push", "email", "sms", "in_app"):
+        deliver_due(channel, "high")
+
+    routed.refresh_from_db()
+    assert routed.status == NotificationStatus.PARTIALLY_DELIVERED
+
+
+def test_an_expired_delivery_is_not_sent(routed):
+    routed.expires_at = timezone.now() - timedelta(seconds=1)
+    routed.save()
+
+    deliver_due("email", "high")
+
+    assert Delivery.objects.get(channel="email").status == DeliveryStatus.EXPIRED
+    assert not SandboxMessage.objects.exists()
+
+
+def test_a_claim_whose_worker_died_returns_to_the_queue_after_the_lease(routed, settings):
+    deliveries_claim("email", "high", 10)  # claimed, then the worker "dies"
+    lease = timedelta(seconds=settings.NOTIFIER_CLAIM_LEASE_SECONDS)
+
+    assert release_expired_claims(now=timezone.now()) == 0  # still within the lease
+    assert release_expired_claims(now=timezone.now() + lease + timedelta(seconds=1)) == 1
+
+    email = Delivery.objects.get(channel="email")
+    assert (email.status, email.attempts) == ("queued", 1)
+    assert deliver_due("email", "high") == 1
+    assert Delivery.objects.get(channel="email").attempts == 2
+
+
+def test_a_lost_claim_on_the_last_attempt_goes_to_the_dead_letter(routed, settings):
+    Delivery.objects.filter(channel="email").update(attempts=settings.NOTIFIER_RETRY_POLICY["high"]["max_attempts"] - 1)
+    deliveries_claim("email", "high", 10)
+
+    release_expired_claims(now=timezone.now() + timedelta(days=1))
+
+    assert Delivery.objects.get(channel="email").status == DeliveryStatus.DEAD
+
+
+def test_the_sweeper_wakes_every_queue_with_due_rows_once(routed, clean_redis):
+    clean_redis.flushdb()  # forget the wake-ups routing published
+
+    woken = wake_due_queues()
+    again = wake_due_queues()
+
+    assert sorted(woken) == ["email.high", "in_app.high", "push.high", "sms.high"]
+    assert again == woken  # the flag holds: no second message while one is pending
+    assert [clean_redis.llen(q) for q in woken] == [1, 1, 1, 1]
+
+
+def test_retry_delay_is_full_jitter_below_the_exponential_ceiling(settings):
+    delays = [retry_delay("medium", 3) for _ in range(200)]
+    assert all(0 <= d <= 20 for d in delays)  # base 5 s * 2^(3-1)
+    assert max(delays) > 10 and min(delays) < 10
+    assert all(retry_delay("medium", 30) <= 600 for _ in range(50))
