@@ -7,6 +7,10 @@ A lost wake-up (broker down, Redis flushed) costs at most one sweep interval: th
 queue that has due rows.
 """
 import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from functools import cache
 
 import redis
@@ -57,21 +61,66 @@ def clear_flag(queue: str) -> None:
 
 
 def _wake(queue: str, task, args: tuple) -> bool:
-    """Publish a wake-up for `queue` unless one is pending. Never raises: returns False when the
-    broker or Redis is unreachable, and the sweeper publishes later."""
+    """Publish a wake-up for `queue` unless one is pending. Never raises, and returns within
+    NOTIFIER_PUBLISH_TIMEOUT_SECONDS even when the broker accepts connections but never answers (then
+    the publish goes on in the background and the sweeper covers the gap). Returns whether it published
+    or found a wake-up pending."""
+    with _publisher_lock:
+        global _publishes_in_flight
+        if _publishes_in_flight >= _MAX_PUBLISHES_IN_FLIGHT:
+            log.warning("wake: earlier publishes are stuck; leaving %s to the sweeper", queue)
+            return False
+        _publishes_in_flight += 1
+    future = _publisher().submit(_publish, queue, task, args)
+    try:
+        return future.result(timeout=settings.NOTIFIER_PUBLISH_TIMEOUT_SECONDS)
+    except FuturesTimeout:
+        log.warning("wake: publishing to %s took over %ss; the sweeper will retry", queue,
+                    settings.NOTIFIER_PUBLISH_TIMEOUT_SECONDS)
+        return False
+
+
+def _publish(queue: str, task, args: tuple) -> bool:
+    global _publishes_in_flight
     flag = FLAG_PREFIX + queue
     try:
-        if not redis_client().set(flag, "1", nx=True, ex=FLAG_TTL_SECONDS):
-            return True  # one is pending already
-    except redis.RedisError as error:
-        log.warning("wake: Redis unreachable (%s); publishing to %s without the flag", error, queue)
-    try:
-        task.apply_async(args=args, queue=queue, routing_key=queue, retry=False)
-        return True
-    except Exception as error:  # kombu raises several types; none may reach the producer's request
-        log.warning("wake: could not publish to %s: %s; the sweeper will retry", queue, error)
         try:
-            redis_client().delete(flag)
-        except redis.RedisError:
-            pass
-        return False
+            if not redis_client().set(flag, "1", nx=True, ex=FLAG_TTL_SECONDS):
+                return True  # one is pending already
+        except redis.RedisError as error:
+            log.warning("wake: Redis unreachable (%s); publishing to %s without the flag", error, queue)
+        try:
+            task.apply_async(args=args, queue=queue, routing_key=queue, retry=False)
+            return True
+        except Exception as error:  # kombu raises several types; none may reach the producer's request
+            log.warning("wake: could not publish to %s: %s; the sweeper will retry", queue, error)
+            try:
+                redis_client().delete(flag)
+            except redis.RedisError:
+                pass
+            return False
+    finally:
+        with _publisher_lock:
+            _publishes_in_flight -= 1
+
+
+# One publisher thread per process: it lets a request give up on a hanging broker after a deadline
+# (celery/celery#6046), and stuck publishes are counted so that requests stop waiting on them at all.
+_MAX_PUBLISHES_IN_FLIGHT = 8
+_publisher_lock = threading.Lock()
+_publishes_in_flight = 0
+
+
+@cache
+def _publisher() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-wake")
+
+
+def _reset_after_fork() -> None:
+    # A forked child (Celery prefork, gunicorn) inherits the executor but not its thread.
+    global _publishes_in_flight
+    _publisher.cache_clear()
+    _publishes_in_flight = 0
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
