@@ -1,0 +1,47 @@
+# make run   — set everything up and start the API, workers, beat and Flower (Ctrl-C stops all)
+# make test  — set everything up and run the whole test suite against PostgreSQL and Redis
+# make bench — measure throughput and latency (see BENCHMARKS.md)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+REDIS_URL ?= redis://127.0.0.1:6379/0
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/notifier
+
+.PHONY: run test install install-test check-redis check-postgres migrate clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-test: requirements.txt requirements-test.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-test.txt
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+check-redis: $(VENV)/.installed
+	@$(BIN)/python -c "import redis,sys; redis.Redis.from_url('$(REDIS_URL)', socket_connect_timeout=2).ping()" 2>/dev/null \
+	  || { echo "Redis is not reachable at $(REDIS_URL): start it (redis-server --daemonize yes) or set REDIS_URL."; exit 1; }
+
+check-postgres: $(VENV)/.installed
+	@$(BIN)/python -c "import psycopg; psycopg.connect('$(TEST_DATABASE_URL)'.rsplit('/',1)[0] + '/postgres', connect_timeout=3).close()" 2>/dev/null \
+	  || { echo "PostgreSQL is not reachable at $(TEST_DATABASE_URL): start it, or set TEST_DATABASE_URL."; exit 1; }
+
+run: check-redis
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py collectstatic --no-input -v 0
+	$(BIN)/python manage.py seeddemo
+	@echo "API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
+	REDIS_URL=$(REDIS_URL) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
+
+test: $(VENV)/.installed-test check-redis check-postgres
+	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

@@ -1,0 +1,126 @@
+"""One notification, through real Celery workers on the real broker, from the API to every channel."""
+import socket
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+import requests
+from django.test import override_settings
+
+from notifier.models import Delivery, InboxItem, Notification, SandboxMessage
+from notifier.pipeline.sweep import release_expired_claims, sweep
+from tests.e2e.conftest import free_port, wait_until
+from tests.support import scripted_provider
+from tests.support.scripted_provider import script
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+
+def notification_status(api, notification_id):
+    return api.get(f"/api/v1/notifications/{notification_id}").json()
+
+
+def test_a_notification_goes_from_accepted_to_delivered_on_every_channel(api, order_type, reachable_user,
+                                                                       start_worker):
+    start_worker()
+
+    response = api.post("/api/v1/notifications",
+                        {"type": "order_shipped", "user_id": "u_42", "data": {"order_id": "789"}}, format="json")
+    assert response.status_code == 202
+    notification_id = response.json()["notifications"][0]["id"]
+    assert response.json()["notifications"][0]["status"] == "accepted"
+
+    body = wait_until(lambda: (b := notification_status(api, notification_id))["status"] == "delivered" and b)
+
+    assert sorted((d["channel"], d["target"], d["status"]) for d in body["deliveries"]) == [
+        ("email", "u_42@example.com", "delivered"),
+        ("in_app", "u_42", "delivered"),
+        ("push", "android-token-1", "delivered"),
+        ("push", "ios-token-1", "delivered"),
+        ("sms", "+14155550100", "delivered"),
+    ]
+    sent = {(m.channel, m.to): m.message for m in SandboxMessage.objects.all()}
+    assert sent[("push", "ios-token-1")]["body"] == "Order 789 ships with UPS."
+    assert sent[("push", "ios-token-1")]["platform"] == "ios"
+    assert sent[("email", "u_42@example.com")]["subject"] == "Order 789 shipped"
+    assert sent[("sms", "+14155550100")]["body"] == "Order 789 ships with UPS."
+    assert InboxItem.objects.get().title == "Order shipped"
+
+
+class SilentServer:
+    """Accepts TCP connections and never answers: a broker that hangs rather than refuses."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                self.held.append(self.sock.accept()[0])
+            except OSError:
+                return
+
+    def close(self):
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.mark.parametrize("outage", ["refused", "hanging"])
+def test_a_notification_accepted_while_the_broker_is_down_is_delivered_once_it_is_back(
+    outage, producer, order_type, reachable_user, start_api, start_worker
+):
+    silent = SilentServer() if outage == "hanging" else None
+    dead_url = f"redis://127.0.0.1:{silent.port if silent else free_port()}/15"
+    api_server = start_api(CELERY_BROKER_URL=dead_url, REDIS_URL=dead_url)
+    headers = {"Authorization": f"Bearer {producer.key}"}
+
+    started = time.monotonic()
+    response = requests.post(f"{api_server.url}/api/v1/notifications", headers=headers, timeout=30,
+                             json={"type": "order_shipped", "user_id": "u_42", "data": {"order_id": "1"}})
+    elapsed = time.monotonic() - started
+    health = requests.get(f"{api_server.url}/healthz", timeout=30)
+
+    assert response.status_code == 202
+    assert elapsed < 6, f"the request waited {elapsed:.1f} s on the broker"
+    assert health.status_code == 503
+    assert health.json()["checks"]["database"] == "ok"
+    assert health.json()["checks"]["broker"].startswith("down")
+    notification = Notification.objects.get(id=response.json()["notifications"][0]["id"])
+    assert notification.status == "accepted"  # stored, waiting: nothing lost
+
+    # The broker is back (workers and the sweeper use the real one): beat's sweep wakes the route queue.
+    start_worker()
+    sweep()
+    wait_until(lambda: Notification.objects.get(id=notification.id).status == "delivered")
+    if silent:
+        silent.close()
+
+
+def test_a_delivery_whose_worker_is_killed_mid_send_is_sent_by_another_worker(
+    api, order_type, reachable_user, start_worker
+):
+    providers = {"NOTIFIER_PUSH_PROVIDERS": "tests.support.scripted_provider"}
+    script("ios-token-1", {"kind": "sleep", "seconds": 60})
+    doomed = start_worker(**providers)
+    notification_id = api.post("/api/v1/notifications", {"type": "order_shipped", "user_id": "u_42",
+                                                         "data": {"order_id": "1"}, "channels": ["push"]},
+                               format="json").json()["notifications"][0]["id"]
+    wait_until(lambda: Delivery.objects.filter(target="ios-token-1", status="sending").exists())
+
+    doomed.kill()  # SIGKILL mid-send: no chance to record anything
+
+    with override_settings(NOTIFIER_CLAIM_LEASE_SECONDS=0):
+        assert release_expired_claims() >= 1
+    start_worker(**providers)
+    sweep()
+    wait_until(lambda: Notification.objects.get(id=notification_id).status == "delivered")
+    delivery = Delivery.objects.get(target="ios-token-1")
+    assert delivery.attempts == 2
+    assert [s["to"] for s in scripted_provider.sent()].count("ios-token-1") == 1
