@@ -30,6 +30,8 @@ import json
 import os
 import re
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 import time
@@ -418,6 +420,7 @@ def main() -> None:
     config.pop("key")
     config["key_file"] = fake.key_file
     print(json.dumps(config), flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # clean up the temp dir on kill too
     try:
         while True:
             time.sleep(3600)
