@@ -8,3 +8,6 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 from .settings import *  # noqa: E402,F401,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Static files are collected only by `make run`; without them WhiteNoise warns on every request.
+MIDDLEWARE = [m for m in MIDDLEWARE if m != "whitenoise.middleware.WhiteNoiseMiddleware"]  # noqa: F405
