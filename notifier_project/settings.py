@@ -134,12 +134,52 @@ NOTIFIER_CLAIM_LEASE_SECONDS = int(os.environ.get("NOTIFIER_CLAIM_LEASE_SECONDS"
 # Publishing a wake-up must never hang a request (celery/celery#6046): bounded, then left to the sweeper.
 NOTIFIER_PUBLISH_TIMEOUT_SECONDS = float(os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
 
-# Which provider serves each channel, first choice first. Empty means the built-in sandbox, which records
-# what would be sent (GET /api/v1/sandbox/messages) so that the service runs with no credentials.
+# Provider settings, from the environment. Only what is set is passed on, so each adapter's defaults
+# apply to the rest (see the docstring of each module in notifier/providers/).
+def _provider_config(**env_names) -> dict:
+    return {key: os.environ[name] for key, name in env_names.items() if os.environ.get(name, "") != ""}
+
+
+NOTIFIER_PROVIDER_CONFIG = {
+    "apns": _provider_config(
+        key="APNS_KEY", key_file="APNS_KEY_FILE", key_id="APNS_KEY_ID", team_id="APNS_TEAM_ID",
+        topic="APNS_TOPIC", use_sandbox="APNS_USE_SANDBOX", host="APNS_HOST", port="APNS_PORT",
+        ca_file="APNS_CA_FILE",
+    ),
+    "fcm": _provider_config(
+        credentials_file="FCM_CREDENTIALS_FILE", project_id="FCM_PROJECT_ID", endpoint="FCM_ENDPOINT",
+    ),
+    "sendgrid": _provider_config(
+        api_key="SENDGRID_API_KEY", host="SENDGRID_HOST", from_email="EMAIL_FROM", from_name="EMAIL_FROM_NAME",
+    ),
+    "smtp": _provider_config(
+        host="SMTP_HOST", port="SMTP_PORT", username="SMTP_USERNAME", password="SMTP_PASSWORD",
+        use_tls="SMTP_USE_TLS", use_ssl="SMTP_USE_SSL", from_email="EMAIL_FROM",
+    ),
+    "twilio": _provider_config(
+        account_sid="TWILIO_ACCOUNT_SID", auth_token="TWILIO_AUTH_TOKEN", from_number="TWILIO_FROM_NUMBER",
+        messaging_service_sid="TWILIO_MESSAGING_SERVICE_SID", base_url="TWILIO_BASE_URL",
+        status_callback_url="TWILIO_STATUS_CALLBACK_URL", max_segments="SMS_MAX_SEGMENTS",
+    ),
+}
+if os.environ.get("APNS_USE_SANDBOX"):
+    NOTIFIER_PROVIDER_CONFIG["apns"]["use_sandbox"] = env_bool("APNS_USE_SANDBOX")
+for _flag in ("use_tls", "use_ssl"):
+    if _flag in NOTIFIER_PROVIDER_CONFIG["smtp"]:
+        NOTIFIER_PROVIDER_CONFIG["smtp"][_flag] = env_bool("SMTP_" + _flag.upper())
+
+# Which provider serves each channel, first choice first (email: SendGrid, then SMTP when SendGrid fails
+# transiently). NOTIFIER_<CHANNEL>_PROVIDERS overrides; otherwise every provider whose credentials are set,
+# and the built-in sandbox when none are: it records what would be sent (GET /api/v1/sandbox/messages),
+# so notifier runs with no credentials.
+def _configured(*names) -> str:
+    return ",".join(name for name in names if NOTIFIER_PROVIDER_CONFIG[name]) or "sandbox"
+
+
 NOTIFIER_CHANNEL_PROVIDERS = {
-    "push": env_list("NOTIFIER_PUSH_PROVIDERS", ""),
-    "email": env_list("NOTIFIER_EMAIL_PROVIDERS", ""),
-    "sms": env_list("NOTIFIER_SMS_PROVIDERS", ""),
+    "push": env_list("NOTIFIER_PUSH_PROVIDERS", _configured("apns", "fcm")),
+    "email": env_list("NOTIFIER_EMAIL_PROVIDERS", _configured("sendgrid", "smtp")),
+    "sms": env_list("NOTIFIER_SMS_PROVIDERS", _configured("twilio")),
 }
 
 # Retries of transient provider errors, per priority: up to max_attempts sends, waiting a random time
@@ -150,5 +190,7 @@ NOTIFIER_RETRY_POLICY = {
     "medium": {"max_attempts": 6, "base_delay": 5, "max_delay": 600},
     "low": {"max_attempts": 8, "base_delay": 30, "max_delay": 3600},
 }
+# How long a recipient token (POST /api/v1/users/{user_id}/token) stays valid.
+NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS = int(os.environ.get("NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS", str(24 * 3600)))
 # Idempotency keys are kept at least this long (the IETF draft and Stripe keep 24 hours).
 NOTIFIER_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("NOTIFIER_IDEMPOTENCY_TTL_HOURS", "24"))

@@ -1,8 +1,47 @@
-"""Producer keys: `Authorization: Bearer <key>`. 401 for a missing or wrong key, 403 for a missing scope."""
+"""Two kinds of caller, both as `Authorization: Bearer <secret>`:
+
+- a producer key (`nk_…`): a backend, with scopes `send` and `admin`;
+- a recipient token (`rt_…`): an app or browser acting for one user, issued by
+  POST /api/v1/users/{user_id}/token, signed and expiring. It reaches only that user's own endpoints;
+  any other user's ids answer 404, as if they did not exist.
+
+401 for a missing, wrong or expired secret; 403 for a missing scope.
+"""
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core import signing
 from rest_framework import authentication, exceptions, permissions
 
 from notifier.models import Producer
 from notifier.models.producers import SCOPE_ADMIN, SCOPE_SEND, hash_key
+
+RECIPIENT_TOKEN_PREFIX = "rt_"
+_RECIPIENT_TOKEN_SALT = "notifier.recipient-token"
+
+
+@dataclass(frozen=True)
+class RecipientPrincipal:
+    """The caller of a request made with a recipient token."""
+
+    user_id: str
+
+    def has_scope(self, scope: str) -> bool:
+        return False
+
+
+def recipient_token_issue(user_id: str) -> str:
+    return RECIPIENT_TOKEN_PREFIX + signing.dumps({"u": user_id}, salt=_RECIPIENT_TOKEN_SALT, compress=True)
+
+
+def recipient_token_user_id(token: str) -> str | None:
+    """The user id a valid, unexpired recipient token was issued for, else None."""
+    try:
+        payload = signing.loads(token[len(RECIPIENT_TOKEN_PREFIX):], salt=_RECIPIENT_TOKEN_SALT,
+                                max_age=settings.NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS)
+    except signing.BadSignature:  # includes SignatureExpired
+        return None
+    return payload.get("u")
 
 
 class ProducerKeyAuthentication(authentication.BaseAuthentication):
@@ -11,9 +50,15 @@ class ProducerKeyAuthentication(authentication.BaseAuthentication):
         if not header:
             return None
         scheme, _, key = header.partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <producer key>'.")
-        producer = Producer.objects.filter(key_hash=hash_key(key.strip()), is_active=True).first()
+        if key.startswith(RECIPIENT_TOKEN_PREFIX):
+            user_id = recipient_token_user_id(key)
+            if user_id is None:
+                raise exceptions.AuthenticationFailed("Invalid or expired recipient token.")
+            return (RecipientPrincipal(user_id), None)
+        producer = Producer.objects.filter(key_hash=hash_key(key), is_active=True).first()
         if producer is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked producer key.")
         return (producer, None)
@@ -41,3 +86,21 @@ class HasSendScope(_HasScope):
 
 class HasAdminScope(_HasScope):
     scope = SCOPE_ADMIN
+
+
+class IsProducerOrSameRecipient(permissions.BasePermission):
+    """For /users/{user_id}/… endpoints an end user's app may call: a producer with the send scope, or a
+    recipient token of that same user. Another user's id answers 404, so ids cannot be probed."""
+
+    def has_permission(self, request, view):
+        caller = request.user
+        if caller is None:
+            return False
+        if isinstance(caller, RecipientPrincipal):
+            if caller.user_id != view.kwargs.get("user_id"):
+                raise exceptions.NotFound()
+            return True
+        if not caller.has_scope(SCOPE_SEND):
+            self.message = f"This producer key lacks the '{SCOPE_SEND}' scope."
+            return False
+        return True

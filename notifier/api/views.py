@@ -1,4 +1,5 @@
 """HTTP in, service call, HTTP out. No logic lives here."""
+from django.conf import settings
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
@@ -9,7 +10,7 @@ from rest_framework.views import APIView
 
 from notifier import selectors, services
 from notifier.api import serializers as s
-from notifier.api.auth import HasAdminScope
+from notifier.api.auth import HasAdminScope, recipient_token_issue
 from notifier.models import NotificationType, Recipient, Template
 from notifier.pipeline.accept import IdempotencyConflict, notifications_accept, request_fingerprint
 
@@ -56,6 +57,18 @@ class UserView(APIView):
         serializer.is_valid(raise_exception=True)
         recipient, created = services.recipient_upsert(user_id, serializer.validated_data)
         return Response(s.RecipientSerializer(recipient).data, status=201 if created else 200)
+
+
+class RecipientTokenView(APIView):
+    """Issue a recipient token for an app or browser to read this user's own inbox and preferences."""
+
+    @extend_schema(request=None, responses={201: dict})
+    def post(self, request, user_id):
+        Recipient.objects.get_or_create(user_id=user_id)
+        return Response(
+            {"token": recipient_token_issue(user_id), "expires_in": settings.NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS},
+            status=201,
+        )
 
 
 class DeviceListView(APIView):
