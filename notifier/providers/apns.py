@@ -14,7 +14,7 @@
     max_connection_attempts  how often aioapns tries to connect before giving up, default 3
 
 aioapns is asyncio and our workers are synchronous, so each process runs one event loop in a daemon
-thread (`_EventLoopThread`) that owns every APNs client and its connection pool; `send` and `send_batch`
+thread (`EventLoopThread`) that owns every APNs client and its connection pool; `send` and `send_batch`
 submit coroutines to it. A forked worker child starts its own loop and client on first use.
 """
 from __future__ import annotations
@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import ssl
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -48,6 +47,7 @@ from notifier.providers.base import (
     SendResult,
     TransientError,
 )
+from notifier.providers.event_loop import EventLoopThread
 
 logger = logging.getLogger(__name__)
 
@@ -60,36 +60,6 @@ MIN_SECONDS_BETWEEN_FORCED_REFRESHES = 60
 # Reasons after which the token must never be used again.
 # https://developer.apple.com/documentation/usernotifications/handling-notification-responses-from-apns
 TARGET_GONE_REASONS = {"Unregistered", "BadDeviceToken", "DeviceTokenNotForTopic", "ExpiredToken"}
-
-
-class _EventLoopThread:
-    """One asyncio event loop per process, running in a daemon thread."""
-
-    _lock = threading.Lock()
-    _instance: _EventLoopThread | None = None
-
-    def __init__(self):
-        self.pid = os.getpid()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="apns-event-loop", daemon=True)
-        self.thread.start()
-
-    @classmethod
-    def for_this_process(cls) -> _EventLoopThread:
-        # After a fork the child has the parent's object but not its thread: start a new loop.
-        with cls._lock:
-            if cls._instance is None or cls._instance.pid != os.getpid():
-                cls._instance = cls()
-            return cls._instance
-
-    def run(self, coroutine, timeout: float):
-        """Run `coroutine` on the loop and wait for its result (or exception) at most `timeout` s."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
 
 
 class APNsProvider(Provider):
@@ -154,7 +124,7 @@ class APNsProvider(Provider):
             coroutine = self._send_all([(messages[i], requests[i]) for i in indexes])
             try:
                 # The loop enforces `timeout` per request; this outer bound only guards against a wedged loop.
-                results = _EventLoopThread.for_this_process().run(coroutine, self.timeout * 2 + 10)
+                results = EventLoopThread.for_this_process().run(coroutine, self.timeout * 2 + 10)
             except TimeoutError:
                 results = [TransientError("APNs: no answer from the event loop", code="timeout")] * len(indexes)
             for index, result in zip(indexes, results):
@@ -186,7 +156,7 @@ class APNsProvider(Provider):
                 client.pool.close()
 
             try:
-                _EventLoopThread.for_this_process().run(close_pool(), 5)
+                EventLoopThread.for_this_process().run(close_pool(), 5)
             except Exception:  # closing at shutdown must not raise
                 logger.exception("APNs: error while closing connections")
 

@@ -19,7 +19,6 @@ synchronous, so each process runs one event loop in a daemon thread that owns th
 """
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import itertools
 import json
@@ -44,42 +43,13 @@ from notifier.providers.base import (
     SendResult,
     TransientError,
 )
+from notifier.providers.event_loop import EventLoopThread
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_CALL = 500  # send_each_async raises ValueError above this
 GOOGLE_FCM_BASE_URL = "https://fcm.googleapis.com"
 _app_numbers = itertools.count(1)
-
-
-class _EventLoopThread:
-    """One asyncio event loop per process, running in a daemon thread."""
-
-    _lock = threading.Lock()
-    _instance: _EventLoopThread | None = None
-
-    def __init__(self):
-        self.pid = os.getpid()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="fcm-event-loop", daemon=True)
-        self.thread.start()
-
-    @classmethod
-    def for_this_process(cls) -> _EventLoopThread:
-        # After a fork the child has the parent's object but not its thread: start a new loop.
-        with cls._lock:
-            if cls._instance is None or cls._instance.pid != os.getpid():
-                cls._instance = cls()
-            return cls._instance
-
-    def run(self, coroutine, timeout: float):
-        """Run `coroutine` on the loop and wait for its result (or exception) at most `timeout` s."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()
-            raise
 
 
 class FCMProvider(Provider):
@@ -139,7 +109,7 @@ class FCMProvider(Provider):
             problem = PermanentError(f"FCM is misconfigured: {error}", code="configuration")
             return [outcome or problem for outcome in outcomes]
 
-        loop = _EventLoopThread.for_this_process()
+        loop = EventLoopThread.for_this_process()
         for start in range(0, len(ready), MAX_MESSAGES_PER_CALL):
             chunk = ready[start:start + MAX_MESSAGES_PER_CALL]
             coroutine = self._send_chunk(app, [fcm_message for _, fcm_message in chunk])
@@ -181,7 +151,7 @@ class FCMProvider(Provider):
         try:
             # Close the httpx client on the loop that used it; delete_app then finds it closed.
             service = messaging._get_messaging_service(app)
-            _EventLoopThread.for_this_process().run(service._async_client.aclose(), 5)
+            EventLoopThread.for_this_process().run(service._async_client.aclose(), 5)
             firebase_admin.delete_app(app)
         except Exception:  # closing at shutdown must not raise
             logger.exception("FCM: error while closing the client")
