@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class NotifierConfig(AppConfig):
     name = "notifier"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from notifier import checks  # noqa: F401  (registers the system checks)

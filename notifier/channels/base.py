@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from notifier.providers.base import Message, ProviderError, SendResult
+from notifier.providers.base import Message, PermanentError, ProviderError, SendResult
 from notifier.providers.registry import providers_for
 
 
@@ -31,22 +31,42 @@ class Channel:
 
 
 class ProviderChannel(Channel):
-    """A channel whose messages go out through a provider adapter."""
+    """A channel whose messages go out through provider adapters.
 
-    def provider_for(self, delivery):
-        return providers_for(self.name)[0]
+    Each delivery has a chain of providers, first choice first (email: SendGrid, then SMTP). A transient
+    or rate-limited failure moves the delivery to the next provider in the same attempt; a permanent
+    error does not (an invalid address is invalid everywhere). Deliveries are sent in one batch per
+    provider.
+    """
+
+    def providers_chain(self, delivery) -> list:
+        return providers_for(self.name)
 
     def deliver(self, deliveries) -> list[SendResult | ProviderError]:
         outcomes: list = [None] * len(deliveries)
-        by_provider: dict = {}
+        chains, pending = [], []
         for index, delivery in enumerate(deliveries):
-            by_provider.setdefault(self.provider_for(delivery), []).append(index)
-        for provider, indexes in by_provider.items():
-            for index in indexes:
-                deliveries[index].provider = provider.name
-            results = provider.send_batch([message_from_delivery(deliveries[i]) for i in indexes])
-            for index, result in zip(indexes, results):
-                outcomes[index] = result
+            try:
+                chains.append(self.providers_chain(delivery))
+                pending.append(index)
+            except Exception as error:  # a bad credential file or setting: the operator must fix it
+                chains.append([])
+                outcomes[index] = PermanentError(f"provider not configured correctly: {error}", code="config")
+        step = 0
+        while pending:
+            by_provider: dict = {}
+            for index in pending:
+                if step < len(chains[index]):
+                    by_provider.setdefault(chains[index][step], []).append(index)
+            pending = []
+            for provider, indexes in by_provider.items():
+                results = provider.send_batch([message_from_delivery(deliveries[i]) for i in indexes])
+                for index, result in zip(indexes, results):
+                    deliveries[index].provider = provider.name
+                    outcomes[index] = result
+                    if isinstance(result, ProviderError) and not isinstance(result, PermanentError):
+                        pending.append(index)
+            step += 1
         return outcomes
 
 

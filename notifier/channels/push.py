@@ -13,12 +13,13 @@ class PushChannel(ProviderChannel):
         targets = [Target(address=d.token, device=d, platform=d.platform) for d in devices]
         return targets, "" if targets else "recipient has no active device"
 
-    def provider_for(self, delivery):
+    def providers_chain(self, delivery):
         # APNs serves iOS when it is configured; FCM serves Android and web, and iOS when APNs is absent.
+        # A token belongs to one provider, so push has no failover.
         names = provider_names(self.name)
         platform = delivery.device.platform if delivery.device_id else ""
         if platform == Platform.IOS and "apns" in names:
-            return provider_get("apns", self.name)
+            return [provider_get("apns", self.name)]
         if "fcm" in names:
-            return provider_get("fcm", self.name)
-        return provider_get(names[0], self.name)
+            return [provider_get("fcm", self.name)]
+        return [provider_get(names[0], self.name)]

@@ -1,0 +1,165 @@
+"""Real providers end to end: a real Celery worker sends through the official SDKs (aioapns, firebase-admin,
+sendgrid, twilio, Django's SMTP backend) to fake servers that speak each provider's wire protocol."""
+import pytest
+
+from notifier.models import Delivery, Device, Notification, Recipient
+from notifier.pipeline.sweep import sweep
+from tests.conftest import make_reachable_user
+from tests.e2e.conftest import wait_until
+from tests.fakes.apns import FakeAPNs
+from tests.fakes.fcm import FakeFCM
+from tests.fakes.sendgrid import FakeSendGrid
+from tests.fakes.smtp import FakeSMTP
+from tests.fakes.twilio import FakeTwilio
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+IPHONE = "a" * 64  # APNs device tokens are 64 hex characters
+ANDROID = "android-registration-token-1"
+
+
+@pytest.fixture
+def fakes():
+    with FakeAPNs() as apns, FakeFCM() as fcm, FakeSendGrid() as sendgrid, FakeTwilio() as twilio, FakeSMTP() as smtp:
+        yield {"apns": apns, "fcm": fcm, "sendgrid": sendgrid, "twilio": twilio, "smtp": smtp}
+
+
+def provider_env(fakes) -> dict:
+    """The environment an operator would set, pointed at the fakes."""
+    apns, fcm, sendgrid, twilio, smtp = (fakes[n] for n in ("apns", "fcm", "sendgrid", "twilio", "smtp"))
+    return {
+        "APNS_KEY_FILE": apns.key_file, "APNS_KEY_ID": apns.key_id, "APNS_TEAM_ID": apns.team_id,
+        "APNS_TOPIC": apns.topic, "APNS_USE_SANDBOX": "1", "APNS_HOST": apns.host, "APNS_PORT": apns.port,
+        "APNS_CA_FILE": apns.ca_file,
+        "FCM_CREDENTIALS_FILE": fcm.credentials_file, "FCM_ENDPOINT": fcm.url,
+        "SENDGRID_API_KEY": sendgrid.api_key, "SENDGRID_HOST": sendgrid.url,
+        "EMAIL_FROM": "shop@example.com", "EMAIL_FROM_NAME": "Shop",
+        "SMTP_HOST": "127.0.0.1", "SMTP_PORT": smtp.port,
+        "TWILIO_ACCOUNT_SID": twilio.account_sid, "TWILIO_AUTH_TOKEN": twilio.auth_token,
+        "TWILIO_FROM_NUMBER": "+15005550006", "TWILIO_BASE_URL": twilio.url,
+        "TWILIO_STATUS_CALLBACK_URL": "https://notifier.example.com/webhooks/twilio",
+    }
+
+
+@pytest.fixture
+def phone_user(db):
+    return make_reachable_user(devices=[("ios", IPHONE), ("android", ANDROID)])
+
+
+def send(api, **fields):
+    body = {"type": "order_shipped", "user_id": "u_42", "data": {"order_id": "789"}, **fields}
+    response = api.post("/api/v1/notifications", body, format="json")
+    assert response.status_code == 202, response.content
+    return response.json()["notifications"][0]["id"]
+
+
+def wait_finished(notification_id):
+    def finished():
+        sweep()  # stands in for beat: wakes queues whose retries are due
+        notification = Notification.objects.get(id=notification_id)
+        return notification.status not in ("accepted", "processing") and notification
+
+    return wait_until(finished, timeout=40, interval=0.3)
+
+
+def test_one_notification_makes_exactly_the_right_request_on_each_provider(
+    api, order_type, phone_user, fakes, start_worker
+):
+    start_worker(**provider_env(fakes))
+
+    notification_id = send(api)
+    notification = wait_finished(notification_id)
+
+    assert notification.status == "delivered", list(notification.deliveries.values("channel", "last_error"))
+    [apns] = fakes["apns"].requests
+    assert apns.path == f"/3/device/{IPHONE}"
+    assert apns.headers["apns-push-type"] == "alert" and apns.headers["apns-priority"] == "10"
+    assert apns.headers["apns-topic"] == fakes["apns"].topic
+    assert apns.body["aps"]["alert"] == {"title": "Order shipped", "body": "Order 789 ships with UPS."}
+    assert apns.body["notification_id"] == notification_id
+    [fcm] = fakes["fcm"].requests
+    assert fcm.target == ANDROID
+    assert fcm.message["notification"] == {"title": "Order shipped", "body": "Order 789 ships with UPS."}
+    assert fcm.message["android"]["priority"] == "high"
+    assert fcm.message["data"]["notification_id"] == notification_id
+    [mail] = fakes["sendgrid"].requests
+    assert mail.headers["authorization"] == f"Bearer {fakes['sendgrid'].api_key}"
+    assert mail.body["personalizations"][0]["to"] == [{"email": "u_42@example.com"}]
+    assert mail.body["subject"] == "Order 789 shipped"
+    assert {c["type"] for c in mail.body["content"]} == {"text/plain", "text/html"}
+    assert mail.body["headers"]["X-Notification-ID"] == notification_id
+    [sms] = fakes["twilio"].requests
+    assert sms.path == f"/2010-04-01/Accounts/{fakes['twilio'].account_sid}/Messages.json"
+    assert sms.body["To"] == "+14155550100" and sms.body["Body"] == "Order 789 ships with UPS."
+    assert sms.body["StatusCallback"] == "https://notifier.example.com/webhooks/twilio"
+    assert fakes["smtp"].messages == []  # SendGrid worked: no failover
+    providers = dict(Delivery.objects.values_list("target", "provider"))
+    assert providers == {IPHONE: "apns", ANDROID: "fcm", "u_42@example.com": "sendgrid",
+                         "+14155550100": "twilio", "u_42": "inbox"}
+    assert Delivery.objects.get(target=IPHONE).provider_message_id == apns.apns_id
+
+
+def test_a_token_apns_reports_unregistered_is_never_sent_to_again(api, order_type, phone_user, fakes, start_worker):
+    fakes["apns"].set_outcome(IPHONE, status=410, reason="Unregistered")
+    start_worker(**provider_env(fakes))
+
+    first = wait_finished(send(api, channels=["push"]))
+    second = wait_finished(send(api, channels=["push"], data={"order_id": "790"}))
+
+    assert first.status == "partially_delivered"
+    failed = Delivery.objects.get(notification=first, target=IPHONE)
+    assert (failed.status, failed.attempts) == ("failed", 1) and "Unregistered" in failed.last_error
+    device = Device.objects.get(token=IPHONE)
+    assert not device.active and "Unregistered" in device.deactivated_reason
+    assert second.status == "delivered"
+    assert [r.device_token for r in fakes["apns"].requests] == [IPHONE]  # only the first notification
+    assert len(fakes["fcm"].requests) == 2
+
+
+def test_an_fcm_unregistered_token_is_deactivated(api, order_type, phone_user, fakes, start_worker):
+    fakes["fcm"].set_outcome(ANDROID, "UNREGISTERED")
+    start_worker(**provider_env(fakes))
+
+    wait_finished(send(api, channels=["push"]))
+
+    assert not Device.objects.get(token=ANDROID).active
+
+
+def test_a_sendgrid_outage_fails_over_to_smtp(api, order_type, phone_user, fakes, start_worker):
+    fakes["sendgrid"].set_default(503)
+    start_worker(**provider_env(fakes))
+
+    notification = wait_finished(send(api, channels=["email"]))
+
+    assert notification.status == "delivered"
+    delivery = Delivery.objects.get(channel="email")
+    assert delivery.provider == "smtp" and delivery.attempts == 1
+    [mail] = fakes["smtp"].messages
+    assert mail.rcpt_tos == ["u_42@example.com"]
+    assert mail.message["X-Notification-ID"] == str(notification.id)
+
+
+def test_a_twilio_outage_is_retried_until_it_recovers(api, order_type, phone_user, fakes, start_worker):
+    fakes["twilio"].set_default(500)
+    start_worker(**provider_env(fakes))
+    notification_id = send(api, channels=["sms"])
+    wait_until(lambda: Delivery.objects.filter(channel="sms", attempts__gte=1, status="queued").exists())
+
+    fakes["twilio"].clear()  # the outage ends
+
+    notification = wait_finished(notification_id)
+    sms = Delivery.objects.get(channel="sms")
+    assert notification.status == "delivered"
+    assert sms.status == "sent" and sms.attempts >= 2 and sms.provider_message_id.startswith("SM")
+
+
+def test_an_unsubscribed_number_is_recorded_and_skipped_next_time(api, order_type, phone_user, fakes, start_worker):
+    fakes["twilio"].set_error("+14155550100", 21610)
+    start_worker(**provider_env(fakes))
+
+    wait_finished(send(api, channels=["sms"]))
+    second = wait_finished(send(api, channels=["sms"], data={"order_id": "790"}))
+
+    assert Recipient.objects.get(user_id="u_42").sms_opted_out_at is not None
+    assert second.status == "unroutable"
+    assert len(fakes["twilio"].requests) == 1

@@ -1,0 +1,36 @@
+import pytest
+from django.core.checks import run_checks
+
+from notifier.models import Delivery
+from notifier.pipeline.dispatch import deliver_due
+from notifier.pipeline.route import route_due
+from notifier.providers.registry import provider_names
+from tests.pipeline.test_route import make_notification
+
+pytestmark = pytest.mark.django_db
+
+
+def test_with_no_credentials_every_channel_uses_the_sandbox():
+    assert [provider_names(c) for c in ("push", "email", "sms")] == [["sandbox"]] * 3
+
+
+def test_manage_py_check_warns_about_incomplete_provider_settings(settings):
+    settings.NOTIFIER_CHANNEL_PROVIDERS = {"push": ["sandbox"], "email": ["sendgrid"], "sms": ["twilio"]}
+    settings.NOTIFIER_PROVIDER_CONFIG = {"sendgrid": {"api_key": "SG.x"}, "twilio": {"account_sid": "AC1"}}
+
+    messages = [m.msg for m in run_checks() if m.id == "notifier.W001"]
+
+    assert any(m.startswith("email provider 'sendgrid'") and "from" in m.lower() for m in messages), messages
+    assert any(m.startswith("sms provider 'twilio'") and "auth_token" in m for m in messages), messages
+
+
+def test_a_provider_that_cannot_be_built_fails_its_deliveries_permanently(settings, order_type, reachable_user):
+    settings.NOTIFIER_CHANNEL_PROVIDERS = {"push": ["no.such.module"], "email": ["sandbox"], "sms": ["sandbox"]}
+    make_notification(order_type, reachable_user, channels=["push"])
+    route_due("high")
+
+    deliver_due("push", "high")
+
+    for delivery in Delivery.objects.filter(channel="push"):
+        assert delivery.status == "failed"
+        assert "provider not configured correctly" in delivery.last_error
