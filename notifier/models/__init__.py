@@ -4,10 +4,12 @@ from .choices import (  # noqa: F401
     NOTIFICATION_OPEN_STATUSES,
     Category,
     Channel,
+    Digest,
     DeliveryStatus,
     NotificationStatus,
     Platform,
     Priority,
+    RateLimitAction,
 )
 from .deliveries import Delivery  # noqa: F401
 from .devices import Device  # noqa: F401

@@ -27,6 +27,17 @@ class Category(models.TextChoices):
     SYSTEM = "system"
 
 
+class Digest(models.TextChoices):
+    REALTIME = "realtime"
+    HOURLY = "hourly"
+    DAILY = "daily"
+
+
+class RateLimitAction(models.TextChoices):
+    SUPPRESS = "suppress"  # a delivery over a user's limit is dropped (status suppressed)
+    HOLD = "hold"  # it is held until the window has room again
+
+
 class NotificationStatus(models.TextChoices):
     ACCEPTED = "accepted"  # stored, waiting for the route step
     SCHEDULED = "scheduled"  # stored, waiting for schedule_at
@@ -35,13 +46,14 @@ class NotificationStatus(models.TextChoices):
     PARTIALLY_DELIVERED = "partially_delivered"  # some deliveries succeeded, some failed
     FAILED = "failed"  # every delivery failed
     UNROUTABLE = "unroutable"  # no channel could reach the recipient (see decisions)
+    SUPPRESSED = "suppressed"  # every channel was suppressed by the user's preferences or rate limits
     CANCELLED = "cancelled"
     EXPIRED = "expired"
 
 
 class DeliveryStatus(models.TextChoices):
     QUEUED = "queued"  # due at next_attempt_at
-    HELD = "held"  # waiting for release_at (quiet hours)
+    HELD = "held"  # waiting for quiet hours or a rate-limit window to end (release at next_attempt_at)
     SENDING = "sending"  # claimed by a worker (a lease: see NOTIFIER_CLAIM_LEASE_SECONDS)
     SENT = "sent"  # the provider accepted it
     DELIVERED = "delivered"  # the provider confirmed it reached the device, mailbox, phone or inbox
@@ -49,7 +61,7 @@ class DeliveryStatus(models.TextChoices):
     CLICKED = "clicked"
     FAILED = "failed"  # a permanent error
     BOUNCED = "bounced"
-    SUPPRESSED = "suppressed"
+    SUPPRESSED = "suppressed"  # not sent on purpose: see status_reason
     EXPIRED = "expired"
     CANCELLED = "cancelled"
     DEAD = "dead"  # retries exhausted: the dead letter

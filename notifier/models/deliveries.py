@@ -26,6 +26,8 @@ class Delivery(models.Model):
     claim_token = models.UUIDField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    # Why a delivery is held or suppressed ("held for quiet hours until 07:00 Asia/Karachi").
+    status_reason = models.CharField(max_length=255, blank=True)
     provider_message_id = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -43,6 +45,8 @@ class Delivery(models.Model):
                 name="delivery_due",
             ),
             models.Index(fields=["claimed_at"], condition=Q(status="sending"), name="delivery_claimed"),
+            # Held rows are released when next_attempt_at comes (pipeline/holds.py).
+            models.Index(fields=["next_attempt_at"], condition=Q(status="held"), name="delivery_held"),
             models.Index(fields=["claim_token"], condition=Q(claim_token__isnull=False), name="delivery_claim"),
         ]
 

@@ -21,6 +21,10 @@ class Producer(models.Model):
     key_hint = models.CharField(max_length=16, help_text="The first characters of the key, to recognise it.")
     scopes = models.JSONField(default=list, help_text='"send" to send notifications, "admin" to manage types.')
     is_active = models.BooleanField(default=True)
+    quota_requests = models.PositiveIntegerField(
+        null=True, blank=True,
+        help_text="Requests allowed per NOTIFIER_PRODUCER_QUOTA_WINDOW_SECONDS; empty: the settings default.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):

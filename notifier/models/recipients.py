@@ -1,8 +1,15 @@
 from django.db import models
 
+from .choices import Digest
+
 
 class Recipient(models.Model):
-    """A user of the producers' products, known by their own id (`user_id`)."""
+    """A user of the producers' products, known by their own id (`user_id`).
+
+    The user's notification preferences live here too, so the route step reads them in the same query
+    that loads the recipient (no per-recipient read, no cache to invalidate). notifier/pipeline/
+    preferences.py resolves them; GET/PUT/PATCH /api/v1/users/{user_id}/notification-preferences edits them.
+    """
 
     user_id = models.CharField(max_length=255, unique=True)
     email = models.EmailField(blank=True)
@@ -13,6 +20,15 @@ class Recipient(models.Model):
     sms_opted_out_at = models.DateTimeField(
         null=True, blank=True, help_text="Set when the carrier reports the number unsubscribed (STOP)."
     )
+    # Preferences. Missing entries fall back to settings.NOTIFIER_DEFAULT_CHANNEL_PREFERENCES.
+    channel_preferences = models.JSONField(default=dict, blank=True, help_text='e.g. {"sms": false}')
+    type_preferences = models.JSONField(
+        default=dict, blank=True, help_text='By type key or category: {"order_shipped": {"email": false}}'
+    )
+    quiet_hours_start = models.TimeField(null=True, blank=True, help_text="Local time, in `timezone`.")
+    quiet_hours_end = models.TimeField(null=True, blank=True)
+    marketing_opt_in = models.BooleanField(default=False)
+    digest = models.CharField(max_length=8, choices=Digest.choices, default=Digest.REALTIME)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -1,7 +1,7 @@
 from django.db import models
 from django.db.models import Q
 
-from .choices import Category, Channel, Priority
+from .choices import Category, Channel, Priority, RateLimitAction
 
 
 class NotificationType(models.Model):
@@ -18,6 +18,12 @@ class NotificationType(models.Model):
     default_channels = models.JSONField(default=list)
     default_language = models.CharField(max_length=16, default="en")
     variables = models.JSONField(default=dict, blank=True)
+    # Security alerts, verification codes: sent whatever the user's opt-outs, quiet hours and rate limits.
+    critical = models.BooleanField(default=False)
+    rate_limit_action = models.CharField(
+        max_length=8, choices=RateLimitAction.choices, default=RateLimitAction.SUPPRESS,
+        help_text="What happens to a delivery over the user's rate limit: dropped, or held until there is room.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
