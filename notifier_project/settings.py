@@ -194,3 +194,29 @@ NOTIFIER_RETRY_POLICY = {
 NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS = int(os.environ.get("NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS", str(24 * 3600)))
 # Idempotency keys are kept at least this long (the IETF draft and Stripe keep 24 hours).
 NOTIFIER_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("NOTIFIER_IDEMPOTENCY_TTL_HOURS", "24"))
+
+# --- preferences, quiet hours and rate limits (notifier/pipeline/preferences.py, holds.py, rate_limits.py) ---
+# A channel a user has said nothing about is enabled.
+NOTIFIER_DEFAULT_CHANNEL_PREFERENCES = {"push": True, "email": True, "sms": True, "in_app": True}
+# Channels whose non-urgent deliveries wait for the end of a user's quiet hours. The in-app inbox is silent.
+NOTIFIER_QUIET_HOURS_CHANNELS = env_list("NOTIFIER_QUIET_HOURS_CHANNELS", "push,email,sms")
+# How many held deliveries one beat tick releases per batch (it loops until none are due).
+NOTIFIER_RELEASE_BATCH_SIZE = int(os.environ.get("NOTIFIER_RELEASE_BATCH_SIZE", "1000"))
+# Per-user sliding windows: (limit, window in seconds). "channel" counts one notification on one channel
+# (however many devices); "type" counts notifications of a type key or a category. Critical types are exempt.
+# NOTIFIER_RATE_LIMITS_ENABLED=false turns them off (benchmarks).
+NOTIFIER_RATE_LIMITS_ENABLED = env_bool("NOTIFIER_RATE_LIMITS_ENABLED", True)
+NOTIFIER_RATE_LIMITS = {
+    "channel": {
+        "push": (30, 3600),
+        "sms": (5, 3600),
+        "email": (10, 86400),
+    },
+    "type": {
+        "marketing": (1, 86400),
+    },
+}
+# Per-producer API quota on POST /api/v1/notifications: requests per window (Producer.quota_requests
+# overrides the count). Over it: 429 with Retry-After.
+NOTIFIER_PRODUCER_QUOTA_REQUESTS = int(os.environ.get("NOTIFIER_PRODUCER_QUOTA_REQUESTS", "60000"))
+NOTIFIER_PRODUCER_QUOTA_WINDOW_SECONDS = int(os.environ.get("NOTIFIER_PRODUCER_QUOTA_WINDOW_SECONDS", "60"))
