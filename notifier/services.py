@@ -7,7 +7,15 @@ from notifier.models import Device, NotificationType, Recipient, Template
 
 
 def recipient_upsert(user_id: str, fields: dict) -> tuple[Recipient, bool]:
-    return Recipient.objects.update_or_create(user_id=user_id, defaults=fields)
+    recipient, created = Recipient.objects.get_or_create(user_id=user_id, defaults=fields)
+    if not created:
+        for name, value in fields.items():
+            if name == "phone":
+                recipient.set_phone(value)
+            else:
+                setattr(recipient, name, value)
+        recipient.save()
+    return recipient, created
 
 
 def device_register(recipient: Recipient, platform: str, token: str) -> tuple[Device, bool]:

@@ -7,6 +7,6 @@ class SmsChannel(ProviderChannel):
     def targets(self, recipient, devices):
         if not recipient.phone:
             return [], "recipient has no phone number"
-        if recipient.sms_opted_out_at:
-            return [], "recipient opted out of SMS (carrier reported STOP)"
+        if recipient.sms_opted_out_at:  # cleared when the phone number changes
+            return [], "the SMS provider reported this number unsubscribed or invalid"
         return [Target(address=recipient.phone)], ""

@@ -34,3 +34,9 @@ class Recipient(models.Model):
 
     def __str__(self):
         return self.user_id
+
+    def set_phone(self, phone: str) -> None:
+        """A new number has no opt-out or invalid-number record yet."""
+        if phone != self.phone:
+            self.phone = phone
+            self.sms_opted_out_at = None

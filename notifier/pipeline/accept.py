@@ -135,8 +135,11 @@ def recipients_upsert(entries: list[RecipientEntry]) -> dict[str, Recipient]:
         updates = {k: v for k, v in entry.contact.items() if getattr(recipient, k) != v}
         if updates:
             for name, value in updates.items():
-                setattr(recipient, name, value)
+                if name == "phone":
+                    recipient.set_phone(value)
+                else:
+                    setattr(recipient, name, value)
             changed.append(recipient)
     if changed:
-        Recipient.objects.bulk_update(changed, CONTACT_FIELDS)
+        Recipient.objects.bulk_update(changed, [*CONTACT_FIELDS, "sms_opted_out_at"])
     return by_user_id

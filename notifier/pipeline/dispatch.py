@@ -112,7 +112,7 @@ def _apply_outcome(delivery: Delivery, outcome, now) -> None:
         delivery.sent_at = now
         delivery.last_error = ""
         return
-    delivery.last_error = f"{delivery.provider}: {outcome}"
+    delivery.last_error = f"{delivery.provider or 'provider'} {outcome.kind}: {outcome}"
     max_attempts = settings.NOTIFIER_RETRY_POLICY[delivery.priority]["max_attempts"]
     if isinstance(outcome, PermanentError):
         delivery.status = DeliveryStatus.FAILED

@@ -66,7 +66,7 @@ def test_inactive_devices_and_opted_out_phones_are_skipped_with_a_reason(order_t
     notification.refresh_from_db()
     reasons = {d["channel"]: d["reason"] for d in notification.decisions if d["decision"] == "skipped"}
     assert reasons == {"push": "recipient has no active device",
-                       "sms": "recipient opted out of SMS (carrier reported STOP)"}
+                       "sms": "the SMS provider reported this number unsubscribed or invalid"}
     assert sorted(d.channel for d in notification.deliveries.all()) == ["email", "in_app"]
 
 
