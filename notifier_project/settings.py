@@ -220,3 +220,16 @@ NOTIFIER_RATE_LIMITS = {
 # overrides the count). Over it: 429 with Retry-After.
 NOTIFIER_PRODUCER_QUOTA_REQUESTS = int(os.environ.get("NOTIFIER_PRODUCER_QUOTA_REQUESTS", "60000"))
 NOTIFIER_PRODUCER_QUOTA_WINDOW_SECONDS = int(os.environ.get("NOTIFIER_PRODUCER_QUOTA_WINDOW_SECONDS", "60"))
+
+# --- templates, inbox and digests (README, "Templates, inbox and digests") -------------------------------
+# Where links in messages point (one-click unsubscribe), as the recipients' mail clients reach this server.
+NOTIFIER_PUBLIC_URL = os.environ.get("NOTIFIER_PUBLIC_URL", "http://127.0.0.1:8000")
+# Inbox items older than this are deleted by beat, in batches.
+NOTIFIER_INBOX_RETENTION_DAYS = int(os.environ.get("NOTIFIER_INBOX_RETENTION_DAYS", "90"))
+# The unread badge counts at most this many (an index range scan of at most this many entries); above it
+# the API answers the cap with "unread_count_capped": true and apps show "999+".
+NOTIFIER_INBOX_UNREAD_COUNT_CAP = int(os.environ.get("NOTIFIER_INBOX_UNREAD_COUNT_CAP", "999"))
+# A live inbox stream (Server-Sent Events) ends after this many seconds and the browser reconnects
+# (EventSource does so by itself, sending Last-Event-ID); a comment line keeps idle proxies from closing it.
+NOTIFIER_INBOX_STREAM_SECONDS = int(os.environ.get("NOTIFIER_INBOX_STREAM_SECONDS", "300"))
+NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS = float(os.environ.get("NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS", "15"))

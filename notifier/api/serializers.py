@@ -14,7 +14,7 @@ from rest_framework import serializers
 
 from notifier.models import Channel, Delivery, Device, Notification, NotificationType, Platform, Priority, Recipient, Template
 from notifier.pipeline.accept import CONTACT_FIELDS, AcceptRequest, RecipientEntry
-from notifier.pipeline.render import missing_variables, template_syntax_error
+from notifier.pipeline.render import VARIABLE_TYPES, template_problems, variable_errors
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -92,9 +92,9 @@ class NotificationRequestSerializer(serializers.Serializer):
         entries = self._recipient_entries(attrs, errors)
         notification_type = attrs["type"]
         for index, entry in enumerate(entries):
-            for name in missing_variables(notification_type, {**attrs.get("data", {}), **entry.data}):
+            for name, problem in variable_errors(notification_type, {**attrs.get("data", {}), **entry.data}).items():
                 path = f"recipients[{index}].data.{name}" if "recipients" in attrs else f"data.{name}"
-                errors.setdefault(path, []).append(f"Required by type '{notification_type.key}'.")
+                errors.setdefault(path, []).append(problem)
         now = timezone.now()
         if attrs.get("expires_at") and attrs["expires_at"] <= now:
             errors["expires_at"] = ["Must be in the future."]
@@ -210,9 +210,13 @@ class NotificationTypeSerializer(serializers.ModelSerializer):
 
     def validate_variables(self, variables):
         for name, spec in variables.items():
-            if not isinstance(spec, dict) or set(spec) - {"required", "default", "type", "description"}:
+            if not isinstance(spec, dict) or set(spec) - {"required", "default", "type", "description", "example"}:
                 raise serializers.ValidationError(
-                    f"Variable '{name}': give an object with required, default, type or description."
+                    f"Variable '{name}': give an object with required, default, type, description or example."
+                )
+            if "type" in spec and spec["type"] not in VARIABLE_TYPES:
+                raise serializers.ValidationError(
+                    f"Variable '{name}': type must be one of {', '.join(VARIABLE_TYPES)}."
                 )
         return variables
 
@@ -234,11 +238,8 @@ class TemplateSerializer(serializers.ModelSerializer):
         return language
 
     def validate(self, attrs):
-        errors = {}
-        for name in ("subject", "title", "body", "html_body", "action_url"):
-            problem = template_syntax_error(attrs.get(name, ""))
-            if problem:
-                errors[name] = [problem]
+        errors = {name: [problem] for name, problem in
+                  template_problems(attrs.get("type"), attrs.get("channel"), attrs).items()}
         if errors:
             raise serializers.ValidationError(errors)
         return attrs

@@ -85,6 +85,7 @@ def message_from_delivery(delivery) -> Message:
         title=content.get("title", ""),
         body=content.get("body", ""),
         html_body=content.get("html_body", ""),
+        headers=content.get("headers", {}),
         action_url=content.get("action_url", ""),
         data={"notification_id": str(notification.id), **notification.data},
         priority=delivery.priority,

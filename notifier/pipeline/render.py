@@ -1,34 +1,64 @@
 """Render a template for one notification on one channel.
 
-Django's template language. HTML email autoescapes variables; everything else (push, SMS, the text part
-of an email, in-app) is plain text and must not turn "&" into "&amp;". The render Context, not the engine,
-decides autoescaping, so one engine serves both.
+Templates are written by operators, so they run in the sandboxed engine (notifier/templating.py): no tag
+libraries, no files, no settings, no Python attributes. HTML email autoescapes variables; everything else
+(push, SMS, the text part of an email, in-app) is plain text and must not turn "&" into "&amp;". The
+render Context, not the engine, decides autoescaping, so one engine serves both.
+
+A rendered message is checked against its channel's limits here, at render time, with the same functions
+the providers use when they send (APNs payload size, SMS segments), so a template that cannot fit fails
+in the admin's preview and in the route step's decision, not at the provider after retries.
 """
 from __future__ import annotations
 
+import json
+import re
+import uuid
 from functools import lru_cache
 
-from django.template import Context, Engine
+from django.conf import settings
+from django.core import signing
+from django.template import Context
+from django.template.loader import render_to_string
+from django.utils.html import strip_tags
+from django.utils.safestring import mark_safe
 
-from notifier.models import Template
+from notifier.models import Category, Channel, Template
+from notifier.templating import sandboxed_engine
 
 _TEXT_FIELDS = ("subject", "title", "body", "action_url")
+TEMPLATE_FIELDS = ("subject", "title", "body", "html_body", "action_url")
 
-_engine = Engine()
+# Longer subjects are cut by mail clients and refused by some providers; it is also the model's limit.
+EMAIL_SUBJECT_MAX_CHARS = 255
+# FCM's limit for a message's notification and data together, like APNs' payload limit.
+FCM_MAX_PAYLOAD_BYTES = 4096
+
+VARIABLE_TYPES = {
+    "string": (str,),
+    "number": (int, float),
+    "integer": (int,),
+    "boolean": (bool,),
+    "object": (dict,),
+    "array": (list,),
+}
+UNSUBSCRIBE_VARIABLE = re.compile(r"{{\s*unsubscribe_url\s*(}}|\|)")
+_UNSUBSCRIBE_SALT = "notifier.unsubscribe"
 
 
 class RenderError(Exception):
-    """A template cannot be rendered for this notification (a required variable is missing, bad syntax)."""
+    """A template cannot be rendered for this notification: a variable is missing or has the wrong type,
+    the template does not compile, or the message does not fit its channel's limits."""
 
 
 @lru_cache(maxsize=2048)
 def _compile(source: str):
     # Compiling costs far more than rendering; the same few templates render thousands of times.
-    return _engine.from_string(source)
+    return sandboxed_engine.from_string(source)
 
 
 def template_syntax_error(source: str) -> str | None:
-    """Why a template source does not compile, or None when it does."""
+    """Why a template source does not compile in the sandbox, or None when it does."""
     try:
         _compile(source)
     except Exception as error:
@@ -36,8 +66,51 @@ def template_syntax_error(source: str) -> str | None:
     return None
 
 
+def template_problems(notification_type, channel: str, fields: dict) -> dict[str, str]:
+    """Why a template cannot be published, by field: syntax errors and refused constructs, and a marketing
+    email without an unsubscribe link."""
+    problems = {}
+    for name in TEMPLATE_FIELDS:
+        problem = template_syntax_error(fields.get(name) or "")
+        if problem:
+            problems[name] = problem
+    if (
+        notification_type is not None
+        and notification_type.category == Category.MARKETING
+        and channel == Channel.EMAIL
+    ):
+        for name in ("html_body", "body"):
+            if fields.get(name) and not UNSUBSCRIBE_VARIABLE.search(fields[name]):
+                problems[name] = (
+                    "Marketing email must contain an unsubscribe link: add {{ unsubscribe_url }}."
+                )
+    return problems
+
+
 def variables_for(notification_type, data: dict) -> dict:
     return {**notification_type.variable_defaults(), **data}
+
+
+def variable_errors(notification_type, data: dict) -> dict[str, str]:
+    """What is wrong with a notification's data against its type's variables schema, by variable name:
+    a required variable is missing, or a value is not of the declared type."""
+    variables = variables_for(notification_type, data)
+    errors = {}
+    for name, spec in notification_type.variables.items():
+        spec = spec or {}
+        if name not in variables:
+            if spec.get("required"):
+                errors[name] = f"Required by type '{notification_type.key}'."
+            continue
+        expected = spec.get("type")
+        value = variables[name]
+        if expected in VARIABLE_TYPES:
+            matches = isinstance(value, VARIABLE_TYPES[expected])
+            if expected in ("number", "integer") and isinstance(value, bool):
+                matches = False
+            if not matches:
+                errors[name] = f"Must be of type {expected} (type '{notification_type.key}')."
+    return errors
 
 
 def missing_variables(notification_type, data: dict) -> list[str]:
@@ -45,25 +118,101 @@ def missing_variables(notification_type, data: dict) -> list[str]:
     return [name for name in notification_type.required_variables() if name not in variables]
 
 
-def template_render(template: Template, notification_type, data: dict) -> dict:
-    """The rendered content of one message: subject, title, body, html_body, action_url."""
+def template_render(template: Template, notification_type, data: dict, recipient=None, extra: dict | None = None,
+                    notification_id=None) -> dict:
+    """The rendered content of one message, exactly as it will be sent: subject, title, body, html_body
+    (inside the email layout), action_url, and for marketing email the List-Unsubscribe headers.
+
+    `extra` adds variables the producer did not send (a digest's `digest`). Raises RenderError.
+    """
     missing = missing_variables(notification_type, data)
     if missing:
         raise RenderError(f"missing required variables: {', '.join(missing)}")
-    variables = variables_for(notification_type, data)
+    errors = variable_errors(notification_type, data)
+    if errors:
+        raise RenderError("; ".join(f"variable {name}: {reason}" for name, reason in errors.items()))
+    variables = {**variables_for(notification_type, data), **(extra or {})}
+    marketing_email = template.channel == Channel.EMAIL and notification_type.category == Category.MARKETING
+    if marketing_email:
+        variables["unsubscribe_url"] = unsubscribe_url(recipient.user_id if recipient else "", notification_type.key)
     content = {}
     try:
         for name in _TEXT_FIELDS:
             source = getattr(template, name)
             content[name] = _compile(source).render(Context(variables, autoescape=False)).strip() if source else ""
-        content["html_body"] = (
-            _compile(template.html_body).render(Context(variables, autoescape=True))
-            if template.html_body
-            else ""
-        )
-    except Exception as error:  # TemplateSyntaxError and anything a filter raises
+        html = _compile(template.html_body).render(Context(variables, autoescape=True)) if template.html_body else ""
+    except Exception as error:  # anything a filter raises
         raise RenderError(f"template {template} failed to render: {error}") from error
+    content["html_body"] = ""
+    if template.channel == Channel.EMAIL:
+        # A subject is one header line: a newline in it would be a header injection.
+        content["subject"] = " ".join(content["subject"].split())
+        if html:
+            content["html_body"] = email_layout(html, content["subject"], variables.get("unsubscribe_url", ""))
+            if not content["body"]:
+                content["body"] = " ".join(strip_tags(html).split())
+        if marketing_email:
+            content["headers"] = {
+                # RFC 8058 one-click unsubscribe: mailbox providers POST "List-Unsubscribe=One-Click" here.
+                "List-Unsubscribe": f"<{variables['unsubscribe_url']}>",
+                "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+            }
+    problem = channel_limit_error(template.channel, content, data, notification_type.key, notification_id)
+    if problem:
+        raise RenderError(f"template {template}: {problem}")
     return content
+
+
+def email_layout(html: str, subject: str, unsubscribe: str = "") -> str:
+    """The HTML part inside the base layout (templates/email/base.html), a trusted file rendered by
+    Django's regular engine; the template's own HTML was escaped by the sandbox already."""
+    return render_to_string("email/base.html", {"content": mark_safe(html), "subject": subject,
+                                                "unsubscribe_url": unsubscribe})
+
+
+def channel_limit_error(channel: str, content: dict, data: dict, type_key: str = "", notification_id=None) -> str | None:
+    """Why a rendered message cannot be sent on its channel, or None when it fits."""
+    if channel == Channel.PUSH:
+        size = push_payload_size(content, data, type_key, notification_id)
+        if size > FCM_MAX_PAYLOAD_BYTES:
+            return f"push payload is {size} bytes, over the 4096-byte limit of APNs and FCM"
+    elif channel == Channel.SMS:
+        from notifier.providers.sms_segments import count_segments
+
+        encoding, segments = count_segments(content.get("body", ""))
+        limit = sms_max_segments()
+        if segments > limit:
+            return f"SMS needs {segments} segments ({encoding}), more than the {limit} allowed (SMS_MAX_SEGMENTS)"
+    elif channel == Channel.EMAIL:
+        if len(content.get("subject", "")) > EMAIL_SUBJECT_MAX_CHARS:
+            return f"email subject is {len(content['subject'])} characters, over {EMAIL_SUBJECT_MAX_CHARS}"
+    return None
+
+
+def push_payload_size(content: dict, data: dict, type_key: str = "", notification_id=None) -> int:
+    """The size of the APNs payload this message makes, measured as the APNs adapter measures it."""
+    from notifier.providers.apns import APNsProvider
+    from notifier.providers.base import Message
+
+    message = Message(
+        delivery_id=0, notification_id=str(notification_id or uuid.UUID(int=0)), channel="push", to="",
+        title=content.get("title", ""), body=content.get("body", ""), action_url=content.get("action_url", ""),
+        data={"notification_id": str(notification_id or uuid.UUID(int=0)), **data}, type_key=type_key,
+    )
+    return len(json.dumps(APNsProvider.payload_for(message), ensure_ascii=False).encode())
+
+
+def sms_max_segments() -> int:
+    from notifier.providers.twilio import DEFAULT_MAX_SEGMENTS
+
+    return int(settings.NOTIFIER_PROVIDER_CONFIG.get("twilio", {}).get("max_segments", DEFAULT_MAX_SEGMENTS))
+
+
+def unsubscribe_url(user_id: str, type_key: str) -> str:
+    """A signed one-click unsubscribe link for one user and type (RFC 8058). The endpoint that takes the
+    POST belongs to the tracking work; the link format is fixed here."""
+    token = signing.dumps({"u": user_id, "t": type_key}, salt=_UNSUBSCRIBE_SALT, compress=True)
+    return f"{settings.NOTIFIER_PUBLIC_URL.rstrip('/')}/api/v1/unsubscribe/{token}"
 
 
 def template_choose(templates: dict, type_id: int, channel: str, language: str, default_language: str):

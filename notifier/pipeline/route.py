@@ -97,7 +97,8 @@ def _route_one(notification: Notification, devices: list[Device], templates: dic
             decide(channel_name, "skipped", f"no active {channel_name} template for type {notification.type.key}")
             continue
         try:
-            content = template_render(template, notification.type, notification.data)
+            content = template_render(template, notification.type, notification.data, recipient=recipient,
+                                      notification_id=notification.id)
         except RenderError as error:
             decide(channel_name, "failed", str(error))
             continue

@@ -1,0 +1,163 @@
+"""Rendering admin-edited templates: the sandbox, variables, channel limits and the email layout."""
+import pytest
+from django.test import override_settings
+
+from notifier.models import NotificationType, Template
+from notifier.pipeline.render import (
+    RenderError,
+    template_problems,
+    template_render,
+    template_syntax_error,
+    variable_errors,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def make_type(category="transactional", variables=None, key="greeting"):
+    return NotificationType.objects.get_or_create(key=key, defaults=dict(
+        category=category, default_channels=["email"],
+        variables=variables if variables is not None else {"name": {"required": True}},
+    ))[0]
+
+
+def render(channel="email", data=None, notification_type=None, **fields):
+    notification_type = notification_type or make_type()
+    fields.setdefault("body", "Hi {{ name }}")
+    template = Template(type=notification_type, channel=channel, language="en", **fields)
+    return template_render(template, notification_type, data if data is not None else {"name": "Ana"})
+
+
+class TestTheSandbox:
+    def test_settings_are_not_reachable_and_render_empty(self):
+        content = render(body="key={{ settings.SECRET_KEY }}{{ SECRET_KEY }}")
+
+        assert content["body"] == "key="
+
+    @pytest.mark.parametrize("source", [
+        "{% load static %}{% static 'x' %}",
+        "{% load log %}",
+        "{% include 'admin/base.html' %}",
+        "{% extends 'email/base.html' %}",
+        "{% debug %}",
+        "{% url 'admin:index' %}",
+        "{{ name.__class__ }}",
+        "{{ name.__class__.__mro__.1.__subclasses__ }}",
+        "{{ name|safe }}",
+        "{% autoescape off %}{{ name }}{% endautoescape %}",
+        "{{ items|dictsort:'__class__' }}",
+    ])
+    def test_tags_and_lookups_that_reach_outside_the_data_are_refused(self, source):
+        problem = template_syntax_error(source)
+
+        assert problem is not None and problem.startswith("Template syntax error")
+
+    def test_the_api_refuses_to_publish_a_template_that_loads_a_tag_library(self, admin_api):
+        make_type()
+
+        response = admin_api.post("/api/v1/templates", {
+            "type": "greeting", "channel": "email", "language": "en", "subject": "Hi",
+            "body": "{% load admin_urls %}hello",
+        }, format="json")
+
+        assert response.status_code == 400
+        assert "'load'" in response.json()["error"]["fields"]["body"][0]
+        assert not Template.objects.exists()
+
+    def test_ordinary_template_language_still_works(self):
+        content = render(body="{% if count > 1 %}{{ count }} items{% else %}one item{% endif %} {{ name|upper }}",
+                         data={"name": "ana", "count": 3})
+
+        assert content["body"] == "3 items ANA"
+
+
+class TestEscaping:
+    def test_html_email_escapes_variables_and_the_text_part_does_not(self):
+        content = render(html_body="<p>Hi {{ name }}</p>", data={"name": "<script>&"})
+
+        assert "<p>Hi &lt;script&gt;&amp;</p>" in content["html_body"]
+        assert content["body"] == "Hi <script>&"
+
+    def test_push_and_sms_render_plain_text(self):
+        assert render("push", data={"name": "Tom & Jerry"}, title="For {{ name }}")["title"] == "For Tom & Jerry"
+        assert render("sms", data={"name": "<b>"})["body"] == "Hi <b>"
+
+
+class TestEmailLayout:
+    def test_the_html_part_is_wrapped_in_the_base_layout_with_a_plain_text_alternative(self):
+        content = render(subject="Welcome {{ name }}", body="", html_body="<p>Hi <b>{{ name }}</b></p>")
+
+        assert content["html_body"].startswith("<!DOCTYPE html>")
+        assert "<title>Welcome Ana</title>" in content["html_body"]
+        assert "<p>Hi <b>Ana</b></p>" in content["html_body"]
+        assert content["body"] == "Hi Ana"  # derived from the HTML when the template has no text part
+
+    def test_a_newline_in_a_subject_variable_cannot_inject_a_header(self):
+        content = render(subject="Hi {{ name }}", data={"name": "Ana\nBcc: all@example.com"})
+
+        assert "\n" not in content["subject"]
+
+
+class TestVariables:
+    def test_a_missing_required_variable_is_named(self):
+        with pytest.raises(RenderError, match="missing required variables: name"):
+            render(data={})
+
+    def test_a_value_of_the_wrong_type_is_named(self):
+        notification_type = make_type(variables={"count": {"type": "integer", "default": 1}})
+
+        assert variable_errors(notification_type, {"count": "three"}) == {
+            "count": "Must be of type integer (type 'greeting')."}
+        assert variable_errors(notification_type, {}) == {}
+        assert variable_errors(notification_type, {"count": True}) != {}
+
+    def test_the_api_answers_400_naming_a_variable_of_the_wrong_type(self, api):
+        make_type(variables={"count": {"type": "integer"}})
+
+        response = api.post("/api/v1/notifications", {"type": "greeting", "user_id": "u_1",
+                                                      "data": {"count": "3"}}, format="json")
+
+        assert response.status_code == 400
+        assert list(response.json()["error"]["fields"]) == ["data.count"]
+
+
+class TestChannelLimits:
+    def test_a_push_payload_over_4_kb_fails_with_a_clear_error(self):
+        with pytest.raises(RenderError, match="push payload is .* bytes, over the 4096-byte limit"):
+            render("push", data={"name": "x" * 5000})
+
+    def test_a_push_payload_under_4_kb_renders(self):
+        assert render("push", data={"name": "x" * 1500})["body"].startswith("Hi xxx")
+
+    def test_an_sms_over_the_configured_segments_fails(self):
+        with override_settings(NOTIFIER_PROVIDER_CONFIG={"twilio": {"max_segments": "2"}}):
+            with pytest.raises(RenderError, match=r"SMS needs 3 segments \(GSM-7\), more than the 2 allowed"):
+                render("sms", data={"name": "a" * 400})
+            assert render("sms", data={"name": "a" * 300})["body"]
+
+    def test_an_email_subject_over_255_characters_fails(self):
+        with pytest.raises(RenderError, match="email subject is 303 characters"):
+            render(subject="Hi {{ name }}", data={"name": "a" * 300})
+
+
+class TestMarketingEmail:
+    def test_a_marketing_email_template_without_an_unsubscribe_link_is_refused(self):
+        marketing = make_type(category="marketing", key="sale")
+
+        problems = template_problems(marketing, "email", {"subject": "Sale", "html_body": "<p>Sale!</p>"})
+
+        assert "unsubscribe" in problems["html_body"]
+        assert template_problems(marketing, "email", {"html_body": '<a href="{{ unsubscribe_url }}">x</a>'}) == {}
+        assert template_problems(make_type(key="tx"), "email", {"html_body": "<p>Receipt</p>"}) == {}
+
+    def test_a_marketing_email_carries_one_click_unsubscribe_headers(self):
+        marketing = make_type(category="marketing", key="sale")
+
+        content = render(notification_type=marketing, subject="Sale",
+                         body="Sale! Unsubscribe: {{ unsubscribe_url }}",
+                         html_body='<a href="{{ unsubscribe_url }}">Unsubscribe</a>')
+
+        url = content["headers"]["List-Unsubscribe"].strip("<>")
+        assert url.startswith("http://127.0.0.1:8000/api/v1/unsubscribe/")
+        assert content["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert url in content["body"] and f'href="{url}"' in content["html_body"]
