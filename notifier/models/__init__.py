@@ -13,6 +13,7 @@ from .choices import (  # noqa: F401
 )
 from .deliveries import Delivery  # noqa: F401
 from .devices import Device  # noqa: F401
+from .digests import DigestBatch  # noqa: F401
 from .inbox import InboxItem  # noqa: F401
 from .notifications import IdempotencyKey, Notification  # noqa: F401
 from .producers import Producer  # noqa: F401

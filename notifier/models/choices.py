@@ -47,6 +47,7 @@ class NotificationStatus(models.TextChoices):
     FAILED = "failed"  # every delivery failed
     UNROUTABLE = "unroutable"  # no channel could reach the recipient (see decisions)
     SUPPRESSED = "suppressed"  # every channel was suppressed by the user's preferences or rate limits
+    DIGESTED = "digested"  # collapsed into a digest, sent with its window (see decisions)
     CANCELLED = "cancelled"
     EXPIRED = "expired"
 

@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models import Q
 
 
 class InboxItem(models.Model):
@@ -15,5 +16,13 @@ class InboxItem(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["recipient", "-created_at"], name="inbox_newest_first")]
+        indexes = [
+            # The inbox page: newest first, keyset-paginated on (created_at, id), O(page) at any table size.
+            models.Index(fields=["recipient", "-created_at", "-id"], name="inbox_page"),
+            # The unread badge: a range scan of this user's unread entries only, capped (see selectors).
+            models.Index(fields=["recipient"], condition=Q(read_at__isnull=True, archived_at__isnull=True),
+                         name="inbox_unread"),
+            # Retention: the purge deletes the oldest rows in batches.
+            models.Index(fields=["created_at"], name="inbox_created"),
+        ]
 

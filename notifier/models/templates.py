@@ -24,6 +24,12 @@ class NotificationType(models.Model):
         max_length=8, choices=RateLimitAction.choices, default=RateLimitAction.SUPPRESS,
         help_text="What happens to a delivery over the user's rate limit: dropped, or held until there is room.",
     )
+    # Digestible types: within this window, a user's notifications of the type collapse into one delivery
+    # per channel (notifier/pipeline/digest.py). 0: never digested. A user's "hourly"/"daily" setting wins.
+    digest_window_seconds = models.PositiveIntegerField(
+        default=0, help_text="Collapse a user's notifications of this type within this many seconds into one "
+                             "digest (0: never). Critical types and high priority are never digested.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):
