@@ -79,4 +79,7 @@ beat_schedule = {
     # Wakes queues that have due rows (scheduled sends, retries whose backoff ended, anything whose
     # wake-up was lost to a broker outage) and returns deliveries whose worker died to the queue.
     "sweep": {"task": "notifier.sweep", "schedule": 5.0, "options": {"expires": 30}},
+    # Releases deliveries held for quiet hours or a rate-limit window whose moment has come
+    # (notifier/pipeline/holds.py); on the maintenance queue, like every task that is not route or deliver.
+    "release-holds": {"task": "notifier.release_holds", "schedule": 60.0, "options": {"expires": 55}},
 }

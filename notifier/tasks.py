@@ -9,6 +9,7 @@ from django.db import DatabaseError
 from redis import RedisError
 
 from notifier.pipeline.dispatch import deliver_due
+from notifier.pipeline.holds import release_due_holds
 from notifier.pipeline.route import route_due
 from notifier.pipeline.sweep import sweep as sweep_once
 
@@ -34,3 +35,8 @@ def deliver(channel: str, priority: str) -> int:
 @shared_task(name="notifier.sweep")
 def sweep() -> dict:
     return sweep_once()
+
+
+@shared_task(name="notifier.release_holds", **_RETRY)
+def release_holds() -> int:
+    return release_due_holds()

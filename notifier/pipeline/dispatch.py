@@ -165,12 +165,13 @@ def notifications_refresh_status(notification_ids) -> None:
         .annotate(
             in_flight=Count("id", filter=Q(status__in=DELIVERY_IN_FLIGHT_STATUSES)),
             succeeded=Count("id", filter=Q(status__in=DELIVERY_SUCCESS_STATUSES)),
-            total=Count("id"),
+            # A suppressed delivery was never meant to go (a rate limit): it neither succeeds nor fails.
+            total=Count("id", filter=~Q(status=DeliveryStatus.SUPPRESSED)),
         )
     )
     finished: dict[str, list] = {}
     for row in counts:
-        if row["in_flight"]:
+        if row["in_flight"] or not row["total"]:
             continue
         if row["succeeded"] == row["total"]:
             status = NotificationStatus.DELIVERED

@@ -3,6 +3,11 @@ templates, and create one Delivery per target.
 
 A batch is claimed with SELECT … FOR UPDATE SKIP LOCKED and routed in the same transaction: if the worker
 dies, the transaction rolls back and the rows are due again; two workers never route the same row.
+
+For each channel, in order: the user's preferences (pipeline/preferences.py), a reachable target, a
+template, quiet hours (pipeline/quiet_hours.py) and the user's rate limits (pipeline/rate_limits.py, one
+Redis round trip per batch). Every channel's outcome is recorded in Notification.decisions with its reason;
+a held or suppressed Delivery also carries it in status_reason.
 """
 from __future__ import annotations
 
@@ -21,7 +26,12 @@ from notifier.models import (
     Device,
     Notification,
     NotificationStatus,
+    Priority,
+    RateLimitAction,
 )
+from notifier.pipeline.preferences import channel_verdict
+from notifier.pipeline.quiet_hours import describe_release, quiet_hours_release_at
+from notifier.pipeline.rate_limits import LimitCheck, rate_limits_check
 from notifier.pipeline.render import RenderError, active_templates, template_choose, template_render
 from notifier.pipeline.wake import clear_flag, route_queue, wake_deliver, wake_route
 
@@ -52,12 +62,14 @@ def notifications_route(notifications: list[Notification]) -> list[Delivery]:
     now = timezone.now()
     devices = _active_devices([n.recipient_id for n in notifications])
     templates = active_templates(n.type_id for n in notifications)
+    created = {notification.id: _route_one(notification, devices[notification.recipient_id], templates, now)
+               for notification in notifications}
+    _apply_rate_limits(notifications, created, now)
     deliveries = []
     for notification in notifications:
-        created = _route_one(notification, devices[notification.recipient_id], templates, now)
-        deliveries.extend(created)
+        deliveries.extend(created[notification.id])
         if notification.status != NotificationStatus.EXPIRED:
-            notification.status = _status_after_routing(created, notification.decisions)
+            notification.status = _status_after_routing(created[notification.id], notification.decisions)
         notification.routed_at = now
         if notification.status != NotificationStatus.PROCESSING:
             notification.completed_at = now
@@ -66,7 +78,7 @@ def notifications_route(notifications: list[Notification]) -> list[Delivery]:
     Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
     Notification.objects.bulk_update(notifications, ["status", "decisions", "routed_at", "completed_at"])
 
-    queues = {(d.channel, d.priority) for d in deliveries}
+    queues = {(d.channel, d.priority) for d in deliveries if d.status == DeliveryStatus.QUEUED}
     transaction.on_commit(lambda: [wake_deliver(channel, priority) for channel, priority in queues], robust=True)
     return deliveries
 
@@ -83,8 +95,17 @@ def _route_one(notification: Notification, devices: list[Device], templates: dic
         return []
 
     recipient = notification.recipient
+    notification_type = notification.type
+    release_at = None
+    if notification.priority != Priority.HIGH and not notification_type.critical:
+        release_at = quiet_hours_release_at(now, recipient.quiet_hours_start, recipient.quiet_hours_end,
+                                            recipient.timezone)
     deliveries = []
-    for channel_name in notification.channels or notification.type.default_channels:
+    for channel_name in notification.channels or notification_type.default_channels:
+        verdict = channel_verdict(recipient, notification_type, channel_name)
+        if not verdict.allowed:
+            decide(channel_name, "suppressed", verdict.reason)
+            continue
         channel = CHANNELS[channel_name]
         targets, reason = channel.targets(recipient, devices)
         if not targets:
@@ -102,6 +123,8 @@ def _route_one(notification: Notification, devices: list[Device], templates: dic
         except RenderError as error:
             decide(channel_name, "failed", str(error))
             continue
+        held = release_at is not None and channel_name in settings.NOTIFIER_QUIET_HOURS_CHANNELS
+        status_reason = f"held for quiet hours until {describe_release(release_at, recipient.timezone)}" if held else ""
         for target in targets:
             deliveries.append(
                 Delivery(
@@ -112,20 +135,60 @@ def _route_one(notification: Notification, devices: list[Device], templates: dic
                     device=target.device,
                     template=template,
                     content=content,
-                    status=DeliveryStatus.QUEUED,
-                    next_attempt_at=now,
+                    status=DeliveryStatus.HELD if held else DeliveryStatus.QUEUED,
+                    status_reason=status_reason,
+                    next_attempt_at=release_at if held else now,
                 )
             )
-        decide(channel_name, "queued", "", targets=len(targets), template_version=template.version,
-               language=template.language)
+        extra = {"release_at": release_at.isoformat()} if held else {}
+        if verdict.reason:  # a critical type, sent despite an opt-out
+            extra["note"] = verdict.reason
+        decide(channel_name, "held" if held else "queued", status_reason, targets=len(targets),
+               template_version=template.version, language=template.language, **extra)
     return deliveries
 
 
+def _apply_rate_limits(notifications: list[Notification], created: dict, now) -> None:
+    """Count each notification × channel about to be sent against the user's windows, in one Redis round
+    trip, and suppress or hold what is over a limit (the type's rate_limit_action decides)."""
+    groups = []  # (notification, channel, its deliveries, its decision)
+    for notification in notifications:
+        if notification.type.critical:
+            continue
+        by_channel = defaultdict(list)
+        for delivery in created[notification.id]:
+            by_channel[delivery.channel].append(delivery)
+        for decision in notification.decisions:
+            if decision["channel"] in by_channel and decision["decision"] in ("queued", "held"):
+                groups.append((notification, decision["channel"], by_channel[decision["channel"]], decision))
+    checks = [
+        LimitCheck(recipient_id=n.recipient_id, channel=channel, type_key=n.type.key, category=n.type.category,
+                   member=str(n.id), hold=n.type.rate_limit_action == RateLimitAction.HOLD)
+        for n, channel, _, _ in groups
+    ]
+    for (notification, channel, deliveries, decision), verdict in zip(groups, rate_limits_check(checks, now)):
+        if not verdict.limited:
+            continue
+        if verdict.hold_until is None:
+            decision.update(decision="suppressed", reason=verdict.reason)
+            decision.pop("release_at", None)
+            for delivery in deliveries:
+                delivery.status, delivery.status_reason = DeliveryStatus.SUPPRESSED, verdict.reason
+            continue
+        release_at = max(verdict.hold_until, deliveries[0].next_attempt_at)
+        reason = f"{verdict.reason}; held until {release_at:%Y-%m-%d %H:%M} UTC"
+        decision.update(decision="held", reason=reason, release_at=release_at.isoformat())
+        for delivery in deliveries:
+            delivery.status, delivery.status_reason, delivery.next_attempt_at = DeliveryStatus.HELD, reason, release_at
+
+
 def _status_after_routing(deliveries: list, decisions: list[dict]) -> str:
-    if deliveries:
+    if any(d.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD) for d in deliveries):
         return NotificationStatus.PROCESSING
     if any(d["decision"] == "failed" for d in decisions):
         return NotificationStatus.FAILED
+    if any(d["decision"] == "suppressed" for d in decisions):
+        return NotificationStatus.SUPPRESSED
     return NotificationStatus.UNROUTABLE
 
 

@@ -1,0 +1,134 @@
+"""Per-user rate limits: sliding windows in Redis, checked for a whole routing batch in one round trip.
+
+Each window is a sorted set of notification ids scored by the moment they count (ms). One Lua script
+call decides one notification on one channel against every window that applies (user × channel, user ×
+type key, user × category) atomically, all or nothing: a delivery stopped by one window consumes no
+room in the others. The member is the notification id, so a notification counts once per window however
+many devices it reaches, a second channel of the same notification does not count twice against a type
+window, and routing the same notification again (a rolled-back batch) does not count it twice.
+
+Over a limit, the type's `rate_limit_action` decides: `suppress` drops the delivery (status suppressed);
+`hold` reserves the first moment the window has room again (it is counted at that moment) and the
+delivery waits, status held, until the beat task releases it (pipeline/holds.py). Deliveries held for
+quiet hours are counted when they are routed. Critical types are exempt. Limits are a table in settings
+(NOTIFIER_RATE_LIMITS).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from django.conf import settings
+
+from notifier.pipeline.wake import redis_client
+
+KEY_PREFIX = "notifier:rl:"
+
+# KEYS: the windows. ARGV: now_ms, member, hold (0/1), then limit and window_ms for each key.
+# Returns {index of the window that limited (0: none), ms at which the delivery counts and may go}.
+_CHECK = """
+local now = tonumber(ARGV[1])
+local member = ARGV[2]
+local hold = ARGV[3] == '1'
+local at = now
+local limited = 0
+for i, key in ipairs(KEYS) do
+  local limit = tonumber(ARGV[2 + 2 * i])
+  local window = tonumber(ARGV[3 + 2 * i])
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local counted = redis.call('ZSCORE', key, member)
+  if counted then
+    -- counted already (another channel of this notification, or a re-route): keep its moment
+    if tonumber(counted) > at then at = tonumber(counted); limited = i end
+  else
+    local count = redis.call('ZCARD', key)
+    if count >= limit then
+      if not hold then return {i, 0} end
+      -- room comes back when the oldest entry that keeps the window full leaves it
+      local entry = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
+      local free_at = tonumber(entry[2]) + window
+      if free_at > at then at = free_at; limited = i end
+    end
+  end
+end
+for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[3 + 2 * i])
+  if not redis.call('ZSCORE', key, member) then redis.call('ZADD', key, at, member) end
+  local keep = at - now + window
+  if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
+end
+return {limited, at}
+"""
+
+
+@dataclass(frozen=True)
+class LimitCheck:
+    """One notification on one channel, to be counted against the user's windows."""
+
+    recipient_id: int
+    channel: str
+    type_key: str
+    category: str
+    member: str  # the notification id
+    hold: bool  # the type's rate_limit_action is "hold"
+
+
+@dataclass(frozen=True)
+class LimitVerdict:
+    limited: bool = False
+    reason: str = ""  # "rate limited: 30/hour push"
+    hold_until: datetime | None = None  # set when the delivery is held rather than suppressed
+
+
+def _script():
+    return redis_client().register_script(_CHECK)  # cheap: it only hashes the source
+
+
+def windows_for(check: LimitCheck) -> list[tuple[str, str, int, int]]:
+    """(redis key, label, limit, window seconds) of every window that applies to this check."""
+    table = settings.NOTIFIER_RATE_LIMITS
+    windows = []
+    if check.channel in table.get("channel", {}):
+        limit, seconds = table["channel"][check.channel]
+        windows.append((f"{KEY_PREFIX}{check.recipient_id}:channel:{check.channel}", check.channel, limit, seconds))
+    for scope in dict.fromkeys((check.type_key, check.category)):
+        if scope in table.get("type", {}):
+            limit, seconds = table["type"][scope]
+            windows.append((f"{KEY_PREFIX}{check.recipient_id}:type:{scope}", scope, limit, seconds))
+    return windows
+
+
+def rate_limits_check(checks: list[LimitCheck], now: datetime) -> list[LimitVerdict]:
+    """Count each check against its windows, in order, and say which are over a limit. One Redis round
+    trip for the whole list (a pipeline of script calls, each atomic)."""
+    if not settings.NOTIFIER_RATE_LIMITS_ENABLED:
+        return [LimitVerdict() for _ in checks]
+    now_ms = int(now.timestamp() * 1000)
+    plans = [windows_for(check) for check in checks]
+    script = _script()
+    pipe = redis_client().pipeline(transaction=False)
+    for check, windows in zip(checks, plans):
+        if windows:
+            args = [now_ms, check.member, 1 if check.hold else 0]
+            for _, _, limit, seconds in windows:
+                args += [limit, seconds * 1000]
+            script(keys=[key for key, *_ in windows], args=args, client=pipe)
+    answers = iter(pipe.execute() if any(plans) else [])
+    verdicts = []
+    for check, windows in zip(checks, plans):
+        if not windows:
+            verdicts.append(LimitVerdict())
+            continue
+        limited, at_ms = next(answers)
+        if not limited:
+            verdicts.append(LimitVerdict())
+            continue
+        _, label, limit, seconds = windows[limited - 1]
+        reason = f"rate limited: {limit}/{_per(seconds)} {label}"
+        hold_until = datetime.fromtimestamp(at_ms / 1000, tz=UTC) if check.hold else None
+        verdicts.append(LimitVerdict(limited=True, reason=reason, hold_until=hold_until))
+    return verdicts
+
+
+def _per(seconds: int) -> str:
+    return {60: "minute", 3600: "hour", 86400: "day", 604800: "week"}.get(seconds, f"{seconds}s")
