@@ -171,11 +171,16 @@ class DeviceSerializer(serializers.ModelSerializer):
 class DeliverySerializer(serializers.ModelSerializer):
     class Meta:
         model = Delivery
-        fields = ["id", "channel", "target", "provider", "status", "attempts", "last_error",
-                  "provider_message_id", "template_version", "next_attempt_at", "created_at", "sent_at",
-                  "failed_at"]
+        fields = ["id", "channel", "target", "provider", "status", "status_reason", "release_at", "attempts",
+                  "last_error", "provider_message_id", "template_version", "next_attempt_at", "created_at",
+                  "sent_at", "failed_at"]
 
     template_version = serializers.IntegerField(source="template.version", default=None, read_only=True)
+    release_at = serializers.SerializerMethodField()
+
+    def get_release_at(self, delivery) -> str | None:
+        """When a held delivery will be released (it waits in next_attempt_at: pipeline/holds.py)."""
+        return serializers.DateTimeField().to_representation(delivery.next_attempt_at) if delivery.status == "held" else None
 
 
 class NotificationSerializer(serializers.ModelSerializer):
@@ -194,7 +199,7 @@ class NotificationTypeSerializer(serializers.ModelSerializer):
     class Meta:
         model = NotificationType
         fields = ["key", "name", "category", "default_priority", "default_channels", "default_language",
-                  "variables", "created_at"]
+                  "variables", "critical", "rate_limit_action", "created_at"]
         read_only_fields = ["created_at"]
 
     def validate_default_channels(self, channels):

@@ -1,12 +1,14 @@
 from django.urls import path
 
-from . import views
+from . import preferences, views
 
 urlpatterns = [
     path("notifications", views.NotificationCreateView.as_view(), name="notification-create"),
     path("notifications/<str:notification_id>", views.NotificationDetailView.as_view(), name="notification-detail"),
     path("users/<str:user_id>", views.UserView.as_view(), name="user"),
     path("users/<str:user_id>/token", views.RecipientTokenView.as_view(), name="recipient-token"),
+    path("users/<str:user_id>/notification-preferences", preferences.NotificationPreferencesView.as_view(),
+         name="notification-preferences"),
     path("users/<str:user_id>/devices", views.DeviceListView.as_view(), name="device-list"),
     path("users/<str:user_id>/devices/<str:token>", views.DeviceDetailView.as_view(), name="device-detail"),
     path("notification-types", views.NotificationTypeListView.as_view(), name="notification-type-list"),

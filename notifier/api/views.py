@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 from notifier import selectors, services
 from notifier.api import serializers as s
 from notifier.api.auth import HasAdminScope, recipient_token_issue
+from notifier.api.quota import ProducerQuotaThrottle
 from notifier.models import NotificationType, Recipient, Template
 from notifier.pipeline.accept import IdempotencyConflict, notifications_accept, request_fingerprint
 
@@ -22,6 +23,8 @@ class IdempotencyKeyReused(APIException):
 
 
 class NotificationCreateView(APIView):
+    throttle_classes = [ProducerQuotaThrottle]
+
     @extend_schema(request=s.NotificationRequestSerializer, responses={202: dict})
     def post(self, request):
         body = request.data
