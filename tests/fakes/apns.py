@@ -87,6 +87,7 @@ class ReceivedRequest:
     status: int = 0
     reason: str = ""
     apns_id: str = ""
+    received_at: float = field(default_factory=time.time)  # wall clock, for benchmarks
 
 
 class FakeAPNs:

@@ -152,6 +152,7 @@ class ReceivedRequest:
     connection: int
     status: int = 0
     response: dict = field(default_factory=dict)
+    received_at: float = field(default_factory=time.time)  # wall clock, for benchmarks
 
     @property
     def message(self) -> dict:

@@ -38,6 +38,7 @@ class ReceivedRequest:
     headers: HeaderMap  # case-insensitive: headers["authorization"] works
     body: object  # parsed by the fake: a dict for JSON or form bodies
     raw: bytes
+    received_at: float = field(default_factory=time.time)  # wall clock, for end-to-end latency in benchmarks
 
 
 @dataclass(frozen=True)

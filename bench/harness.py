@@ -1,0 +1,346 @@
+"""What every scenario needs: a bench database and Redis db, the fake providers, gunicorn and Celery workers
+started as the Procfile ships them, machine facts, py-spy profiles, and writing BENCHMARKS.md.
+
+The bench never touches dev or test data: PostgreSQL database `notifier_bench` (BENCH_DATABASE_URL) and
+Redis db 9 (BENCH_REDIS_URL), both reset by the scenarios that need it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import psycopg
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+RESULTS = ROOT / "bench" / "results"
+LOGS = RESULTS / "logs"
+
+DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/notifier_bench")
+INBOX_DATABASE_URL = os.environ.get("BENCH_INBOX_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/notifier_bench_inbox")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
+PROVIDERS = ("apns", "fcm", "sendgrid", "twilio")
+DATA_TABLES = ["notifier_delivery", "notifier_inboxitem", "notifier_notification", "notifier_idempotencykey",
+               "notifier_sandboxmessage"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def base_env(database_url: str = DATABASE_URL, **overrides) -> dict:
+    """Production settings (DEBUG off) pointed at the bench database and Redis db."""
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "notifier_project.settings",
+        "DEBUG": "0",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "CELERY_BROKER_URL": REDIS_URL,
+        "PYTHONPATH": str(ROOT),
+        "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+    }
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+# --- database and Redis ---------------------------------------------------------------------------------
+
+def database_create(url: str) -> None:
+    """Create the database if it does not exist, then apply notifier's migrations."""
+    server, name = url.rsplit("/", 1)
+    with psycopg.connect(server + "/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    subprocess.run([str(BIN / "python"), "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT,
+                   env=base_env(url), check=True)
+
+
+def data_reset(url: str = DATABASE_URL) -> None:
+    """Forget notifications, deliveries and inbox items; keep recipients, devices, types and producers."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        existing = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+        tables = [t for t in DATA_TABLES if t in existing]
+        conn.execute(f"TRUNCATE {', '.join(tables)} CASCADE")
+    redis_flush()
+
+
+def redis_flush() -> None:
+    redis.Redis.from_url(REDIS_URL).flushdb()
+
+
+# --- processes ------------------------------------------------------------------------------------------
+
+class Process:
+    """A subprocess in its own process group with its output in bench/results/logs/<name>.log."""
+
+    def __init__(self, name: str, args: list[str], env: dict, ready=None, timeout: float = 60, wait=True):
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.log_path = LOGS / f"{name}.log"
+        self.log = open(self.log_path, "w")
+        self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                      start_new_session=True)
+        self.ready, self.timeout = ready, timeout
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> "Process":
+        deadline = time.monotonic() + self.timeout
+        while self.ready is not None and not self.ready(self):
+            if self.popen.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"{self.name} did not start:\n{self.output()[-3000:]}")
+            time.sleep(0.2)
+        return self
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def children(self) -> list[int]:
+        try:
+            out = subprocess.run(["pgrep", "-P", str(self.pid)], capture_output=True, text=True).stdout
+        except FileNotFoundError:
+            return []
+        return [int(p) for p in out.split()]
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGTERM)
+                self.popen.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+                self.popen.wait(10)
+            except ProcessLookupError:
+                pass
+        self.log.close()
+
+
+def _log_contains(text: str):
+    return lambda process: text in process.output()
+
+
+def _answers(url: str):
+    def ready(process):
+        try:
+            requests.get(url + "/api/v1/notifications/x", timeout=1)
+            return True
+        except requests.RequestException:
+            return False
+
+    return ready
+
+
+def procfile() -> dict[str, str]:
+    entries = {}
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line and not line.startswith("#") and ":" in line:
+            name, command = line.split(":", 1)
+            entries[name.strip()] = command.strip()
+    return entries
+
+
+def api_start(env: dict, name: str = "api", workers: int | None = None, wsgi: str = "notifier_project.wsgi",
+              extra: list[str] | None = None) -> Process:
+    """gunicorn as the Procfile ships it (its worker count unless `workers` is given), on a free port."""
+    port = free_port()
+    command = procfile()["api"]
+    shipped = re.search(r"API_WORKERS:-(\d+)", command)
+    workers = workers or int(shipped.group(1) if shipped else 2)
+    args = [str(BIN / "gunicorn"), wsgi, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
+    if "--access-logfile" in command:
+        args += ["--access-logfile", "-"]
+    url = f"http://127.0.0.1:{port}"
+    process = Process(name, args + (extra or []), env, ready=_answers(url))
+    process.url = url
+    process.workers = workers
+    return process
+
+
+def workers_start(env: dict, prefix: str = "worker") -> list[Process]:
+    """Every `worker_*` line of the Procfile, as shipped."""
+    started = []
+    for name, command in procfile().items():
+        if not name.startswith("worker"):
+            continue
+        args = shlex.split(command)
+        args[0] = str(BIN / args[0])
+        args = [a.replace("@%h", f"-bench@%h") for a in args]
+        started.append(Process(f"{prefix}-{name}", args, env, ready=_log_contains("ready."), timeout=90, wait=False))
+    return [process.wait_ready() for process in started]  # started together, waited for together
+
+
+def beat_start(env: dict) -> Process:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    return Process("beat", [str(BIN / "celery"), "-A", "notifier_project", "beat", "--schedule",
+                            str(LOGS / "celerybeat-schedule"), "--loglevel", "WARNING"], env)
+
+
+class Fakes:
+    """The four fake provider servers, one process each (bench/fakes.py)."""
+
+    def __init__(self, latency: float = 0.0, providers=PROVIDERS):
+        self.latency = latency
+        self.processes, self.info = [], {}
+        for provider in providers:
+            LOGS.mkdir(parents=True, exist_ok=True)
+            popen = subprocess.Popen(
+                [str(BIN / "python"), "-m", "bench.fakes", "--provider", provider, "--latency", str(latency)],
+                cwd=ROOT, env=base_env(), stdout=subprocess.PIPE, stderr=open(LOGS / f"fake-{provider}.log", "w"),
+                text=True, start_new_session=True,
+            )
+            self.processes.append(popen)
+            self.info[provider] = json.loads(popen.stdout.readline())
+
+    def env(self) -> dict:
+        env = {}
+        for info in self.info.values():
+            env.update(info["env"])
+        return env
+
+    def reset(self) -> None:
+        for info in self.info.values():
+            requests.post(info["control"] + "/reset", timeout=10)
+
+    def arrivals(self) -> dict[str, dict[str, float]]:
+        """provider -> {bench ref: first arrival}."""
+        return {p: requests.get(i["control"] + "/arrivals", timeout=60).json()["arrivals"] for p, i in self.info.items()}
+
+    def request_counts(self) -> dict[str, int]:
+        return {p: requests.get(i["control"] + "/arrivals", timeout=60).json()["requests"] for p, i in self.info.items()}
+
+    def stop(self) -> None:
+        for popen in self.processes:
+            if popen.poll() is None:
+                os.killpg(popen.pid, signal.SIGTERM)
+                try:
+                    popen.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(popen.pid, signal.SIGKILL)
+
+
+def loadgen(url: str, key: str, **options) -> dict:
+    """Run the load generator as its own process and return its JSON result."""
+    args = [str(BIN / "python"), "-m", "bench.loadgen", "--url", url, "--key", key]
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value not in (None, False):
+            args += [flag, str(value)]
+    out = subprocess.run(args, cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=900)
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout)
+
+
+# --- profiling ------------------------------------------------------------------------------------------
+
+def py_spy(pids: list[int], seconds: float, name: str) -> Process | None:
+    """Start sampling `pids` (and their children) with py-spy for `seconds`; None when py-spy is missing."""
+    if not (BIN / "py-spy").exists() or not pids:
+        return None
+    out = LOGS / f"profile-{name}.txt"
+    processes = []
+    for pid in pids:
+        processes.append(subprocess.Popen(
+            [str(BIN / "py-spy"), "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--format", "raw",
+             "--duration", str(int(seconds)), "--rate", "50", "--output", f"{out}.{pid}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+    return {"processes": processes, "out": out, "pids": pids}
+
+
+def py_spy_top(profile, top: int = 6) -> list[str]:
+    """The hottest functions by own time (leaf frames of the collapsed stacks), as "function (file) NN%"."""
+    if not profile:
+        return ["py-spy not available"]
+    for process in profile["processes"]:
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    leaves, total = Counter(), 0
+    for pid in profile["pids"]:
+        path = Path(f"{profile['out']}.{pid}")
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            frames = [f for f in stack.split(";") if not f.startswith("process ")]
+            if not frames:
+                continue
+            leaf = re.sub(r":\d+\)$", ")", frames[-1])  # one entry per function, not per line
+            leaf = leaf.replace(str(ROOT) + "/", "").replace("/.venv/lib/python3.11/site-packages/", "")
+            leaf = re.sub(r"\(/.*?site-packages/", "(", leaf)
+            leaves[leaf] += int(count)
+            total += int(count)
+    if not total:
+        return ["py-spy recorded nothing (ptrace not permitted?)"]
+    return [f"{name} {100 * n / total:.0f}%" for name, n in leaves.most_common(top)]
+
+
+# --- facts and output -----------------------------------------------------------------------------------
+
+def machine_facts() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        memory_gib = None
+    with psycopg.connect(DATABASE_URL) as conn:
+        postgres = conn.execute("SHOW server_version").fetchone()[0]
+    redis_version = redis.Redis.from_url(REDIS_URL).info("server")["redis_version"]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory_gib,
+        "postgresql": postgres,
+        "redis": redis_version,
+        "python": platform.python_version(),
+        "git_commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        value = f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
+    elif isinstance(value, int):
+        value = f"{value:,}"
+    return f"{value} {unit}".strip()

@@ -1,0 +1,39 @@
+"""ingest: notifications accepted per second through the real HTTP API (gunicorn as the Procfile ships
+it), N concurrent producer clients in a separate process, and the request latency. The workers are not
+running, so this is the accept path alone (the transactional scenario measures the whole pipeline)."""
+from bench.e2e import notifier_stack
+from bench.harness import data_reset, loadgen, py_spy, py_spy_top
+from bench.report import row
+
+
+def run(ctx) -> list[dict]:
+    rows = []
+    duration = 3 if ctx.smoke else 15
+    clients = 8 if ctx.smoke else 32
+    data_reset()
+    with notifier_stack(None, with_workers=False) as (api, _):
+        profile = None if ctx.smoke else py_spy([api.pid], duration - 2, "ingest-api")
+        single = loadgen(api.url, ctx.key, duration=duration, concurrency=clients, users=ctx.users)
+        hottest = py_spy_top(profile)
+        setup = f"gunicorn {api.workers} sync workers (Procfile), {clients} clients, {duration} s"
+        rows.append(row("ingest", "single-recipient POSTs accepted/s", single["accepted_per_s"], "req/s",
+                        ">=", 1500, key="ingest_single", raw=single, setup=setup, hottest=hottest))
+        rows.append(row("ingest", "single-recipient POST latency p99", single["latency_ms"]["p99"], "ms",
+                        "<", 50, key="ingest_single_p99", raw=None, setup=f"p50 {single['latency_ms']['p50']} ms, "
+                        f"p95 {single['latency_ms']['p95']} ms", hottest=hottest))
+        bulk_clients = 2 if ctx.smoke else 4
+        bulk = loadgen(api.url, ctx.key, duration=duration, concurrency=bulk_clients, users=ctx.users,
+                       recipients=100 if ctx.smoke else 1000)
+        rows.append(row("ingest", f"{bulk['recipients_per_request']}-recipient POSTs: recipients accepted/s",
+                        bulk["recipients_per_s"], "recipients/s", ">=", 20000, key="ingest_bulk", raw=bulk,
+                        setup=f"{bulk_clients} clients, p99 {bulk['latency_ms']['p99']} ms per request"))
+    if not ctx.smoke:
+        # A proposal, measured: more sync workers than the Procfile's 2 (requests wait on PostgreSQL).
+        data_reset()
+        with notifier_stack(None, api_workers=4, with_workers=False) as (api, _):
+            more = loadgen(api.url, ctx.key, duration=duration, concurrency=clients, users=ctx.users)
+        rows.append(row("ingest", "single-recipient accepted/s, 4 sync workers (proposal)", more["accepted_per_s"],
+                        "req/s", ">=", 1500, key="ingest_single_4w", raw=more,
+                        setup=f"p99 {more['latency_ms']['p99']} ms"))
+    data_reset()
+    return rows

@@ -1,0 +1,46 @@
+"""transactional: end-to-end latency from the client's POST to the provider request arriving at the fake
+server (push: APNs and FCM, email: SendGrid, sms: Twilio) or the inbox row existing (in_app), at a steady
+rate; then the highest end-to-end rate the pipeline sustains (a burst, timed until every message arrived).
+Each notification goes to one user on all four channels: five provider messages."""
+from bench.e2e import notifier_stack, run_load, warm_up
+from bench.harness import data_reset, py_spy, py_spy_top
+from bench.report import row
+
+TARGETS = {"p50": 100, "p99": 500}
+
+
+def latency_rows(scenario: str, result: dict, setup: str, hottest=None, system="notifier") -> list[dict]:
+    rows = []
+    for channel, stats in result["latency"].items():
+        for name, limit in TARGETS.items():
+            note = f"{setup}; {stats['n']} messages" + (f", {stats['missing']} never arrived" if stats["missing"] else "")
+            rows.append(row(scenario, f"{channel}: POST → provider {name}", stats[name], "ms", "<", limit,
+                            key=f"e2e_{channel}_{name}", system=system, setup=note, hottest=hottest))
+    return rows
+
+
+def capacity_row(scenario, result, setup, system="notifier", hottest=None) -> dict:
+    completion = result["completion"]
+    return row(scenario, "sustained end-to-end rate (all 5 messages delivered)", completion["rate"],
+               "notifications/s", None, None, key="e2e_capacity", system=system, hottest=hottest,
+               setup=f"{setup}; {completion.get('completed')}/{completion.get('sent')} completed in "
+                     f"{completion.get('span_s')} s", raw=result)
+
+
+def run(ctx) -> list[dict]:
+    rate, duration = (20, 3) if ctx.smoke else (200, 20)
+    burst_rate, burst_duration = (40, 2) if ctx.smoke else (400, 10)
+    data_reset()
+    with notifier_stack(ctx.fakes) as (api, processes):
+        warm_up(ctx.fakes, api.url, ctx.key, ctx.users)
+        steady = run_load(ctx.fakes, api.url, ctx.key, rate=rate, duration=duration, users=ctx.users)
+        rows = latency_rows("transactional", steady, f"{rate}/s offered for {duration} s "
+                            f"({steady['load']['accepted_per_s']}/s accepted)")
+        workers = [p.pid for p in processes if p.name.startswith("worker")]
+        profile = None if ctx.smoke else py_spy(workers, burst_duration + 5, "transactional-workers")
+        burst = run_load(ctx.fakes, api.url, ctx.key, rate=burst_rate, duration=burst_duration, users=ctx.users,
+                         timeout=150)
+        rows.append(capacity_row("transactional", burst, f"burst of {burst_rate}/s for {burst_duration} s",
+                                 hottest=py_spy_top(profile) if profile else None))
+    ctx.results["transactional"] = {"steady": steady, "burst": burst}
+    return rows

@@ -1,0 +1,81 @@
+"""The bench's data in notifier's tables, through the ORM (bench/run.py has set up Django on the bench
+database): a producer, a `bench_order` type whose templates render the bench reference into every message,
+and a pool of users reachable on every channel (an iPhone, an Android phone, an email address, a number)."""
+from __future__ import annotations
+
+import hashlib
+
+from notifier.models import Device, NotificationType, Producer, Recipient, Template
+
+TYPE_KEY = "bench_order"
+USER_PREFIX = "bench-u"
+# `{{ bench_ref }}` in every message lets the fake servers report when each one arrived (bench/fakes.py).
+TEMPLATES = {
+    "push": {"title": "Order shipped", "body": "Order {{ order_id }} ships ({{ bench_ref }})."},
+    "email": {
+        "subject": "Order {{ order_id }} shipped",
+        "body": "Order {{ order_id }} ships with {{ carrier }} ({{ bench_ref }}).",
+        "html_body": "<p>Order <b>{{ order_id }}</b> ships with {{ carrier }} ({{ bench_ref }}).</p>",
+    },
+    "sms": {"body": "Order {{ order_id }} ships ({{ bench_ref }})."},
+    "in_app": {"title": "Order shipped", "body": "Order {{ order_id }} ships.", "action_url": "/o/{{ order_id }}"},
+}
+
+
+def ios_token(index: int) -> str:
+    return hashlib.sha256(f"ios-{index}".encode()).hexdigest()  # 64 hex characters, as APNs tokens are
+
+
+def android_token(index: int) -> str:
+    return f"bench-android-{index}-" + hashlib.md5(str(index).encode()).hexdigest()
+
+
+def producer_key(name: str = "bench") -> str:
+    """A fresh key for the bench producer (created on first use)."""
+    producer = Producer.objects.filter(name=name).first()
+    if producer is None:
+        producer, key = Producer.create_with_key(name, ["send", "admin"])
+        return key
+    key = producer.rotate_key()
+    producer.save()
+    return key
+
+
+def bench_type() -> NotificationType:
+    notification_type, _ = NotificationType.objects.update_or_create(
+        key=TYPE_KEY,
+        defaults={"name": "Bench order", "category": "transactional", "default_priority": "high",
+                  "default_channels": ["push", "email", "sms", "in_app"],
+                  "variables": {"order_id": {"required": True}, "carrier": {"default": "UPS"},
+                                "bench_ref": {"default": ""}}},
+    )
+    for channel, fields in TEMPLATES.items():
+        Template.objects.update_or_create(type=notification_type, channel=channel, language="en", version=1,
+                                          defaults={**fields, "active": True})
+    return notification_type
+
+
+def users(count: int) -> None:
+    """Users bench-u0 … bench-u<count-1>, each with an iPhone, an Android phone, an email and a number."""
+    existing = Recipient.objects.filter(user_id__startswith=USER_PREFIX).count()
+    if existing >= count:
+        return
+    Recipient.objects.bulk_create(
+        [Recipient(user_id=f"{USER_PREFIX}{i}", email=f"{USER_PREFIX}{i}@example.com", phone=f"+1555{i:07d}")
+         for i in range(count)],
+        ignore_conflicts=True, batch_size=2000,
+    )
+    ids = dict(Recipient.objects.filter(user_id__startswith=USER_PREFIX).values_list("user_id", "id"))
+    devices = []
+    for i in range(count):
+        recipient_id = ids[f"{USER_PREFIX}{i}"]
+        devices.append(Device(recipient_id=recipient_id, platform="ios", token=ios_token(i)))
+        devices.append(Device(recipient_id=recipient_id, platform="android", token=android_token(i)))
+    Device.objects.bulk_create(devices, ignore_conflicts=True, batch_size=2000)
+
+
+def setup(user_count: int) -> str:
+    """Everything a notifier scenario needs; returns the producer key."""
+    bench_type()
+    users(user_count)
+    return producer_key()
