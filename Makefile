@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 REDIS_URL ?= redis://127.0.0.1:6379/0
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/notifier
 
-.PHONY: run test install install-test check-redis check-postgres migrate clean
+.PHONY: run test bench install install-test install-bench check-redis check-postgres migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,8 +22,13 @@ $(VENV)/.installed-test: requirements.txt requirements-test.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-test.txt
 	touch $(VENV)/.installed $@
 
+$(VENV)/.installed-bench: requirements.txt requirements-test.txt requirements-bench.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-bench.txt
+	touch $(VENV)/.installed $(VENV)/.installed-test $@
+
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
+install-bench: $(VENV)/.installed-bench
 
 check-redis: $(VENV)/.installed
 	@$(BIN)/python -c "import redis,sys; redis.Redis.from_url('$(REDIS_URL)', socket_connect_timeout=2).ping()" 2>/dev/null \
@@ -42,6 +47,11 @@ run: check-redis
 
 test: $(VENV)/.installed-test check-redis check-postgres
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# SCENARIO=all (default), smoke, ingest, transactional, naive, push or inbox; results in BENCHMARKS.md.
+SCENARIO ?= all
+bench: $(VENV)/.installed-bench check-redis check-postgres
+	$(BIN)/python -m bench.run --scenario $(SCENARIO)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
