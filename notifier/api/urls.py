@@ -1,12 +1,17 @@
 from django.urls import path
 
-from . import preferences, views
+from . import inbox, preferences, views
 
 urlpatterns = [
     path("notifications", views.NotificationCreateView.as_view(), name="notification-create"),
     path("notifications/<str:notification_id>", views.NotificationDetailView.as_view(), name="notification-detail"),
     path("users/<str:user_id>", views.UserView.as_view(), name="user"),
     path("users/<str:user_id>/token", views.RecipientTokenView.as_view(), name="recipient-token"),
+    path("users/<str:user_id>/notifications", inbox.InboxView.as_view(), name="inbox"),
+    path("users/<str:user_id>/notifications/unread-count", inbox.InboxUnreadCountView.as_view(), name="inbox-unread"),
+    path("users/<str:user_id>/notifications/mark-all-read", inbox.InboxMarkAllReadView.as_view(), name="inbox-read-all"),
+    path("users/<str:user_id>/notifications/stream", inbox.InboxStreamView.as_view(), name="inbox-stream"),
+    path("users/<str:user_id>/notifications/<str:notification_id>", inbox.InboxItemView.as_view(), name="inbox-item"),
     path("users/<str:user_id>/notification-preferences", preferences.NotificationPreferencesView.as_view(),
          name="notification-preferences"),
     path("users/<str:user_id>/devices", views.DeviceListView.as_view(), name="device-list"),

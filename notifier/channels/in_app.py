@@ -1,3 +1,5 @@
+from django.db import transaction
+
 from notifier.models import InboxItem
 from notifier.providers.base import SendResult
 
@@ -5,7 +7,8 @@ from .base import Channel, Target
 
 
 class InAppChannel(Channel):
-    """The in-app inbox: delivering is writing the inbox item, so no provider is involved."""
+    """The in-app inbox: delivering is writing the inbox item, so no provider is involved. Open inbox
+    streams hear about new items once the rows are committed (notifier/inbox.py)."""
 
     name = "in_app"
 
@@ -13,6 +16,8 @@ class InAppChannel(Channel):
         return [Target(address=recipient.user_id)], ""
 
     def deliver(self, deliveries):
+        from notifier.inbox import inbox_items_published
+
         # ignore_conflicts: one inbox item per notification, even if a delivery runs twice.
         InboxItem.objects.bulk_create(
             [
@@ -28,6 +33,9 @@ class InAppChannel(Channel):
             ],
             ignore_conflicts=True,
         )
+        user_ids = {d.notification.recipient_id: d.notification.recipient.user_id for d in deliveries}
+        notification_ids = [d.notification_id for d in deliveries]
+        transaction.on_commit(lambda: inbox_items_published(notification_ids, user_ids), robust=True)
         for d in deliveries:
             d.provider = "inbox"
         return [SendResult(provider_message_id=f"inbox-{d.notification_id}", status="delivered") for d in deliveries]

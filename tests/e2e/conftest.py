@@ -94,10 +94,10 @@ def start_worker(tmp_path):
 def start_api(tmp_path):
     started = []
 
-    def start(**env):
+    def start(gunicorn_args=("-w", "1"), **env):
         port = free_port()
         server = Process(
-            [str(BIN / "gunicorn"), "notifier_project.wsgi", "-b", f"127.0.0.1:{port}", "-w", "1"],
+            [str(BIN / "gunicorn"), "notifier_project.wsgi", "-b", f"127.0.0.1:{port}", *gunicorn_args],
             process_env(**env), tmp_path / f"api-{port}.log", ready_text="Booting worker",
         )
         server.url = f"http://127.0.0.1:{port}"
@@ -114,7 +114,7 @@ def _answers(url) -> bool:
     try:
         requests.get(url + "/api/v1/sandbox/messages", timeout=1)
         return True
-    except requests.ConnectionError:
+    except requests.RequestException:  # refused, or too slow to answer while the worker boots
         return False
 
 

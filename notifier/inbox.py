@@ -1,0 +1,176 @@
+"""The in-app inbox: reading state, the unread badge, live events and retention.
+
+Live updates travel over Redis pub/sub, one channel per user, published after the inbox rows are committed;
+the SSE view (notifier/api/inbox.py) subscribes for the life of a stream. A lost event costs nothing that
+matters: the rows are the truth, a reconnecting stream catches up from Last-Event-ID, and the badge is
+re-read from the database on every event.
+
+The unread badge is a capped count over a partial index of unread rows (`inbox_unread`), not a counter
+column: it is always consistent with the rows (no drift to repair after a crash, a purge or a bulk update),
+costs nothing on write, and reads at most NOTIFIER_INBOX_UNREAD_COUNT_CAP + 1 index entries however big
+the table or the user's inbox.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+from datetime import datetime, timedelta
+from functools import cache
+
+import orjson
+import redis
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from notifier.models import InboxItem
+from notifier.pipeline.wake import redis_client
+
+log = logging.getLogger(__name__)
+
+CHANNEL_PREFIX = "notifier:inbox:"
+PURGE_BATCH_SIZE = 5000
+
+
+class BadCursor(ValueError):
+    pass
+
+
+# --- reads ---------------------------------------------------------------------------------------------
+
+def inbox_page(recipient_id: int, cursor: str | None, limit: int, archived: bool = False):
+    """One page of a user's inbox, newest first, and the cursor of the next page (None on the last).
+    One query on the (recipient, created_at desc, id desc) index, whatever the inbox's size."""
+    items = InboxItem.objects.filter(recipient_id=recipient_id, archived_at__isnull=not archived)
+    if cursor:
+        created_at, item_id = cursor_decode(cursor)
+        # (created_at, id) < (cursor): a row comparison PostgreSQL answers with one index range scan.
+        items = items.extra(where=["(created_at, id) < (%s, %s)"], params=[created_at, item_id])
+    page = list(items.order_by("-created_at", "-id")[: limit + 1])
+    next_cursor = cursor_encode(page[limit - 1]) if len(page) > limit else None
+    return page[:limit], next_cursor
+
+
+def inbox_unread_count(recipient_id: int) -> tuple[int, bool]:
+    """The unread badge: (count, capped). Counts at most the cap + 1 entries of the `inbox_unread` index."""
+    cap = settings.NOTIFIER_INBOX_UNREAD_COUNT_CAP
+    count = InboxItem.objects.filter(recipient_id=recipient_id, read_at=None, archived_at=None)[: cap + 1].count()
+    return min(count, cap), count > cap
+
+
+def cursor_encode(item: InboxItem) -> str:
+    raw = orjson.dumps([item.created_at.isoformat(), item.id])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def cursor_decode(cursor: str) -> tuple[datetime, int]:
+    try:
+        created_at, item_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return datetime.fromisoformat(created_at), int(item_id)
+    except Exception as error:
+        raise BadCursor("Not a cursor this API returned.") from error
+
+
+# --- writes --------------------------------------------------------------------------------------------
+
+def inbox_item_update(recipient, notification_id, read: bool | None = None, archived: bool | None = None):
+    """Mark one item read/unread and/or archived/unarchived. Returns the item, or None when this user has
+    no such item (another user's id is simply not found)."""
+    now = timezone.now()
+    item = InboxItem.objects.filter(recipient=recipient, notification_id=notification_id).first()
+    if item is None:
+        return None
+    changes = {}
+    if read is not None:
+        changes["read_at"] = (item.read_at or now) if read else None
+    if archived is not None:
+        changes["archived_at"] = (item.archived_at or now) if archived else None
+    if changes:
+        InboxItem.objects.filter(id=item.id).update(**changes)
+        for name, value in changes.items():
+            setattr(item, name, value)
+        transaction.on_commit(lambda: inbox_publish(recipient.user_id, "changed", {"id": str(notification_id)}),
+                              robust=True)
+    return item
+
+
+def inbox_mark_all_read(recipient) -> int:
+    """Mark every unread item read; returns how many changed. One UPDATE on the unread index."""
+    updated = InboxItem.objects.filter(recipient=recipient, read_at=None, archived_at=None).update(
+        read_at=timezone.now()
+    )
+    if updated:
+        transaction.on_commit(lambda: inbox_publish(recipient.user_id, "changed", {"all_read": True}), robust=True)
+    return updated
+
+
+def inbox_purge(now=None, batch_size: int = PURGE_BATCH_SIZE) -> int:
+    """Delete inbox items older than the retention, a batch at a time so no transaction holds many locks.
+    Returns how many were deleted."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.NOTIFIER_INBOX_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        ids = list(InboxItem.objects.filter(created_at__lt=cutoff).order_by("created_at").values_list("id", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        deleted += InboxItem.objects.filter(id__in=ids).delete()[0]
+        if len(ids) < batch_size:
+            return deleted
+
+
+# --- live events ---------------------------------------------------------------------------------------
+
+def inbox_channel(user_id: str) -> str:
+    return CHANNEL_PREFIX + user_id
+
+
+def sse_frame(event: str, payload: dict, event_id=None) -> str:
+    """One Server-Sent Events frame."""
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {event}\ndata: {orjson.dumps(payload).decode()}\n\n"
+
+
+def inbox_item_payload(item: InboxItem) -> dict:
+    """An inbox item as the API shows it; `id` is the notification's id."""
+    return {
+        "id": str(item.notification_id),
+        "title": item.title,
+        "body": item.body,
+        "action_url": item.action_url,
+        "data": item.data,
+        "read": item.read_at is not None,
+        "read_at": item.read_at.isoformat() if item.read_at else None,
+        "archived_at": item.archived_at.isoformat() if item.archived_at else None,
+        "created_at": item.created_at.isoformat(),
+    }
+
+
+def inbox_publish(user_id: str, event: str, payload: dict, event_id=None) -> None:
+    """Tell the user's open streams. Never raises: the rows are the truth, streams re-read them."""
+    try:
+        redis_client().publish(inbox_channel(user_id), sse_frame(event, payload, event_id))
+    except redis.RedisError as error:
+        log.warning("inbox: could not publish %s for user %s: %s", event, user_id, error)
+
+
+def inbox_items_published(notification_ids: list, user_ids: dict) -> None:
+    """Publish new inbox items to their users' streams, in one query and one Redis round trip.
+    `user_ids` maps recipient id → user id."""
+    items = InboxItem.objects.filter(notification_id__in=notification_ids)
+    try:
+        pipe = redis_client().pipeline(transaction=False)
+        for item in items:
+            user_id = user_ids[item.recipient_id]
+            pipe.publish(inbox_channel(user_id), sse_frame("notification", inbox_item_payload(item), item.id))
+        pipe.execute()
+    except redis.RedisError as error:
+        log.warning("inbox: could not publish %s new items: %s", len(notification_ids), error)
+
+
+@cache
+def stream_redis() -> redis.Redis:
+    """A client for long-lived subscriptions: no read timeout (a stream waits on purpose), a bounded
+    connect, and health checks so a dead connection is noticed."""
+    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_keepalive=True,
+                                health_check_interval=30)
