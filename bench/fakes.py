@@ -5,7 +5,8 @@ when each benchmark message arrived.
 
 prints one JSON line: {"provider", "config": <what the adapter needs>, "control": "http://127.0.0.1:P"}.
 
-    GET  <control>/arrivals   {"requests": n, "arrivals": {ref: first arrival (unix time)}}
+    GET  <control>/arrivals   {"requests": n, "last_at": t, "arrivals": {ref: first arrival (unix time)}}
+    GET  <control>/summary    {"requests": n, "last_at": t}
     POST <control>/reset      forget every request received so far
 
 A benchmark message carries a reference `bref<16 hex>` in its text (the bench templates render
@@ -102,7 +103,10 @@ def serve_control(fake) -> ThreadingHTTPServer:
 
         def do_GET(self):
             requests = fake.requests
-            self._reply({"requests": len(requests), "arrivals": arrivals_of(requests)})
+            summary = {"requests": len(requests), "last_at": max((r.received_at for r in requests), default=None)}
+            if "summary" not in self.path:
+                summary["arrivals"] = arrivals_of(requests)
+            self._reply(summary)
 
         def do_POST(self):
             _forget(fake)

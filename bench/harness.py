@@ -226,8 +226,9 @@ class Fakes:
         """provider -> {bench ref: first arrival}."""
         return {p: requests.get(i["control"] + "/arrivals", timeout=60).json()["arrivals"] for p, i in self.info.items()}
 
-    def request_counts(self) -> dict[str, int]:
-        return {p: requests.get(i["control"] + "/arrivals", timeout=60).json()["requests"] for p, i in self.info.items()}
+    def summary(self, provider: str) -> dict:
+        """{"requests": how many so far, "last_at": when the last one arrived}."""
+        return requests.get(self.info[provider]["control"] + "/summary", timeout=60).json()
 
     def stop(self) -> None:
         for popen in self.processes:

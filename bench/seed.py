@@ -3,8 +3,7 @@ database): a producer, a `bench_order` type whose templates render the bench ref
 and a pool of users reachable on every channel (an iPhone, an Android phone, an email address, a number)."""
 from __future__ import annotations
 
-import hashlib
-
+from bench.tokens import android_token, ios_token, push_token
 from notifier.models import Device, NotificationType, Producer, Recipient, Template
 
 TYPE_KEY = "bench_order"
@@ -20,14 +19,6 @@ TEMPLATES = {
     "sms": {"body": "Order {{ order_id }} ships ({{ bench_ref }})."},
     "in_app": {"title": "Order shipped", "body": "Order {{ order_id }} ships.", "action_url": "/o/{{ order_id }}"},
 }
-
-
-def ios_token(index: int) -> str:
-    return hashlib.sha256(f"ios-{index}".encode()).hexdigest()  # 64 hex characters, as APNs tokens are
-
-
-def android_token(index: int) -> str:
-    return f"bench-android-{index}-" + hashlib.md5(str(index).encode()).hexdigest()
 
 
 def producer_key(name: str = "bench") -> str:
@@ -81,3 +72,24 @@ def setup(user_count: int) -> str:
     bench_type()
     users(user_count)
     return producer_key()
+
+
+
+def push_users(count: int, per_user: int, prefix: str = "push-u") -> NotificationType:
+    """Users with `per_user` Android devices each and nothing else, and a push-only type."""
+    notification_type, _ = NotificationType.objects.update_or_create(
+        key="bench_push", defaults={"category": "transactional", "default_priority": "high",
+                                    "default_channels": ["push"], "variables": {"bench_ref": {"default": ""}}})
+    Template.objects.update_or_create(type=notification_type, channel="push", language="en", version=1,
+                                      defaults={"title": "Order shipped", "body": "Order 789 ships with UPS.",
+                                                "active": True})
+    if Device.objects.filter(token__startswith="bench-push-").count() >= count * per_user:
+        return notification_type
+    Recipient.objects.bulk_create([Recipient(user_id=f"{prefix}{i}") for i in range(count)], ignore_conflicts=True)
+    ids = dict(Recipient.objects.filter(user_id__startswith=prefix).values_list("user_id", "id"))
+    Device.objects.bulk_create(
+        [Device(recipient_id=ids[f"{prefix}{i}"], platform="android", token=push_token(i, k))
+         for i in range(count) for k in range(per_user)],
+        ignore_conflicts=True, batch_size=5000,
+    )
+    return notification_type
