@@ -8,6 +8,7 @@ notifications and prints one JSON result on stdout.
         as a lower offered rate), at most --concurrency in flight
     --recipients 1000    each request carries 1,000 recipients (from the user pool) instead of user_id
     --record-refs        print the wall-clock start of each request by its bench reference
+    --get PATH           GET PATH ({user} from the user pool) instead of POSTing: the inbox read load
 
 Every request carries data.bench_ref = <16 hex>, which the bench templates render into each message, so
 the fake providers can report when each one arrived (bench/fakes.py).
@@ -64,11 +65,17 @@ class Load:
         return ref, json.dumps(payload).encode()
 
     async def one(self, session: aiohttp.ClientSession) -> None:
-        ref, body = self.body()
+        if self.args.get:
+            ref, body = "", None
+            request = session.get(self.args.url.rstrip("/") + self.args.get.format(
+                user=f"{self.args.user_prefix}{next(self.users)}"), headers=self.headers)
+        else:
+            ref, body = self.body()
+            request = session.post(self.url, data=body, headers=self.headers)
         wall, started = time.time(), time.perf_counter()
         self.in_flight += 1
         try:
-            async with session.post(self.url, data=body, headers=self.headers) as response:
+            async with request as response:
                 await response.read()
                 status = str(response.status)
         except Exception as error:  # counted, never fatal: an overloaded server is a result
@@ -123,7 +130,7 @@ class Load:
                 await self.closed_loop(session, deadline)
             elapsed = time.perf_counter() - self.measure_from
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        accepted = self.status.get("202", 0)
+        accepted = self.status.get("200" if self.args.get else "202", 0)
         return {
             "mode": "open" if self.args.rate else "closed",
             "offered_rate": self.args.rate or None,
@@ -156,6 +163,7 @@ def main(argv=None) -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--user-prefix", default="bench-u")
     parser.add_argument("--record-refs", action="store_true")
+    parser.add_argument("--get", default="", help="GET this path instead ({user} is replaced), e.g. an inbox page")
     args = parser.parse_args(argv)
     result = asyncio.run(Load(args).run())
     json.dump(result, sys.stdout)
