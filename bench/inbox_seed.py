@@ -24,6 +24,9 @@ def _select_list(model, expressions: dict) -> tuple[str, str, list]:
     """Columns and SELECT expressions for every concrete field; unmapped ones get their default."""
     columns, values, params = [], [], []
     for field in model._meta.concrete_fields:
+        if isinstance(field, models.AutoField) or (field.primary_key and field.column not in expressions
+                                                    and field.get_internal_type().endswith("AutoField")):
+            continue  # the database numbers it
         columns.append(f'"{field.column}"')
         if field.column in expressions:
             values.append(expressions[field.column])
@@ -48,14 +51,14 @@ def seed_rows(rows: int, users: int, chunk: int = 1_000_000) -> None:
     first = ids[0]
     n_cols, n_vals, n_params = _select_list(Notification, {
         "id": "md5('n' || g)::uuid", "producer_id": str(producer_id), "type_id": str(type_id),
-        "recipient_id": f"{first} + g % {users}", "data": "'{}'::jsonb", "channels": "'[\"in_app\"]'::jsonb",
+        "recipient_id": f"{first} + g %% {users}", "data": "'{}'::jsonb", "channels": "'[\"in_app\"]'::jsonb",
         "priority": "'medium'", "status": "'delivered'", "decisions": "'[]'::jsonb",
         "due_at": "now() - g * interval '1 second'", "created_at": "now() - g * interval '1 second'",
     })
     i_cols, i_vals, i_params = _select_list(InboxItem, {
-        "recipient_id": f"{first} + g % {users}", "notification_id": "md5('n' || g)::uuid",
+        "recipient_id": f"{first} + g %% {users}", "notification_id": "md5('n' || g)::uuid",
         "title": "'Order shipped'", "body": "'Order ' || g || ' ships with UPS.'", "action_url": "'/o/' || g",
-        "data": "'{}'::jsonb", "read_at": "CASE WHEN g % 10 = 0 THEN NULL ELSE now() END",
+        "data": "'{}'::jsonb", "read_at": "CASE WHEN g %% 10 = 0 THEN NULL ELSE now() END",
         "created_at": "now() - g * interval '1 second'",
     })
     with connection.cursor() as cursor:
