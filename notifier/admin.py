@@ -1,82 +1,321 @@
-from django.contrib import admin
+"""Django admin: every model, with the columns, filters and searches an operator needs, and the actions
+they use (send a test, deactivate a device, resend, rotate a producer key). Rows whose edits would rewrite
+history (notifications, deliveries, sandbox messages, digests) are read-only; editing a template publishes
+a new version. The work behind the actions lives in notifier/admin_tools.py and notifier/services.py."""
+import json
 
-from notifier import models
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import Count, Q
+from django.http import Http404
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from notifier import admin_tools, models, services
+from notifier.pipeline.render import template_problems
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """For rows that are history: viewable, never added or edited by hand."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(models.Producer)
 class ProducerAdmin(admin.ModelAdmin):
     list_display = ["name", "key_hint", "scopes", "is_active", "created_at"]
-    readonly_fields = ["key_hash", "key_hint"]
+    list_filter = ["is_active"]
+    search_fields = ["name", "key_hint"]
+    readonly_fields = ["key_hint", "created_at"]
+    exclude = ["key_hash"]
+    actions = ["rotate_keys"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            key = obj.rotate_key()
+            obj.save()
+            self._show_key_once(request, obj, key)
+            return
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Rotate the key (the old key stops working; the new one is shown once)")
+    def rotate_keys(self, request, queryset):
+        for producer in queryset:
+            key = producer.rotate_key()
+            producer.save(update_fields=["key_hash", "key_hint"])
+            self._show_key_once(request, producer, key)
+
+    def _show_key_once(self, request, producer, key):
+        messages.warning(request, format_html(
+            "New key for <b>{}</b>: <code>{}</code> — copy it now, it is stored hashed and will not be shown again.",
+            producer.name, key,
+        ))
 
 
 @admin.register(models.Recipient)
 class RecipientAdmin(admin.ModelAdmin):
-    list_display = ["user_id", "email", "phone", "timezone", "language", "sms_opted_out_at"]
-    search_fields = ["user_id", "email", "phone"]
+    list_display = ["user_id", "email", "phone", "timezone", "language", "sms_opted_out_at", "created_at"]
+    list_filter = ["language"]
+    search_fields = ["=user_id", "email", "phone"]
 
 
 @admin.register(models.Device)
 class DeviceAdmin(admin.ModelAdmin):
-    list_display = ["recipient", "platform", "token", "active", "deactivated_reason", "last_seen_at"]
+    list_display = ["recipient", "platform", "short_token", "active", "deactivated_reason", "last_seen_at"]
     list_filter = ["platform", "active"]
-    search_fields = ["token", "recipient__user_id"]
+    search_fields = ["token", "=recipient__user_id"]
     raw_id_fields = ["recipient"]
+    list_select_related = ["recipient"]
+    actions = ["deactivate"]
+
+    @admin.display(description="token")
+    def short_token(self, device):
+        return f"{device.token[:16]}…" if len(device.token) > 16 else device.token
+
+    @admin.action(description="Deactivate the selected devices (never sent to again until re-registered)")
+    def deactivate(self, request, queryset):
+        count = queryset.filter(active=True).update(
+            active=False, deactivated_at=timezone.now(), deactivated_reason=f"deactivated in admin by {request.user}"
+        )
+        messages.success(request, f"Deactivated {count} device(s).")
 
 
-class TemplateInline(admin.StackedInline):
+class TemplateInline(admin.TabularInline):
+    """The type's templates, as links: editing happens on the template's own page, which versions it."""
+
     model = models.Template
     extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ["channel", "language", "version", "active", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(models.NotificationType)
 class NotificationTypeAdmin(admin.ModelAdmin):
-    list_display = ["key", "category", "default_priority", "default_channels"]
+    list_display = ["key", "name", "category", "default_priority", "default_channels", "default_language",
+                    "digest_window_seconds", "template_count"]
+    list_filter = ["category", "default_priority"]
     search_fields = ["key", "name"]
     inlines = [TemplateInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(active_templates=Count("templates", filter=Q(templates__active=True)))
+
+    @admin.display(description="active templates", ordering="active_templates")
+    def template_count(self, notification_type):
+        return notification_type.active_templates
+
+
+class TemplateForm(forms.ModelForm):
+    class Meta:
+        model = models.Template
+        fields = ["type", "channel", "language", "subject", "title", "body", "html_body", "action_url"]
+
+    def clean(self):
+        cleaned = super().clean()
+        for name, problem in template_problems(cleaned.get("type"), cleaned.get("channel"), cleaned).items():
+            self.add_error(name, problem)
+        return cleaned
+
+
+class SampleDataForm(forms.Form):
+    data = forms.CharField(widget=forms.Textarea(attrs={"rows": 6, "cols": 80}), label="Sample data (JSON)")
+    user_id = forms.CharField(required=False, label="Send a test to user id")
+
+    def clean_data(self):
+        try:
+            data = json.loads(self.cleaned_data["data"])
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(f"Not JSON: {error}")
+        if not isinstance(data, dict):
+            raise forms.ValidationError("Give a JSON object.")
+        return data
 
 
 @admin.register(models.Template)
 class TemplateAdmin(admin.ModelAdmin):
-    list_display = ["type", "channel", "language", "version", "active", "created_at"]
-    list_filter = ["channel", "language", "active"]
+    """Saving a template publishes a new version (the old one stays readable, and deliveries keep pointing
+    at the version that rendered them). Each version has a preview, a diff and a test send."""
+
+    form = TemplateForm
+    list_display = ["type", "channel", "language", "version", "active", "created_at", "tools"]
+    list_filter = ["active", "channel", "language", "type__category"]
+    search_fields = ["type__key"]
+    list_select_related = ["type"]
+    readonly_fields = ["version", "active", "created_at"]
+    change_form_template = "admin/notifier/template/change_form.html"
+
+    def save_model(self, request, obj, form, change):
+        if change and not form.has_changed():
+            return
+        fields = {name: form.cleaned_data[name] for name in TemplateForm.Meta.fields}
+        published = services.template_publish(**fields)
+        obj.pk, obj.version, obj.active, obj.created_at = published.pk, published.version, True, published.created_at
+        messages.info(request, f"Published version {published.version}; earlier versions are kept.")
+
+    @admin.display(description="")
+    def tools(self, template):
+        return format_html(
+            '<a href="{}">preview</a> · <a href="{}">diff</a>',
+            reverse("admin:notifier_template_preview", args=[template.pk]),
+            reverse("admin:notifier_template_diff", args=[template.pk]),
+        )
+
+    def get_urls(self):
+        return [
+            path("<int:pk>/preview/", self.admin_site.admin_view(self.preview_view), name="notifier_template_preview"),
+            path("<int:pk>/diff/", self.admin_site.admin_view(self.diff_view), name="notifier_template_diff"),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request, pk):
+        template = get_object_or_404(models.Template.objects.select_related("type"), pk=pk)
+        if not self.has_view_permission(request, template):
+            raise Http404
+        initial = {"data": json.dumps(admin_tools.sample_data(template.type), indent=2, ensure_ascii=False)}
+        form = SampleDataForm(request.POST or None, initial=initial)
+        data = admin_tools.sample_data(template.type)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data["data"]
+            if "send_test" in request.POST:
+                if not form.cleaned_data["user_id"]:
+                    form.add_error("user_id", "Give the user id to send the test to.")
+                else:
+                    notification_id = admin_tools.template_send_test(template, form.cleaned_data["user_id"], data)
+                    url = reverse("admin:notifier_notification_change", args=[notification_id])
+                    messages.success(request, format_html(
+                        'Test sent to {} on {}: <a href="{}">notification {}</a>.',
+                        form.cleaned_data["user_id"], template.channel, url, notification_id,
+                    ))
+                    return redirect(request.get_full_path())
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta, "original": template, "title": f"Preview {template}",
+            "form": form, "preview": admin_tools.template_preview(template, data),
+        }
+        return TemplateResponse(request, "admin/notifier/template/preview.html", context)
+
+    def diff_view(self, request, pk):
+        template = get_object_or_404(models.Template.objects.select_related("type"), pk=pk)
+        versions = list(models.Template.objects.filter(
+            type=template.type, channel=template.channel, language=template.language).order_by("-version"))
+        against_id = request.GET.get("against")
+        older = [v for v in versions if v.version < template.version]
+        against = next((v for v in versions if str(v.pk) == against_id), older[0] if older else None)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta, "original": template, "title": f"Changes in {template}",
+            "versions": versions, "against": against,
+            "diffs": admin_tools.template_diff(against, template) if against else [],
+        }
+        return TemplateResponse(request, "admin/notifier/template/diff.html", context)
 
 
 class DeliveryInline(admin.TabularInline):
     model = models.Delivery
     extra = 0
     can_delete = False
-    fields = ["channel", "target", "provider", "status", "attempts", "last_error", "sent_at"]
+    fields = ["channel", "target", "provider", "status", "attempts", "template", "last_error", "sent_at",
+              "failed_at"]
     readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(models.Notification)
-class NotificationAdmin(admin.ModelAdmin):
-    list_display = ["id", "type", "recipient", "status", "priority", "created_at"]
-    list_filter = ["status", "priority"]
-    search_fields = ["=id", "recipient__user_id", "idempotency_key"]
-    raw_id_fields = ["recipient", "producer"]
-    readonly_fields = ["decisions", "routed_at", "completed_at"]
+class NotificationAdmin(ReadOnlyAdmin):
+    list_display = ["id", "type", "recipient", "status", "priority", "producer", "created_at"]
+    list_filter = ["status", "priority", "type", "producer"]
+    search_fields = ["=id", "=recipient__user_id", "idempotency_key"]
+    list_select_related = ["type", "recipient", "producer"]
+    date_hierarchy = "created_at"
+    fields = ["id", "type", "recipient", "producer", "status", "priority", "channels", "data", "decision_trail",
+              "idempotency_key", "schedule_at", "expires_at", "created_at", "routed_at", "completed_at"]
+    readonly_fields = fields
     inlines = [DeliveryInline]
+    actions = ["resend"]
+
+    @admin.display(description="decisions")
+    def decision_trail(self, notification):
+        if not notification.decisions:
+            return "—"
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td><b>{}</b></td><td>{}</td><td>{}</td></tr>",
+            ((d.get("channel", ""), d.get("decision", ""), d.get("reason", ""),
+              ", ".join(f"{k}={v}" for k, v in d.items() if k not in ("channel", "decision", "reason")))
+             for d in notification.decisions),
+        )
+        return format_html("<table><tr><th>channel</th><th>decision</th><th>reason</th><th>details</th></tr>{}"
+                           "</table>", rows)
+
+    @admin.action(description="Resend as a new notification (same type, recipient, data and channels)")
+    def resend(self, request, queryset):
+        for notification in queryset.select_related("type", "recipient"):
+            new_id = admin_tools.notification_resend(notification)
+            messages.success(request, format_html(
+                'Resent {} as <a href="{}">{}</a>.', notification.id,
+                reverse("admin:notifier_notification_change", args=[new_id]), new_id,
+            ))
 
 
 @admin.register(models.Delivery)
-class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ["id", "notification_id", "channel", "provider", "status", "attempts", "next_attempt_at"]
-    list_filter = ["channel", "status", "provider"]
-    search_fields = ["=notification__id", "target", "provider_message_id"]
-    raw_id_fields = ["notification", "device", "template"]
+class DeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["id", "notification_link", "channel", "provider", "status", "attempts", "target",
+                    "next_attempt_at", "sent_at"]
+    list_filter = ["status", "channel", "provider", "priority"]
+    search_fields = ["=notification__id", "=notification__recipient__user_id", "target", "provider_message_id"]
+    date_hierarchy = "created_at"
+
+    @admin.display(description="notification")
+    def notification_link(self, delivery):
+        return format_html('<a href="{}">{}</a>', reverse("admin:notifier_notification_change",
+                                                          args=[delivery.notification_id]), delivery.notification_id)
+
+
+class ReadFilter(admin.SimpleListFilter):
+    title = "read"
+    parameter_name = "read"
+
+    def lookups(self, request, model_admin):
+        return [("no", "unread"), ("yes", "read")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("yes", "no"):
+            return queryset.filter(read_at__isnull=self.value() == "no")
+        return queryset
 
 
 @admin.register(models.InboxItem)
-class InboxItemAdmin(admin.ModelAdmin):
-    list_display = ["recipient", "title", "read_at", "created_at"]
-    search_fields = ["recipient__user_id"]
-    raw_id_fields = ["recipient", "notification"]
+class InboxItemAdmin(ReadOnlyAdmin):
+    list_display = ["recipient", "title", "notification_id", "read_at", "archived_at", "created_at"]
+    list_filter = [ReadFilter]
+    search_fields = ["=recipient__user_id", "=notification__id", "title"]
+    list_select_related = ["recipient"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(models.DigestBatch)
+class DigestBatchAdmin(ReadOnlyAdmin):
+    list_display = ["id", "recipient", "type", "channel", "status", "count", "window_ends_at", "flushed_at"]
+    list_filter = ["status", "channel", "type"]
+    search_fields = ["=recipient__user_id"]
+    list_select_related = ["recipient", "type"]
 
 
 @admin.register(models.SandboxMessage)
-class SandboxMessageAdmin(admin.ModelAdmin):
+class SandboxMessageAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "channel", "user_id", "to", "notification_id"]
     list_filter = ["channel"]
-    search_fields = ["user_id", "to", "=notification_id"]
-    readonly_fields = ["channel", "user_id", "to", "notification_id", "delivery_id", "message"]
+    search_fields = ["=user_id", "to", "=notification_id"]

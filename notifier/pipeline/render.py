@@ -166,8 +166,9 @@ def template_render(template: Template, notification_type, data: dict, recipient
 def email_layout(html: str, subject: str, unsubscribe: str = "") -> str:
     """The HTML part inside the base layout (templates/email/base.html), a trusted file rendered by
     Django's regular engine; the template's own HTML was escaped by the sandbox already."""
-    return render_to_string("email/base.html", {"content": mark_safe(html), "subject": subject,
-                                                "unsubscribe_url": unsubscribe})
+    layout = render_to_string("email/base.html", {"content": mark_safe(html), "subject": subject,
+                                                  "unsubscribe_url": unsubscribe})
+    return "".join([layout])  # a plain str: whoever shows it next (the admin preview) must escape it
 
 
 def channel_limit_error(channel: str, content: dict, data: dict, type_key: str = "", notification_id=None) -> str | None:
