@@ -82,4 +82,8 @@ beat_schedule = {
     # Releases deliveries held for quiet hours or a rate-limit window whose moment has come
     # (notifier/pipeline/holds.py); on the maintenance queue, like every task that is not route or deliver.
     "release-holds": {"task": "notifier.release_holds", "schedule": 60.0, "options": {"expires": 55}},
+    # Sends digests whose window has ended, each exactly once (notifier/pipeline/digest.py).
+    "flush-digests": {"task": "notifier.flush_digests", "schedule": 30.0, "options": {"expires": 25}},
+    # Deletes inbox items older than NOTIFIER_INBOX_RETENTION_DAYS, in batches.
+    "purge-inbox": {"task": "notifier.purge_inbox", "schedule": 3600.0, "options": {"expires": 1800}},
 }

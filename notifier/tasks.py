@@ -8,6 +8,8 @@ from celery import shared_task
 from django.db import DatabaseError
 from redis import RedisError
 
+from notifier.inbox import inbox_purge
+from notifier.pipeline.digest import digests_flush
 from notifier.pipeline.dispatch import deliver_due
 from notifier.pipeline.holds import release_due_holds
 from notifier.pipeline.route import route_due
@@ -40,3 +42,13 @@ def sweep() -> dict:
 @shared_task(name="notifier.release_holds", **_RETRY)
 def release_holds() -> int:
     return release_due_holds()
+
+
+@shared_task(name="notifier.flush_digests", **_RETRY)
+def flush_digests() -> int:
+    return digests_flush()
+
+
+@shared_task(name="notifier.purge_inbox", **_RETRY)
+def purge_inbox() -> int:
+    return inbox_purge()

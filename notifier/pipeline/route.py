@@ -29,6 +29,7 @@ from notifier.models import (
     Priority,
     RateLimitAction,
 )
+from notifier.pipeline import digest
 from notifier.pipeline.preferences import channel_verdict
 from notifier.pipeline.quiet_hours import describe_release, quiet_hours_release_at
 from notifier.pipeline.rate_limits import LimitCheck, rate_limits_check
@@ -65,6 +66,7 @@ def notifications_route(notifications: list[Notification]) -> list[Delivery]:
     created = {notification.id: _route_one(notification, devices[notification.recipient_id], templates, now)
                for notification in notifications}
     _apply_rate_limits(notifications, created, now)
+    digest.digests_collect(notifications, now)
     deliveries = []
     for notification in notifications:
         deliveries.extend(created[notification.id])
@@ -116,6 +118,11 @@ def _route_one(notification: Notification, devices: list[Device], templates: dic
         )
         if template is None:
             decide(channel_name, "skipped", f"no active {channel_name} template for type {notification.type.key}")
+            continue
+        window = digest.digest_window(notification, channel_name, recipient)
+        if window:  # collected into the user's digest; beat sends it when the window ends
+            decide(channel_name, "digested", f"collected into a digest sent at the end of its {window} s window",
+                   window=window)
             continue
         try:
             content = template_render(template, notification.type, notification.data, recipient=recipient,
@@ -185,6 +192,8 @@ def _apply_rate_limits(notifications: list[Notification], created: dict, now) ->
 def _status_after_routing(deliveries: list, decisions: list[dict]) -> str:
     if any(d.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD) for d in deliveries):
         return NotificationStatus.PROCESSING
+    if any(d["decision"] == "digested" for d in decisions):
+        return NotificationStatus.DIGESTED
     if any(d["decision"] == "failed" for d in decisions):
         return NotificationStatus.FAILED
     if any(d["decision"] == "suppressed" for d in decisions):

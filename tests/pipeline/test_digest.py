@@ -1,0 +1,131 @@
+"""Digests: a user's notifications of a digestible type within a window become one delivery per channel,
+while the inbox still shows each of them."""
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from notifier.models import Delivery, DigestBatch, InboxItem, Notification, NotificationStatus, NotificationType, Producer, Template
+from notifier.pipeline.digest import digests_flush
+from notifier.pipeline.dispatch import deliver_due
+from notifier.pipeline.route import route_due
+from tests.conftest import make_reachable_user
+
+pytestmark = pytest.mark.django_db
+
+LIKED = "{{ actor }}{% if digest.others %} and {{ digest.others }} others{% endif %} liked your photo"
+
+
+@pytest.fixture
+def photo_liked(db):
+    notification_type = NotificationType.objects.create(
+        key="photo_liked", category="system", default_priority="medium", default_channels=["push", "in_app"],
+        variables={"actor": {"required": True, "type": "string"}}, digest_window_seconds=600,
+    )
+    for channel in ("push", "in_app"):
+        Template.objects.create(type=notification_type, channel=channel, language="en", title="Likes", body=LIKED)
+    return notification_type
+
+
+def like(notification_type, recipient, actor, priority="medium"):
+    producer = Producer.objects.first() or Producer.create_with_key("p", ["send"])[0]
+    return Notification.objects.create(producer=producer, type=notification_type, recipient=recipient,
+                                       priority=priority, due_at=timezone.now(), data={"actor": actor})
+
+
+def test_likes_within_the_window_become_one_push_saying_how_many_and_the_inbox_keeps_each(photo_liked):
+    user = make_reachable_user(devices=(("ios", "ios-token-1"),))
+    for actor in ("Bob", "Carol", "Dan", "Erin", "Alice"):
+        like(photo_liked, user, actor)
+
+    route_due("medium")
+    deliver_due("in_app", "medium")
+
+    assert Delivery.objects.filter(channel="push").count() == 0
+    assert InboxItem.objects.filter(recipient=user).count() == 5
+    assert sorted(InboxItem.objects.values_list("body", flat=True))[0] == "Alice liked your photo"
+    batch = DigestBatch.objects.get()
+    assert (batch.count, batch.status, batch.channel) == (5, "open", "push")
+
+    flushed = digests_flush(now=timezone.now() + timedelta(seconds=601))
+
+    [push] = Delivery.objects.filter(channel="push")
+    assert flushed == 1
+    assert push.content["body"] == "Alice and 4 others liked your photo"
+    assert push.notification.data == {"actor": "Alice"}
+    deliver_due("push", "medium")
+    push.refresh_from_db()
+    assert push.status == "delivered"
+
+
+def test_a_window_is_flushed_exactly_once(photo_liked):
+    user = make_reachable_user(devices=(("ios", "ios-token-1"),))
+    like(photo_liked, user, "Bob")
+    route_due("medium")
+    later = timezone.now() + timedelta(seconds=601)
+
+    assert digests_flush(now=later) == 1
+    assert digests_flush(now=later) == 0
+    assert Delivery.objects.filter(channel="push").count() == 1
+    assert DigestBatch.objects.get().status == "flushed"
+
+
+def test_nothing_is_sent_before_the_window_ends_and_a_new_window_opens_after(photo_liked):
+    user = make_reachable_user(devices=(("ios", "ios-token-1"),))
+    like(photo_liked, user, "Bob")
+    route_due("medium")
+
+    assert digests_flush(now=timezone.now() + timedelta(seconds=300)) == 0
+    digests_flush(now=timezone.now() + timedelta(seconds=601))
+    like(photo_liked, user, "Carol")
+    route_due("medium")
+
+    assert list(DigestBatch.objects.order_by("id").values_list("status", "count")) == [("flushed", 1), ("open", 1)]
+
+
+def test_a_single_notification_in_a_window_reads_as_itself(photo_liked):
+    user = make_reachable_user(devices=(("ios", "ios-token-1"),))
+    like(photo_liked, user, "Bob")
+    route_due("medium")
+
+    digests_flush(now=timezone.now() + timedelta(seconds=601))
+
+    assert Delivery.objects.get(channel="push").content["body"] == "Bob liked your photo"
+
+
+def test_critical_types_and_high_priority_are_never_digested(photo_liked):
+    user = make_reachable_user(devices=(("ios", "ios-token-1"),))
+    like(photo_liked, user, "Bob", priority="high")
+    NotificationType.objects.filter(pk=photo_liked.pk).update(critical=True)
+    photo_liked.refresh_from_db()
+    like(photo_liked, user, "Carol")
+
+    route_due("high")
+    route_due("medium")
+
+    assert Delivery.objects.filter(channel="push").count() == 2
+    assert not DigestBatch.objects.exists()
+
+
+def test_the_users_daily_setting_sets_the_window(photo_liked):
+    user = make_reachable_user(devices=(("ios", "ios-token-1"),))
+    user.digest = "daily"
+    user.save()
+    like(photo_liked, user, "Bob")
+
+    route_due("medium")
+
+    batch = DigestBatch.objects.get()
+    assert timedelta(hours=23, minutes=59) < batch.window_ends_at - timezone.now() <= timedelta(hours=24)
+
+
+def test_a_notification_sent_only_as_a_digest_is_marked_digested_with_the_reason(photo_liked):
+    user = make_reachable_user(devices=(("ios", "ios-token-1"),))
+    notification = like(photo_liked, user, "Bob")
+    Notification.objects.filter(pk=notification.pk).update(channels=["push"])
+
+    route_due("medium")
+
+    notification.refresh_from_db()
+    assert notification.status == NotificationStatus.DIGESTED
+    assert notification.decisions[0]["decision"] == "digested" and notification.decisions[0]["window"] == 600
