@@ -1,5 +1,6 @@
 """Real processes for end-to-end tests: Celery workers and a gunicorn API server, on the test database
 (committed data: these tests use transaction=True) and the real broker."""
+import ctypes
 import os
 import signal
 import socket
@@ -40,12 +41,20 @@ def process_env(**overrides) -> dict:
     return env
 
 
+def _die_with_parent():
+    # If the test run itself is killed, its workers must not live on and steal later runs' messages.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 class Process:
     def __init__(self, args, env, log_path, ready_text, timeout=30):
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+                                      start_new_session=True, preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while ready_text not in Path(log_path).read_text():
             if self.popen.poll() is not None or time.monotonic() > deadline:

@@ -163,3 +163,79 @@ def test_an_unsubscribed_number_is_recorded_and_skipped_next_time(api, order_typ
     assert Recipient.objects.get(user_id="u_42").sms_opted_out_at is not None
     assert second.status == "unroutable"
     assert len(fakes["twilio"].requests) == 1
+
+
+# Every error mapping of the provider issue, through a real worker: (provider, target, how the fake
+# answers, what the delivery must show). "gone" means failed and the target is never used again.
+SMS_TO, EMAIL_TO = "+14155550100", "u_42@example.com"
+ERROR_CASES = [
+    ("apns 410 Unregistered", "push", IPHONE, lambda f: f["apns"].set_outcome(IPHONE, 410, "Unregistered"), "gone"),
+    ("apns 400 BadDeviceToken", "push", IPHONE, lambda f: f["apns"].set_outcome(IPHONE, 400, "BadDeviceToken"),
+     "gone"),
+    ("apns 400 DeviceTokenNotForTopic", "push", IPHONE,
+     lambda f: f["apns"].set_outcome(IPHONE, 400, "DeviceTokenNotForTopic"), "gone"),
+    ("apns 400 BadCollapseId", "push", IPHONE, lambda f: f["apns"].set_outcome(IPHONE, 400, "BadCollapseId"),
+     "failed"),
+    ("apns 429 TooManyRequests", "push", IPHONE, lambda f: f["apns"].set_outcome(IPHONE, 429, "TooManyRequests"),
+     "rate_limited"),
+    ("apns 500 InternalServerError", "push", IPHONE,
+     lambda f: f["apns"].set_outcome(IPHONE, 500, "InternalServerError"), "retry"),
+    ("apns 503 ServiceUnavailable", "push", IPHONE,
+     lambda f: f["apns"].set_outcome(IPHONE, 503, "ServiceUnavailable"), "retry"),
+    ("apns 403 ExpiredProviderToken, then a fresh JWT", "push", IPHONE,
+     lambda f: f["apns"].fail_next(1, 403, "ExpiredProviderToken"), "sent"),
+    ("fcm UNREGISTERED", "push", ANDROID, lambda f: f["fcm"].set_outcome(ANDROID, "UNREGISTERED"), "gone"),
+    ("fcm INVALID_ARGUMENT on the token", "push", ANDROID, lambda f: f["fcm"].set_outcome(ANDROID, "INVALID_TOKEN"),
+     "gone"),
+    ("fcm SENDER_ID_MISMATCH", "push", ANDROID, lambda f: f["fcm"].set_outcome(ANDROID, "SENDER_ID_MISMATCH"),
+     "gone"),
+    ("fcm INVALID_ARGUMENT", "push", ANDROID, lambda f: f["fcm"].set_outcome(ANDROID, "INVALID_ARGUMENT"), "failed"),
+    ("fcm QUOTA_EXCEEDED with Retry-After", "push", ANDROID,
+     lambda f: f["fcm"].set_outcome(ANDROID, "QUOTA_EXCEEDED", retry_after=30), "rate_limited"),
+    ("fcm UNAVAILABLE", "push", ANDROID, lambda f: f["fcm"].set_outcome(ANDROID, "UNAVAILABLE"), "retry"),
+    ("fcm INTERNAL", "push", ANDROID, lambda f: f["fcm"].set_outcome(ANDROID, "INTERNAL"), "retry"),
+    ("sendgrid 400 invalid address", "email", EMAIL_TO, lambda f: f["sendgrid"].set_outcome(EMAIL_TO, 400), "failed"),
+    ("sendgrid 429", "email", EMAIL_TO, lambda f: f["sendgrid"].set_outcome(EMAIL_TO, 429), "rate_limited"),
+    ("sendgrid 500", "email", EMAIL_TO, lambda f: f["sendgrid"].set_outcome(EMAIL_TO, 500), "retry"),
+    ("smtp 550 no such user", "email", EMAIL_TO, lambda f: f["smtp"].set_outcome(EMAIL_TO, "550 5.1.1 No such user"),
+     "failed"),
+    ("smtp 451 try again", "email", EMAIL_TO, lambda f: f["smtp"].set_outcome(EMAIL_TO, "451 4.3.0 Try again later"),
+     "retry"),
+    ("twilio 21211 invalid To", "sms", SMS_TO, lambda f: f["twilio"].set_error(SMS_TO, 21211), "gone"),
+    ("twilio 21610 unsubscribed", "sms", SMS_TO, lambda f: f["twilio"].set_error(SMS_TO, 21610), "gone"),
+    ("twilio 429", "sms", SMS_TO, lambda f: f["twilio"].set_outcome(SMS_TO, 429), "rate_limited"),
+    ("twilio 500", "sms", SMS_TO, lambda f: f["twilio"].set_outcome(SMS_TO, 500), "retry"),
+]
+
+
+@pytest.mark.parametrize("case, channel, target, program, expected", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_each_provider_error_is_handled_as_its_kind(case, channel, target, program, expected, api, order_type,
+                                                   phone_user, fakes, start_worker):
+    email_provider = "smtp" if case.startswith("smtp") else "sendgrid"
+    program(fakes)
+    start_worker(**provider_env(fakes), NOTIFIER_EMAIL_PROVIDERS=email_provider)
+
+    send(api, channels=[channel])
+    delivery = wait_until(
+        lambda: Delivery.objects.filter(target=target, attempts__gte=1).exclude(status="sending").first(),
+        timeout=30,
+    )
+
+    if expected == "sent":
+        assert delivery.status == "sent", delivery.last_error
+        return
+    assert delivery.attempts == 1 and delivery.last_error
+    if expected in ("failed", "gone"):
+        assert delivery.status == "failed" and " permanent: " in delivery.last_error, delivery.last_error
+    if expected == "retry":
+        assert delivery.status == "queued" and " transient: " in delivery.last_error, delivery.last_error
+    if expected == "rate_limited":
+        assert delivery.status == "queued" and " rate_limited: " in delivery.last_error, delivery.last_error
+    if case.startswith("fcm QUOTA_EXCEEDED"):
+        assert (delivery.next_attempt_at - delivery.claimed_at).total_seconds() >= 29  # Retry-After: 30
+    target_kept = {
+        "push": lambda: Device.objects.get(token=target).active,
+        "sms": lambda: Recipient.objects.get(user_id="u_42").sms_opted_out_at is None,
+        "email": lambda: True,
+    }[channel]()
+    assert target_kept == (expected != "gone")
