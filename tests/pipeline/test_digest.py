@@ -129,3 +129,12 @@ def test_a_notification_sent_only_as_a_digest_is_marked_digested_with_the_reason
     notification.refresh_from_db()
     assert notification.status == NotificationStatus.DIGESTED
     assert notification.decisions[0]["decision"] == "digested" and notification.decisions[0]["window"] == 600
+
+
+def test_an_admin_producer_makes_a_type_digestible_through_the_api(admin_api):
+    response = admin_api.post("/api/v1/notification-types", {
+        "key": "comment_added", "default_channels": ["push"], "digest_window_seconds": 900,
+    }, format="json")
+
+    assert response.status_code == 201 and response.json()["digest_window_seconds"] == 900
+    assert NotificationType.objects.get(key="comment_added").digest_window_seconds == 900
