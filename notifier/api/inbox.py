@@ -172,7 +172,7 @@ class InboxStreamView(APIView):
         last_event_id = request.headers.get("Last-Event-ID", "")
         response = StreamingHttpResponse(
             _events(user_id, recipient_id, int(last_event_id) if last_event_id.isdigit() else None),
-            content_type="text/event-stream",
+            content_type="text/event-stream; charset=utf-8",  # SSE is always UTF-8; say so for naive clients
         )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream

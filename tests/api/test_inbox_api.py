@@ -234,7 +234,7 @@ class TestWhoMaySeeWhat:
             events = b"".join(ok.streaming_content)
         key = anonymous.get(f"/api/v1/users/alice/notifications/stream?token={producer.key}")
 
-        assert ok.status_code == 200 and ok["Content-Type"] == "text/event-stream"
+        assert ok.status_code == 200 and ok["Content-Type"] == "text/event-stream; charset=utf-8"
         assert b'event: unread_count\ndata: {"unread_count":1,"unread_count_capped":false}' in events
         assert other.status_code == 404
         assert key.status_code == 401

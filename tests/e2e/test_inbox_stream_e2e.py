@@ -56,7 +56,7 @@ def test_an_open_inbox_sees_a_new_notification_within_a_second(api, order_type, 
     token = api.post("/api/v1/users/u_7/token").json()["token"]
     stream = requests.get(f"{server.url}/api/v1/users/u_7/notifications/stream", params={"token": token},
                           headers={"Accept": "text/event-stream"}, stream=True, timeout=10)
-    assert stream.headers["Content-Type"] == "text/event-stream"
+    assert stream.headers["Content-Type"] == "text/event-stream; charset=utf-8"
     reader = StreamReader(stream)
     first_badge = reader.wait_for("unread_count")
     # A second request is served while the stream holds its thread.
@@ -112,3 +112,45 @@ def test_the_stream_ends_after_its_lifetime_and_sends_heartbeats(api, start_api)
     assert 1.5 < time.monotonic() - started < 6
     assert body.count(": keepalive") >= 2
     assert body.startswith("retry: 2000")
+
+
+def test_an_admin_publishes_three_languages_sends_a_test_and_the_user_reads_it_live(client, api, start_api):
+    """The issue's definition of done, in one flow."""
+    from django.contrib.auth.models import User
+    from django.urls import reverse
+
+    from notifier.models import NotificationType, Template
+
+    User.objects.create_superuser("ops", "ops@example.com", "pw")
+    client.login(username="ops", password="pw")
+    welcome = NotificationType.objects.create(key="welcome", default_channels=["in_app"], default_language="en",
+                                              variables={"name": {"required": True, "example": "Ana"}})
+    for language, body in (("en", "Welcome, {{ name }}!"), ("pt", "Olá, {{ name }}!"), ("de", "Willkommen, {{ name }}!")):
+        response = client.post(reverse("admin:notifier_template_add"), {
+            "type": welcome.pk, "channel": "in_app", "language": language, "title": "👋", "body": body})
+        assert response.status_code == 302
+    portuguese = Template.objects.get(language="pt")
+    assert "Olá, Ana!" in client.get(reverse("admin:notifier_template_preview", args=[portuguese.pk])).content.decode()
+
+    server = start_api(gunicorn_args=GTHREAD, **FAST)
+    api.put("/api/v1/users/u_pt", {"language": "pt-BR"}, format="json")
+    token = api.post("/api/v1/users/u_pt/token").json()["token"]
+    stream = requests.get(f"{server.url}/api/v1/users/u_pt/notifications/stream", params={"token": token},
+                          stream=True, timeout=10)
+    reader = StreamReader(stream)
+    reader.wait_for("unread_count")
+    seen = len(reader.events)
+
+    client.post(reverse("admin:notifier_template_preview", args=[portuguese.pk]),
+                {"data": '{"name": "Beatriz"}', "user_id": "u_pt", "send_test": "1"})
+    route_due("high")
+    deliver_due("in_app", "high")
+
+    _, _, live, _ = reader.wait_for("notification", after=seen)
+    _, _, badge, _ = reader.wait_for("unread_count", after=seen)
+    stream.close()
+    inbox = requests.get(f"{server.url}/api/v1/users/u_pt/notifications",
+                         headers={"Authorization": f"Bearer {token}"}, timeout=5).json()
+    assert '"body":"Olá, Beatriz!"' in live  # pt-BR falls back to pt
+    assert badge == '{"unread_count":1,"unread_count_capped":false}'
+    assert [n["body"] for n in inbox["notifications"]] == ["Olá, Beatriz!"] and inbox["unread_count"] == 1
