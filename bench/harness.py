@@ -247,7 +247,7 @@ def loadgen(url: str, key: str, **options) -> dict:
         flag = "--" + name.replace("_", "-")
         if value is True:
             args.append(flag)
-        elif value not in (None, False):
+        elif value is not None and value is not False:  # 0 is a value (warmup=0), not a missing flag
             args += [flag, str(value)]
     out = subprocess.run(args, cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
