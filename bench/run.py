@@ -56,6 +56,8 @@ def main(argv=None) -> int:
         parser.error(f"unknown scenario {unknown[0]!r}; choose from all, smoke, {', '.join(SCENARIOS)}")
 
     started = time.monotonic()
+    if smoke:  # logs of its own: a smoke run (CI, tests) must not overwrite a real run's
+        harness.LOGS = harness.RESULTS / "logs-smoke"
     harness.database_create(harness.DATABASE_URL)
     harness.redis_flush()
     django_setup()
