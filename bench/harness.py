@@ -273,7 +273,8 @@ def py_spy(pids: list[int], seconds: float, name: str) -> Process | None:
 
 
 def py_spy_top(profile, top: int = 6) -> list[str]:
-    """The hottest functions by own time (leaf frames of the collapsed stacks), as "function (file) NN%"."""
+    """The hottest functions by own time (leaf frames of the collapsed stacks), as "function (file) NN%",
+    then our own functions (notifier/, bench/naive/) by inclusive time: which pipeline step costs most."""
     if not profile:
         return ["py-spy not available"]
     for process in profile["processes"]:
@@ -281,7 +282,7 @@ def py_spy_top(profile, top: int = 6) -> list[str]:
             process.wait(60)
         except subprocess.TimeoutExpired:
             process.kill()
-    leaves, total = Counter(), 0
+    leaves, ours, total = Counter(), Counter(), 0
     for pid in profile["pids"]:
         path = Path(f"{profile['out']}.{pid}")
         if not path.exists():
@@ -293,14 +294,23 @@ def py_spy_top(profile, top: int = 6) -> list[str]:
             frames = [f for f in stack.split(";") if not f.startswith("process ")]
             if not frames:
                 continue
-            leaf = re.sub(r":\d+\)$", ")", frames[-1])  # one entry per function, not per line
-            leaf = leaf.replace(str(ROOT) + "/", "").replace("/.venv/lib/python3.11/site-packages/", "")
-            leaf = re.sub(r"\(/.*?site-packages/", "(", leaf)
-            leaves[leaf] += int(count)
+            names = [_frame_name(f) for f in frames]
+            leaves[names[-1]] += int(count)
+            for name in set(n for n in names if n.split("(")[-1].startswith(("notifier/", "bench/naive/"))):
+                ours[name] += int(count)  # inclusive: time spent in this function of ours or below it
             total += int(count)
     if not total:
         return ["py-spy recorded nothing (ptrace not permitted?)"]
-    return [f"{name} {100 * n / total:.0f}%" for name, n in leaves.most_common(top)]
+    return ([f"{name} {100 * n / total:.0f}%" for name, n in leaves.most_common(top)]
+            + [f"incl. {name} {100 * n / total:.0f}%" for name, n in ours.most_common(4)])
+
+
+def _frame_name(frame: str) -> str:
+    """"function (path:line)" → "function (short path)": one entry per function, paths from the repo or
+    site-packages."""
+    name = re.sub(r":\d+\)$", ")", frame)
+    name = name.replace(str(ROOT) + "/", "")
+    return re.sub(r"\(/.*?site-packages/", "(", name)
 
 
 # --- facts and output -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import requests
 
 from bench import seed
 from bench.e2e import notifier_stack
-from bench.harness import BIN, ROOT, base_env, data_reset
+from bench.harness import BIN, ROOT, base_env, data_reset, py_spy, py_spy_top
 from bench.report import row
 
 USERS, PER_USER = 2500, 4
@@ -21,7 +21,7 @@ PEER = "django-push-notifications"
 def _notifier(ctx) -> dict:
     seed.push_users(USERS, PER_USER)
     data_reset()
-    with notifier_stack(ctx.fakes) as (api, _):
+    with notifier_stack(ctx.fakes) as (api, processes):
         headers = {"Authorization": f"Bearer {ctx.key}"}
 
         def post(user_ids):
@@ -33,13 +33,15 @@ def _notifier(ctx) -> dict:
         post([0])  # warm up: connections and the OAuth token
         _wait_for(ctx, PER_USER, 30)
         ctx.fakes.reset()
+        profile = py_spy([p.pid for p in processes if p.name.startswith("worker")], 20, "push-workers")
         started = time.time()
         for first in range(0, USERS, 1000):
             post(range(first, min(USERS, first + 1000)))
         summary = _wait_for(ctx, USERS * PER_USER, 180)
+        hottest = py_spy_top(profile)
     data_reset()
     seconds = summary["last_at"] - started if summary["last_at"] else None
-    return {"seconds": seconds, "arrived": summary["requests"]}
+    return {"seconds": seconds, "arrived": summary["requests"], "hottest": hottest}
 
 
 def _wait_for(ctx, count, timeout) -> dict:
@@ -76,7 +78,7 @@ def run(ctx) -> list[dict]:
                 round(total / ours["seconds"], 1) if ours["seconds"] and ours["arrived"] >= total else None,
                 "devices/s", None, None, key="push_fanout",
                 setup=f"{ours['arrived']:,} FCM requests arrived in {ours['seconds'] and round(ours['seconds'], 2)} s "
-                      "from the first POST", raw=ours)]
+                      "from the first POST", raw=ours, hottest=ours["hottest"])]
     try:
         theirs = _peer(ctx, total)
         rows.append(row("push", f"one notification to {total:,} Android devices: devices/s",
