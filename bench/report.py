@@ -45,7 +45,11 @@ def _ratio(ours, theirs) -> str:
 
 
 def render(state: dict) -> str:
-    rows = [r for s in state["scenarios"].values() for r in s["rows"]]
+    from bench.scenarios import SCENARIOS
+
+    order = {name: index for index, name in enumerate(SCENARIOS)}
+    rows = [r for name in sorted(state["scenarios"], key=lambda n: order.get(n, len(order)))
+            for r in state["scenarios"][name]["rows"]]
     by_key = {(r["key"], r["system"]): r for r in rows}
     facts = state["facts"]
     lines = [
