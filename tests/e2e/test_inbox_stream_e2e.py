@@ -154,3 +154,28 @@ def test_an_admin_publishes_three_languages_sends_a_test_and_the_user_reads_it_l
     assert '"body":"Olá, Beatriz!"' in live  # pt-BR falls back to pt
     assert badge == '{"unread_count":1,"unread_count_capped":false}'
     assert [n["body"] for n in inbox["notifications"]] == ["Olá, Beatriz!"] and inbox["unread_count"] == 1
+
+
+def test_with_real_workers_a_notification_reaches_the_open_inbox_within_a_second_of_being_accepted(
+    api, producer, order_type, start_api, start_worker
+):
+    start_worker()
+    server = start_api(gunicorn_args=GTHREAD, **FAST)
+    token = api.post("/api/v1/users/u_live/token").json()["token"]
+    stream = requests.get(f"{server.url}/api/v1/users/u_live/notifications/stream", params={"token": token},
+                          stream=True, timeout=10)
+    reader = StreamReader(stream)
+    reader.wait_for("unread_count")
+    seen = len(reader.events)
+
+    accepted_at = time.monotonic()
+    response = requests.post(f"{server.url}/api/v1/notifications", timeout=5,
+                             headers={"Authorization": f"Bearer {producer.key}"},
+                             json={"type": "order_shipped", "user_id": "u_live", "data": {"order_id": "1"},
+                                   "channels": ["in_app"]})
+    arrived_at, _, data, _ = reader.wait_for("notification", after=seen)
+    stream.close()
+
+    assert response.status_code == 202
+    assert response.json()["notifications"][0]["id"] in data
+    assert arrived_at - accepted_at < 1.0, f"took {arrived_at - accepted_at:.3f} s"
