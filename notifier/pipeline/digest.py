@@ -18,6 +18,7 @@ import logging
 from collections import defaultdict
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -33,6 +34,7 @@ from notifier.models import (
     NotificationStatus,
     Priority,
 )
+from notifier.pipeline.quiet_hours import describe_release, quiet_hours_release_at
 from notifier.pipeline.render import RenderError, active_templates, template_choose, template_render
 from notifier.pipeline.wake import wake_deliver
 
@@ -124,7 +126,7 @@ def digests_flush(now=None, batch_size: int = FLUSH_BATCH_SIZE) -> int:
             batch.delivery = by_batch[batch.id][0] if by_batch[batch.id] else None
         DigestBatch.objects.bulk_update(batches, ["status", "flushed_at", "delivery"])
         Notification.objects.bulk_update(notifications, ["decisions", "status", "completed_at"])
-        queues = {(d.channel, d.priority) for d in deliveries}
+        queues = {(d.channel, d.priority) for d in deliveries if d.status == DeliveryStatus.QUEUED}
         transaction.on_commit(lambda: [wake_deliver(c, p) for c, p in queues], robust=True)
     log.info("digest: flushed %s batches into %s deliveries", len(batches), len(deliveries))
     return len(batches)
@@ -150,11 +152,19 @@ def _digest_deliveries(batch: DigestBatch, templates: dict, devices: list) -> tu
     except RenderError as error:
         log.warning("digest: batch %s of user %s failed to render: %s", batch.id, recipient.user_id, error)
         return [], {**decision, "decision": "failed", "reason": str(error)}
+    # A digest ending in the user's quiet hours waits for them to end, like any non-urgent delivery.
+    now = timezone.now()
+    release_at = quiet_hours_release_at(now, recipient.quiet_hours_start, recipient.quiet_hours_end,
+                                        recipient.timezone)
+    held = release_at is not None and batch.channel in settings.NOTIFIER_QUIET_HOURS_CHANNELS
+    status_reason = f"held for quiet hours until {describe_release(release_at, recipient.timezone)}" if held else ""
     deliveries = [
         Delivery(notification=notification, channel=batch.channel, priority=notification.priority,
                  target=target.address, device=target.device, template=template, content=content,
-                 status=DeliveryStatus.QUEUED, next_attempt_at=timezone.now())
+                 status=DeliveryStatus.HELD if held else DeliveryStatus.QUEUED, status_reason=status_reason,
+                 next_attempt_at=release_at if held else now)
         for target in targets
     ]
-    return deliveries, {**decision, "decision": "queued", "reason": f"digest of {batch.count} notifications",
+    reason = f"digest of {batch.count} notifications" + (f"; {status_reason}" if held else "")
+    return deliveries, {**decision, "decision": "held" if held else "queued", "reason": reason,
                         "targets": len(targets), "template_version": template.version}

@@ -138,3 +138,21 @@ def test_an_admin_producer_makes_a_type_digestible_through_the_api(admin_api):
 
     assert response.status_code == 201 and response.json()["digest_window_seconds"] == 900
     assert NotificationType.objects.get(key="comment_added").digest_window_seconds == 900
+
+
+def test_a_digest_whose_window_ends_in_quiet_hours_waits_for_them_to_end(photo_liked):
+    user = make_reachable_user(devices=(("ios", "ios-token-1"),))
+    like(photo_liked, user, "Bob")
+    route_due("medium")
+    flush_at = timezone.now() + timedelta(seconds=601)
+    local = flush_at.astimezone(timezone.get_fixed_timezone(0))
+    user.timezone = "UTC"
+    user.quiet_hours_start = (local - timedelta(hours=1)).time().replace(second=0, microsecond=0)
+    user.quiet_hours_end = (local + timedelta(hours=2)).time().replace(second=0, microsecond=0)
+    user.save()
+
+    digests_flush(now=flush_at)
+
+    push = Delivery.objects.get(channel="push")
+    assert push.status == "held" and push.status_reason.startswith("held for quiet hours until")
+    assert push.next_attempt_at > flush_at
