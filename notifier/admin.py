@@ -124,7 +124,9 @@ class TemplateForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        for name, problem in template_problems(cleaned.get("type"), cleaned.get("channel"), cleaned).items():
+        notification_type = cleaned.get("type") or (self.instance.type if self.instance.pk else None)
+        channel = cleaned.get("channel") or self.instance.channel
+        for name, problem in template_problems(notification_type, channel, cleaned).items():
             self.add_error(name, problem)
         return cleaned
 
@@ -156,10 +158,15 @@ class TemplateAdmin(admin.ModelAdmin):
     readonly_fields = ["version", "active", "created_at"]
     change_form_template = "admin/notifier/template/change_form.html"
 
+    def get_readonly_fields(self, request, obj=None):
+        # A version belongs to one type × channel × language: editing it publishes the next version there.
+        return [*self.readonly_fields, *(["type", "channel", "language"] if obj else [])]
+
     def save_model(self, request, obj, form, change):
         if change and not form.has_changed():
             return
-        fields = {name: form.cleaned_data[name] for name in TemplateForm.Meta.fields}
+        fields = {name: form.cleaned_data[name] if name in form.cleaned_data else getattr(obj, name)
+                  for name in TemplateForm.Meta.fields}
         published = services.template_publish(**fields)
         obj.pk, obj.version, obj.active, obj.created_at = published.pk, published.version, True, published.created_at
         messages.info(request, f"Published version {published.version}; earlier versions are kept.")

@@ -74,8 +74,7 @@ class TestTemplates:
         english = Template.objects.get(language="en")
 
         ops.post(reverse("admin:notifier_template_change", args=[english.pk]),
-                 {"type": notification_type.pk, "channel": "in_app", "language": "en", "title": "Like",
-                  "body": "{{ actor }} loved your photo"})
+                 {"title": "Like", "body": "{{ actor }} loved your photo"})
 
         versions = Template.objects.filter(language="en").order_by("version")
         assert [(t.version, t.active, t.body) for t in versions] == [
@@ -91,6 +90,17 @@ class TestTemplates:
         assert response.status_code == 200
         assert "Invalid block tag" in response.content.decode()
         assert not Template.objects.exists()
+
+    def test_editing_a_marketing_email_without_an_unsubscribe_link_is_refused(self, ops):
+        sale = NotificationType.objects.create(key="sale", category="marketing", default_channels=["email"])
+        template = Template.objects.create(type=sale, channel="email", subject="Sale",
+                                           body="Sale! {{ unsubscribe_url }}")
+
+        response = ops.post(reverse("admin:notifier_template_change", args=[template.pk]),
+                            {"subject": "Sale", "body": "Sale! No way out."})
+
+        assert "Marketing email must contain an unsubscribe link" in response.content.decode()
+        assert Template.objects.count() == 1
 
     def test_the_preview_shows_each_channel_as_it_will_be_sent(self, ops, order_type):
         pages = {t.channel: ops.get(reverse("admin:notifier_template_preview", args=[t.pk])).content.decode()
@@ -126,8 +136,7 @@ class TestTemplates:
     def test_the_diff_shows_what_changed_between_versions(self, ops, order_type):
         sms = Template.objects.get(channel="sms")
         ops.post(reverse("admin:notifier_template_change", args=[sms.pk]),
-                 {"type": order_type.pk, "channel": "sms", "language": "en",
-                  "body": "Your order {{ order_id }} is on its way."})
+                 {"body": "Your order {{ order_id }} is on its way."})
         latest = Template.objects.get(channel="sms", active=True)
 
         page = ops.get(reverse("admin:notifier_template_diff", args=[latest.pk])).content.decode()
