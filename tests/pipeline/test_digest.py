@@ -156,3 +156,20 @@ def test_a_digest_whose_window_ends_in_quiet_hours_waits_for_them_to_end(photo_l
     push = Delivery.objects.get(channel="push")
     assert push.status == "held" and push.status_reason.startswith("held for quiet hours until")
     assert push.next_attempt_at > flush_at
+
+
+def test_beat_runs_the_digest_flush_and_the_inbox_purge_as_registered_tasks(photo_liked):
+    import celeryconfig
+    from notifier.tasks import flush_digests
+    from notifier_project.celery import app
+
+    user = make_reachable_user(devices=(("ios", "ios-token-1"),))
+    like(photo_liked, user, "Bob")
+    route_due("medium")
+    DigestBatch.objects.update(window_ends_at=timezone.now())
+
+    tasks = {entry["task"] for entry in celeryconfig.beat_schedule.values()}
+
+    assert {"notifier.flush_digests", "notifier.purge_inbox"} <= tasks
+    assert tasks <= set(app.tasks)
+    assert flush_digests.apply().get() == 1 and Delivery.objects.filter(channel="push").count() == 1
