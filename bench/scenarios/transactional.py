@@ -19,6 +19,18 @@ def latency_rows(scenario: str, result: dict, setup: str, hottest=None, system="
     return rows
 
 
+def floor_rows(result: dict) -> list[dict]:
+    """Latency at a rate far below capacity (20/s): the pipeline's own floor, without queueing."""
+    stats = result["latency"]
+    rows = []
+    for name in ("p50", "p99"):
+        worst = max((s[name] for s in stats.values() if s[name] is not None), default=None)
+        detail = ", ".join(f"{channel} {s[name]} ms" for channel, s in stats.items())
+        rows.append(row("transactional", f"slowest channel: POST → provider {name} at 20/s", worst, "ms", None, None,
+                        key=f"e2e_floor_{name}", setup=f"20/s for 5 s; {detail}"))
+    return rows
+
+
 def capacity_row(scenario, result, setup, system="notifier", hottest=None) -> dict:
     completion = result["completion"]
     return row(scenario, "sustained end-to-end rate (all 5 messages delivered)", completion["rate"],
@@ -33,14 +45,17 @@ def run(ctx) -> list[dict]:
     data_reset()
     with notifier_stack(ctx.fakes) as (api, processes):
         warm_up(ctx.fakes, api.url, ctx.key, ctx.users)
+        floor = None if ctx.smoke else run_load(ctx.fakes, api.url, ctx.key, rate=20, duration=5, users=ctx.users)
         steady = run_load(ctx.fakes, api.url, ctx.key, rate=rate, duration=duration, users=ctx.users)
         rows = latency_rows("transactional", steady, f"{rate}/s offered for {duration} s "
                             f"({steady['load']['accepted_per_s']}/s accepted)")
+        if floor:
+            rows += floor_rows(floor)
         workers = [p.pid for p in processes if p.name.startswith("worker")]
         profile = None if ctx.smoke else py_spy(workers, burst_duration + 5, "transactional-workers")
         burst = run_load(ctx.fakes, api.url, ctx.key, rate=burst_rate, duration=burst_duration, users=ctx.users,
                          timeout=150)
         rows.append(capacity_row("transactional", burst, f"burst of {burst_rate}/s for {burst_duration} s",
                                  hottest=py_spy_top(profile) if profile else None))
-    ctx.results["transactional"] = {"steady": steady, "burst": burst}
+    ctx.results["transactional"] = {"floor": floor, "steady": steady, "burst": burst}
     return rows
