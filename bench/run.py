@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 import time
 import traceback
@@ -39,6 +40,10 @@ def django_setup() -> None:
     django.setup()
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def main(argv=None) -> int:
     from bench.scenarios import SCENARIOS
 
@@ -55,6 +60,8 @@ def main(argv=None) -> int:
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; choose from all, smoke, {', '.join(SCENARIOS)}")
 
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every process the bench started is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     started = time.monotonic()
     if smoke:  # logs of its own: a smoke run (CI, tests) must not overwrite a real run's
         harness.LOGS = harness.RESULTS / "logs-smoke"
