@@ -17,12 +17,12 @@ SOURCES = ("apns", "fcm", "sendgrid", "twilio", "inbox")
 
 
 @contextmanager
-def notifier_stack(fakes, api_workers: int | None = None, with_workers: bool = True):
+def notifier_stack(fakes, api_workers: int | None = None, with_workers: bool = True, api_extra=None):
     """gunicorn + the Procfile's Celery workers + beat, sending through the real adapters to the fakes."""
     env = base_env(**fakes.env()) if fakes else base_env()
     started = []
     try:
-        api = api_start(env, workers=api_workers)
+        api = api_start(env, workers=api_workers, extra=api_extra)
         started.append(api)
         if with_workers:
             started += workers_start(env)

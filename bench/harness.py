@@ -160,20 +160,32 @@ def procfile() -> dict[str, str]:
     return entries
 
 
+def _expand(command: str, overrides: dict) -> str:
+    """${NAME:-default} as the shell would expand it (overrides first, then the environment)."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: str(overrides.get(m[1], os.environ.get(m[1], m[2]))), command)
+
+
 def api_start(env: dict, name: str = "api", workers: int | None = None, wsgi: str = "notifier_project.wsgi",
               extra: list[str] | None = None) -> Process:
-    """gunicorn as the Procfile ships it (its worker count unless `workers` is given), on a free port."""
+    """gunicorn exactly as the Procfile's `api` line ships it (worker count and class, threads, access log),
+    on a free port; `workers` and `extra` arguments override it for a measured proposal."""
     port = free_port()
-    command = procfile()["api"]
-    shipped = re.search(r"API_WORKERS:-(\d+)", command)
-    workers = workers or int(shipped.group(1) if shipped else 2)
-    args = [str(BIN / "gunicorn"), wsgi, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)]
-    if "--access-logfile" in command:
-        args += ["--access-logfile", "-"]
+    overrides = {"API_BIND": f"127.0.0.1:{port}"}
+    if workers:
+        overrides["API_WORKERS"] = workers
+    args = shlex.split(_expand(procfile()["api"], overrides))
+    args[0] = str(BIN / args[0])
+    args = [wsgi if a == "notifier_project.wsgi" else a for a in args] + (extra or [])
     url = f"http://127.0.0.1:{port}"
-    process = Process(name, args + (extra or []), env, ready=_answers(url))
+    process = Process(name, args, env, ready=_answers(url))
     process.url = url
-    process.workers = workers
+    process.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
+    process.setup = " ".join(a for a in args[2:] if not a.startswith(("%", "127.0.0.1:")))
+    worker_class = args[args.index("--worker-class") + 1] if "--worker-class" in args else "sync"
+    if "--worker-class" in (extra or []):
+        worker_class = extra[extra.index("--worker-class") + 1]
+    threads = args[args.index("--threads") + 1] if "--threads" in args and worker_class == "gthread" else ""
+    process.description = f"gunicorn {process.workers} {worker_class} workers" + (f" × {threads} threads" if threads else "")
     return process
 
 

@@ -49,7 +49,7 @@ def run(ctx) -> list[dict]:
             reads = loadgen(api.url, key, get=PATH, duration=duration, concurrency=clients, users=USERS,
                             user_prefix="inbox-u")
             hottest = py_spy_top(profile) if profile else None
-            setup = (f"{ROWS:,} inbox rows, {USERS:,} users; gunicorn {api.workers} sync workers, {clients} clients, "
+            setup = (f"{ROWS:,} inbox rows, {USERS:,} users; {api.description}, {clients} clients, "
                      f"{duration} s; probe answered {probe.status_code}")
             rows.append(row("inbox", FIGURE, reads["accepted_per_s"], "reads/s", ">=", 2000, key="inbox_reads",
                             setup=setup, hottest=hottest, raw=reads))

@@ -15,7 +15,7 @@ def run(ctx) -> list[dict]:
         profile = None if ctx.smoke else py_spy([api.pid], duration - 2, "ingest-api")
         single = loadgen(api.url, ctx.key, duration=duration, concurrency=clients, users=ctx.users)
         hottest = py_spy_top(profile)
-        setup = f"gunicorn {api.workers} sync workers (Procfile), {clients} clients, {duration} s"
+        setup = f"{api.description} (as the Procfile ships it), {clients} clients, {duration} s"
         rows.append(row("ingest", "single-recipient POSTs accepted/s", single["accepted_per_s"], "req/s",
                         ">=", 1500, key="ingest_single", raw=single, setup=setup, hottest=hottest))
         rows.append(row("ingest", "single-recipient POST latency p99", single["latency_ms"]["p99"], "ms",
@@ -28,12 +28,12 @@ def run(ctx) -> list[dict]:
                         bulk["recipients_per_s"], "recipients/s", ">=", 20000, key="ingest_bulk", raw=bulk,
                         setup=f"{bulk_clients} clients, p99 {bulk['latency_ms']['p99']} ms per request"))
     if not ctx.smoke:
-        # A proposal, measured: more sync workers than the Procfile's 2 (requests wait on PostgreSQL).
+        # An alternative, measured: 4 sync workers (a request waits on PostgreSQL and Redis, not on CPU alone).
         data_reset()
-        with notifier_stack(None, api_workers=4, with_workers=False) as (api, _):
+        with notifier_stack(None, api_workers=4, with_workers=False, api_extra=["--worker-class", "sync"]) as (api, _):
             more = loadgen(api.url, ctx.key, duration=duration, concurrency=clients, users=ctx.users)
-        rows.append(row("ingest", "single-recipient accepted/s, 4 sync workers (proposal)", more["accepted_per_s"],
+        rows.append(row("ingest", "single-recipient accepted/s, 4 sync workers (alternative)", more["accepted_per_s"],
                         "req/s", ">=", 1500, key="ingest_single_4w", raw=more,
-                        setup=f"p99 {more['latency_ms']['p99']} ms"))
+                        setup=f"{api.description}; p99 {more['latency_ms']['p99']} ms"))
     data_reset()
     return rows
