@@ -110,6 +110,7 @@ def save(name: str, rows: list[dict], facts: dict, output: Path | None) -> dict:
     for scenario in {r["scenario"] for r in rows} | ({name} if not rows else set()):
         state["scenarios"][scenario] = {"date": facts["date"], "rows": [r for r in rows if r["scenario"] == scenario]}
     state["facts"] = facts
+    state.pop("conditions", None)  # they belong to the run that stated them (bench/run.py --conditions)
     latest.write_text(json.dumps(state, indent=1, default=str))
     (RESULTS / f"{name}-{stamp}.json").write_text(json.dumps({"facts": facts, "rows": rows}, indent=1, default=str))
     if output is not None:

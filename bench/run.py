@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import os
 import signal
 import sys
@@ -99,6 +100,7 @@ def main(argv=None) -> int:
     state = report.save("smoke" if smoke else args.scenario, rows, facts, output)
     if args.conditions and not smoke:
         state["conditions"] = args.conditions
+        (harness.RESULTS / "latest.json").write_text(json.dumps(state, indent=1, default=str))
         output.write_text(report.render(state))
     print(f"bench: wrote {output} in {time.monotonic() - started:.0f} s", flush=True)
     return 1 if failed else 0
