@@ -18,6 +18,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from notifier.channels import CHANNELS
+from notifier.db import rows_update
 from notifier.models import (
     DELIVERY_IN_FLIGHT_STATUSES,
     DELIVERY_SUCCESS_STATUSES,
@@ -92,7 +93,7 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
         _apply_outcome(delivery, outcome, now)
         _log_outcome(delivery, outcome)
     with transaction.atomic():
-        Delivery.objects.bulk_update(deliveries, _RECORDED_FIELDS)
+        rows_update(deliveries, _RECORDED_FIELDS)
         targets_gone([d for d, o in zip(live, outcomes) if isinstance(o, ProviderError) and o.target_gone])
         notifications_refresh_status({d.notification_id for d in deliveries})
 

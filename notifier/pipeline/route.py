@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from notifier.channels import CHANNELS
+from notifier.db import rows_update
 from notifier.models import (
     NOTIFICATION_OPEN_STATUSES,
     Delivery,
@@ -78,7 +79,7 @@ def notifications_route(notifications: list[Notification]) -> list[Delivery]:
 
     # ignore_conflicts: a Delivery is unique per notification × channel × target, so routing twice is harmless.
     Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
-    Notification.objects.bulk_update(notifications, ["status", "decisions", "routed_at", "completed_at"])
+    rows_update(notifications, ["status", "decisions", "routed_at", "completed_at"])
 
     queues = {(d.channel, d.priority) for d in deliveries if d.status == DeliveryStatus.QUEUED}
     transaction.on_commit(lambda: [wake_deliver(channel, priority) for channel, priority in queues], robust=True)
