@@ -218,6 +218,9 @@ NOTIFIER_RATE_LIMITS = {
 }
 # Per-producer API quota on POST /api/v1/notifications: requests per window (Producer.quota_requests
 # overrides the count). Over it: 429 with Retry-After.
+# Producer keys and notification types are read on every API request; each process keeps them this long
+# (a revoked key or an edited type applies everywhere within it; 0 reads the database every time).
+NOTIFIER_PROCESS_CACHE_SECONDS = float(os.environ.get("NOTIFIER_PROCESS_CACHE_SECONDS", "10"))
 NOTIFIER_PRODUCER_QUOTA_REQUESTS = int(os.environ.get("NOTIFIER_PRODUCER_QUOTA_REQUESTS", "60000"))
 NOTIFIER_PRODUCER_QUOTA_WINDOW_SECONDS = int(os.environ.get("NOTIFIER_PRODUCER_QUOTA_WINDOW_SECONDS", "60"))
 

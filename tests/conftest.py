@@ -4,6 +4,8 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from notifier.api.auth import producers_by_key_hash
+from notifier.api.serializers import notification_types_by_key
 from notifier.models import Device, NotificationType, Producer, Recipient, Template
 from notifier.pipeline.wake import redis_client
 from notifier.providers.registry import providers_reset
@@ -27,6 +29,13 @@ def clean_redis():
     redis_client.cache_clear()
     yield client
     client.flushdb()
+
+
+@pytest.fixture(autouse=True)
+def fresh_process_caches():
+    # A test's rollback sends no post_delete signal: rows cached by an earlier test must not leak into it.
+    producers_by_key_hash.clear()
+    notification_types_by_key.clear()
 
 
 @pytest.fixture(autouse=True)

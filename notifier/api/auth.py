@@ -11,10 +11,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core import signing
+from django.db.models.signals import post_delete, post_save
 from rest_framework import authentication, exceptions, permissions
 
 from notifier.models import Producer
 from notifier.models.producers import SCOPE_ADMIN, SCOPE_SEND, hash_key
+from notifier.process_cache import ProcessCache
 
 RECIPIENT_TOKEN_PREFIX = "rt_"
 _RECIPIENT_TOKEN_SALT = "notifier.recipient-token"
@@ -44,6 +46,25 @@ def recipient_token_user_id(token: str) -> str | None:
     return payload.get("u")
 
 
+# A revoked or rotated key stops working in every process within NOTIFIER_PROCESS_CACHE_SECONDS.
+producers_by_key_hash = ProcessCache()
+
+
+def producer_by_key(key: str) -> Producer | None:
+    key_hash = hash_key(key)
+    return producers_by_key_hash.get(
+        key_hash, lambda: Producer.objects.filter(key_hash=key_hash, is_active=True).first()
+    )
+
+
+def _forget_producers(sender, **kwargs):
+    producers_by_key_hash.clear()
+
+
+post_save.connect(_forget_producers, sender=Producer, dispatch_uid="notifier.forget_producers.save")
+post_delete.connect(_forget_producers, sender=Producer, dispatch_uid="notifier.forget_producers.delete")
+
+
 class ProducerKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
         header = request.headers.get("Authorization", "")
@@ -58,7 +79,7 @@ class ProducerKeyAuthentication(authentication.BaseAuthentication):
             if user_id is None:
                 raise exceptions.AuthenticationFailed("Invalid or expired recipient token.")
             return (RecipientPrincipal(user_id), None)
-        producer = Producer.objects.filter(key_hash=hash_key(key), is_active=True).first()
+        producer = producer_by_key(key)
         if producer is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked producer key.")
         return (producer, None)

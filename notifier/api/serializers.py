@@ -9,12 +9,16 @@ from functools import cache
 from django.conf import settings
 from django.core.validators import validate_email
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models.signals import post_delete, post_save
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from notifier.models import Channel, Delivery, Device, Notification, NotificationType, Platform, Priority, Recipient, Template
 from notifier.pipeline.accept import CONTACT_FIELDS, AcceptRequest, RecipientEntry
 from notifier.pipeline.render import VARIABLE_TYPES, template_problems, variable_errors
+from notifier.process_cache import ProcessCache
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -42,6 +46,34 @@ def contact_errors(values: dict) -> dict[str, str]:
     return errors
 
 
+# An edited type reaches the accept path of every process within NOTIFIER_PROCESS_CACHE_SECONDS.
+notification_types_by_key = ProcessCache()
+
+
+def _forget_notification_types(sender, **kwargs):
+    notification_types_by_key.clear()
+
+
+post_save.connect(_forget_notification_types, sender=NotificationType, dispatch_uid="notifier.forget_types.save")
+post_delete.connect(_forget_notification_types, sender=NotificationType, dispatch_uid="notifier.forget_types.delete")
+
+
+@extend_schema_field(OpenApiTypes.STR)
+class NotificationTypeKeyField(serializers.Field):
+    """A notification type by its key, read from the process cache."""
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or not data:
+            raise serializers.ValidationError("Must be the key of a notification type, e.g. order_shipped.")
+        found = notification_types_by_key.get(data, lambda: NotificationType.objects.filter(key=data).first())
+        if found is None:
+            raise serializers.ValidationError(f"Unknown notification type '{data}'.")
+        return found
+
+    def to_representation(self, value):
+        return value.key
+
+
 def _channels_errors(channels) -> str | None:
     if not isinstance(channels, list) or not channels:
         return "Must be a non-empty list of channels."
@@ -57,7 +89,7 @@ class NotificationRequestSerializer(serializers.Serializer):
     ALLOWED = {"type", "user_id", "recipients", "data", "channels", "priority", "idempotency_key",
                "schedule_at", "expires_at"}
 
-    type = serializers.SlugRelatedField(slug_field="key", queryset=NotificationType.objects.all())
+    type = NotificationTypeKeyField()
     user_id = serializers.CharField(max_length=255, required=False)
     recipients = serializers.ListField(child=serializers.DictField(), required=False, allow_empty=False)
     data = serializers.DictField(required=False, default=dict)
