@@ -7,6 +7,7 @@ without shipping 20,000,000 rows through a client."""
 import argparse
 import json
 import time
+from pathlib import Path
 
 import django
 
@@ -15,6 +16,7 @@ django.setup()
 from django.db import connection, models  # noqa: E402
 
 from bench import seed  # noqa: E402
+from notifier.api.auth import recipient_token_issue  # noqa: E402
 from notifier.models import InboxItem, Notification, Producer, Recipient  # noqa: E402
 
 PREFIX = "inbox-u"
@@ -78,6 +80,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--tokens-file", help="write recipient tokens of the first --token-users users here")
+    parser.add_argument("--token-users", type=int, default=2_000)
     args = parser.parse_args()
     started = time.monotonic()
     key = seed.producer_key()
@@ -88,6 +92,9 @@ def main():
         with connection.cursor() as cursor:  # a partial seed from an interrupted run: start again
             cursor.execute(f"TRUNCATE {InboxItem._meta.db_table}, {Notification._meta.db_table} CASCADE")
         seed_rows(args.rows, args.users)
+    if args.tokens_file:  # how an app reads its inbox: with its own user's token, not a producer key
+        tokens = {f"{PREFIX}{i}": recipient_token_issue(f"{PREFIX}{i}") for i in range(min(args.users, args.token_users))}
+        Path(args.tokens_file).write_text(json.dumps(tokens))
     print(json.dumps({"producer_key": key, "seconds": round(time.monotonic() - started, 1)}), flush=True)
 
 

@@ -23,6 +23,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 
 import aiohttp
 
@@ -44,6 +45,9 @@ class Load:
         self.url = args.url.rstrip("/") + "/api/v1/notifications"
         self.headers = {"Authorization": f"Bearer {args.key}", "Content-Type": "application/json"}
         self.users = itertools.cycle(range(args.users))
+        # user id -> recipient token: GETs then read as each user's own app would.
+        self.tokens = json.loads(Path(args.tokens_file).read_text()) if args.tokens_file else {}
+        self.token_users = itertools.cycle(list(self.tokens))
         self.refs = itertools.count(int.from_bytes(os.urandom(4), "big") << 24)
         self.latencies: list[float] = []
         self.status: dict[str, int] = {}
@@ -65,7 +69,11 @@ class Load:
         return ref, json.dumps(payload).encode()
 
     async def one(self, session: aiohttp.ClientSession) -> None:
-        if self.args.get:
+        if self.args.get and self.tokens:
+            ref, body, user = "", None, next(self.token_users)
+            request = session.get(self.args.url.rstrip("/") + self.args.get.format(user=user),
+                                  headers={"Authorization": f"Bearer {self.tokens[user]}"})
+        elif self.args.get:
             ref, body = "", None
             request = session.get(self.args.url.rstrip("/") + self.args.get.format(
                 user=f"{self.args.user_prefix}{next(self.users)}"), headers=self.headers)
@@ -163,6 +171,7 @@ def main(argv=None) -> None:
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--user-prefix", default="bench-u")
     parser.add_argument("--record-refs", action="store_true")
+    parser.add_argument("--tokens-file", default="", help="JSON {user_id: recipient token}: GET as each user")
     parser.add_argument("--get", default="", help="GET this path instead ({user} is replaced), e.g. an inbox page")
     args = parser.parse_args(argv)
     result = asyncio.run(Load(args).run())
