@@ -93,7 +93,9 @@ def main():
             cursor.execute(f"TRUNCATE {InboxItem._meta.db_table}, {Notification._meta.db_table} CASCADE")
         seed_rows(args.rows, args.users)
     if args.tokens_file:  # how an app reads its inbox: with its own user's token, not a producer key
-        tokens = {f"{PREFIX}{i}": recipient_token_issue(f"{PREFIX}{i}") for i in range(min(args.users, args.token_users))}
+        user_ids = [f"{PREFIX}{i}" for i in range(min(args.users, args.token_users))]
+        ids = dict(Recipient.objects.filter(user_id__in=user_ids).values_list("user_id", "id"))
+        tokens = {user_id: recipient_token_issue(user_id, ids[user_id]) for user_id in user_ids}
         Path(args.tokens_file).write_text(json.dumps(tokens))
     print(json.dumps({"producer_key": key, "seconds": round(time.monotonic() - started, 1)}), flush=True)
 

@@ -27,23 +27,30 @@ class RecipientPrincipal:
     """The caller of a request made with a recipient token."""
 
     user_id: str
+    # The recipient's row id, carried in the token so that inbox reads need not look the user up.
+    recipient_id: int | None = None
 
     def has_scope(self, scope: str) -> bool:
         return False
 
 
-def recipient_token_issue(user_id: str) -> str:
-    return RECIPIENT_TOKEN_PREFIX + signing.dumps({"u": user_id}, salt=_RECIPIENT_TOKEN_SALT, compress=True)
+def recipient_token_issue(user_id: str, recipient_id: int | None = None) -> str:
+    payload = {"u": user_id} if recipient_id is None else {"u": user_id, "r": recipient_id}
+    return RECIPIENT_TOKEN_PREFIX + signing.dumps(payload, salt=_RECIPIENT_TOKEN_SALT, compress=True)
 
 
-def recipient_token_user_id(token: str) -> str | None:
-    """The user id a valid, unexpired recipient token was issued for, else None."""
+def recipient_token_principal(token: str) -> RecipientPrincipal | None:
+    """Who a valid, unexpired recipient token was issued for, else None."""
+    if not token.startswith(RECIPIENT_TOKEN_PREFIX):
+        return None
     try:
         payload = signing.loads(token[len(RECIPIENT_TOKEN_PREFIX):], salt=_RECIPIENT_TOKEN_SALT,
                                 max_age=settings.NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS)
     except signing.BadSignature:  # includes SignatureExpired
         return None
-    return payload.get("u")
+    if not isinstance(payload.get("u"), str):
+        return None
+    return RecipientPrincipal(payload["u"], payload.get("r"))
 
 
 # A revoked or rotated key stops working in every process within NOTIFIER_PROCESS_CACHE_SECONDS.
@@ -75,10 +82,10 @@ class ProducerKeyAuthentication(authentication.BaseAuthentication):
         if scheme.lower() != "bearer" or not key:
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <producer key>'.")
         if key.startswith(RECIPIENT_TOKEN_PREFIX):
-            user_id = recipient_token_user_id(key)
-            if user_id is None:
+            principal = recipient_token_principal(key)
+            if principal is None:
                 raise exceptions.AuthenticationFailed("Invalid or expired recipient token.")
-            return (RecipientPrincipal(user_id), None)
+            return (principal, None)
         producer = producer_by_key(key)
         if producer is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked producer key.")

@@ -25,11 +25,10 @@ from rest_framework.views import APIView
 
 from notifier import inbox
 from notifier.api.auth import (
-    RECIPIENT_TOKEN_PREFIX,
     IsProducerOrSameRecipient,
     ProducerKeyAuthentication,
     RecipientPrincipal,
-    recipient_token_user_id,
+    recipient_token_principal,
 )
 from notifier.api.renderers import ORJSONRenderer
 from notifier.models import InboxItem, Recipient
@@ -58,7 +57,10 @@ class InboxItemChange(serializers.Serializer):
         return value
 
 
-def _recipient_id(user_id: str) -> int:
+def _recipient_id(request, user_id: str) -> int:
+    caller = request.user
+    if isinstance(caller, RecipientPrincipal) and caller.recipient_id is not None:
+        return caller.recipient_id  # the permission already checked that the token is this user's
     recipient_id = Recipient.objects.filter(user_id=user_id).values_list("id", flat=True).first()
     if recipient_id is None:
         raise Http404
@@ -77,7 +79,7 @@ class InboxView(APIView):
     def get(self, request, user_id):
         query = InboxPageQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        recipient_id = _recipient_id(user_id)
+        recipient_id = _recipient_id(request, user_id)
         try:
             items, next_cursor = inbox.inbox_page(recipient_id, query.validated_data.get("cursor") or None,
                                                   query.validated_data["limit"], query.validated_data["archived"])
@@ -95,7 +97,7 @@ class InboxUnreadCountView(APIView):
 
     @extend_schema(responses={200: dict})
     def get(self, request, user_id):
-        return Response(_badge(_recipient_id(user_id)))
+        return Response(_badge(_recipient_id(request, user_id)))
 
 
 class InboxItemView(APIView):
@@ -137,10 +139,10 @@ class RecipientTokenQueryAuthentication(ProducerKeyAuthentication):
         token = request.query_params.get("token", "")
         if not token:
             return None
-        user_id = recipient_token_user_id(token) if token.startswith(RECIPIENT_TOKEN_PREFIX) else None
-        if user_id is None:
+        principal = recipient_token_principal(token)
+        if principal is None:
             raise exceptions.AuthenticationFailed("Invalid or expired recipient token.")
-        return (RecipientPrincipal(user_id), None)
+        return (principal, None)
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -168,7 +170,7 @@ class InboxStreamView(APIView):
 
     @extend_schema(responses={(200, "text/event-stream"): str})
     def get(self, request, user_id):
-        recipient_id = _recipient_id(user_id)
+        recipient_id = _recipient_id(request, user_id)
         last_event_id = request.headers.get("Last-Event-ID", "")
         response = StreamingHttpResponse(
             _events(user_id, recipient_id, int(last_event_id) if last_event_id.isdigit() else None),

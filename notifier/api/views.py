@@ -67,9 +67,9 @@ class RecipientTokenView(APIView):
 
     @extend_schema(request=None, responses={201: dict})
     def post(self, request, user_id):
-        Recipient.objects.get_or_create(user_id=user_id)
+        recipient, _ = Recipient.objects.get_or_create(user_id=user_id)
         return Response(
-            {"token": recipient_token_issue(user_id), "expires_in": settings.NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS},
+            {"token": recipient_token_issue(user_id, recipient.id), "expires_in": settings.NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS},
             status=201,
         )
 

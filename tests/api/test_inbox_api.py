@@ -90,6 +90,17 @@ class TestReading:
 
         assert len(body["notifications"]) == 20 and body["unread_count"] == 25
 
+    def test_an_app_reads_its_first_page_and_badge_in_two_queries(self, api, django_assert_num_queries):
+        given_inbox(count=30, read=5)
+        token = api.post("/api/v1/users/u_1/token").json()["token"]
+        app = APIClient()
+        app.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+
+        with django_assert_num_queries(2):  # the token names its recipient: page, unread count
+            body = app.get("/api/v1/users/u_1/notifications?limit=20").json()
+
+        assert len(body["notifications"]) == 20 and body["unread_count"] == 25
+
     def test_the_unread_badge_alone(self, api, django_assert_max_num_queries):
         given_inbox(count=4, read=1)
 
