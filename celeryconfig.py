@@ -53,8 +53,12 @@ worker_prefetch_multiplier = 1
 # Our dead letter is the Delivery row; Celery's result store is not used.
 task_ignore_result = True
 task_store_errors_even_if_ignored = False
-task_soft_time_limit = 120
-task_time_limit = 150
+# Above the slowest batch a deliver task may send: 200 messages on 8 threads at a 10 s provider timeout
+# is about 250 s. A task stopped mid-batch records nothing, and its rows, still "sending", would be sent
+# again once their lease ends; so the limits must not cut a batch short, and the lease
+# (NOTIFIER_CLAIM_LEASE_SECONDS) must outlast the hard limit (`manage.py check` says so when it does not).
+task_soft_time_limit = int(os.environ.get("NOTIFIER_TASK_SOFT_TIME_LIMIT_SECONDS", "300"))
+task_time_limit = task_soft_time_limit + 30
 worker_cancel_long_running_tasks_on_connection_loss = True
 worker_detect_quorum_queues = True
 broker_connection_retry_on_startup = True

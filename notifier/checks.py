@@ -1,4 +1,4 @@
-"""`manage.py check` warns about provider settings that would make deliveries fail."""
+"""`manage.py check` warns about settings that would make deliveries fail or go out twice."""
 from django.conf import settings
 from django.core.checks import Warning, register
 
@@ -20,3 +20,17 @@ def provider_settings(app_configs, **kwargs):
             ]
     providers_reset()  # built only to check them; workers build their own
     return warnings
+
+
+@register()
+def claim_lease_outlasts_tasks(app_configs, **kwargs):
+    import celeryconfig
+
+    if settings.NOTIFIER_CLAIM_LEASE_SECONDS > celeryconfig.task_time_limit:
+        return []
+    return [Warning(
+        f"NOTIFIER_CLAIM_LEASE_SECONDS ({settings.NOTIFIER_CLAIM_LEASE_SECONDS}) does not outlast a task's hard "
+        f"time limit ({celeryconfig.task_time_limit} s): the sweeper may hand a batch still being sent to "
+        "another worker, and its messages would go out twice.",
+        hint="Raise NOTIFIER_CLAIM_LEASE_SECONDS above the time limit.", id="notifier.W002",
+    )]

@@ -129,8 +129,9 @@ NOTIFIER_ROUTE_BATCH_SIZE = int(os.environ.get("NOTIFIER_ROUTE_BATCH_SIZE", "500
 NOTIFIER_DELIVER_BATCH_SIZE = int(os.environ.get("NOTIFIER_DELIVER_BATCH_SIZE", "200"))
 # An accepted notification still unrouted after this many seconds is re-published by the sweeper.
 NOTIFIER_ACCEPTED_GRACE_SECONDS = int(os.environ.get("NOTIFIER_ACCEPTED_GRACE_SECONDS", "10"))
-# A delivery claimed (status "sending") longer than this is taken to belong to a dead worker.
-NOTIFIER_CLAIM_LEASE_SECONDS = int(os.environ.get("NOTIFIER_CLAIM_LEASE_SECONDS", "300"))
+# A delivery claimed (status "sending") longer than this is taken to belong to a dead worker. It must
+# outlast a deliver task's hard time limit (celeryconfig.task_time_limit, 330 s by default).
+NOTIFIER_CLAIM_LEASE_SECONDS = int(os.environ.get("NOTIFIER_CLAIM_LEASE_SECONDS", "360"))
 # Publishing a wake-up must never hang a request (celery/celery#6046): bounded, then left to the sweeper.
 NOTIFIER_PUBLISH_TIMEOUT_SECONDS = float(os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
 

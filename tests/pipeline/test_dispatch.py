@@ -204,3 +204,14 @@ def test_retry_delay_is_full_jitter_below_the_exponential_ceiling(settings):
     assert all(0 <= d <= 20 for d in delays)  # base 5 s * 2^(3-1)
     assert max(delays) > 10 and min(delays) < 10
     assert all(retry_delay("medium", 30) <= 600 for _ in range(50))
+
+
+def test_check_warns_when_the_claim_lease_does_not_outlast_a_task(settings):
+    from notifier.checks import claim_lease_outlasts_tasks
+
+    assert claim_lease_outlasts_tasks(None) == []  # the defaults are consistent
+
+    settings.NOTIFIER_CLAIM_LEASE_SECONDS = 100
+    (warning,) = claim_lease_outlasts_tasks(None)
+
+    assert warning.id == "notifier.W002" and "twice" in warning.msg
