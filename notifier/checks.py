@@ -2,6 +2,8 @@
 from django.conf import settings
 from django.core.checks import Warning, register
 
+import celeryconfig
+
 from notifier.providers.registry import provider_get, providers_reset
 
 
@@ -24,8 +26,6 @@ def provider_settings(app_configs, **kwargs):
 
 @register()
 def claim_lease_outlasts_tasks(app_configs, **kwargs):
-    import celeryconfig
-
     if settings.NOTIFIER_CLAIM_LEASE_SECONDS > celeryconfig.task_time_limit:
         return []
     return [Warning(
