@@ -99,6 +99,7 @@ class APNsProvider(Provider):
         self._client: APNs | None = None
         self._client_pid = 0
         self._last_forced_refresh = 0.0
+        self._credentials_checked = False
 
     # --- the contract -----------------------------------------------------------------------------------
 
@@ -111,7 +112,15 @@ class APNsProvider(Provider):
         return outcome
 
     def send_batch(self, messages: list[Message]) -> list[SendResult | ProviderError]:
-        """Send all messages concurrently over the shared HTTP/2 pool; one outcome per message, in order."""
+        """Send all messages concurrently over the shared HTTP/2 pool; one outcome per message, in order.
+
+        Missing or unusable credentials fail every message permanently (code "config") before anything is
+        sent: retrying cannot fix a configuration, and `manage.py check` names the problem."""
+        try:
+            self._check_credentials()
+        except PermanentError as error:
+            logger.error("APNs: %s", error)
+            return [PermanentError(str(error), code=error.code) for _ in messages]
         outcomes: list[SendResult | ProviderError | None] = [None] * len(messages)
         requests = {}
         for index, message in enumerate(messages):
@@ -137,14 +146,9 @@ class APNsProvider(Provider):
             if not getattr(self, name):
                 problems.append(f"APNs: {name} is missing")
         try:
-            key = self._key_text()
-        except OSError as error:
-            problems.append(f"APNs: cannot read key_file {self.key_file}: {error}")
-        else:
-            if not key:
-                problems.append("APNs: key (the .p8 text) or key_file is missing")
-            elif "PRIVATE KEY" not in key:
-                problems.append("APNs: key does not look like a .p8 private key (PEM)")
+            self._usable_key()
+        except PermanentError as error:
+            problems.append(error.args[0])
         if self.ca_file and not os.access(self.ca_file, os.R_OK):
             problems.append(f"APNs: cannot read ca_file {self.ca_file}")
         return problems
@@ -222,6 +226,16 @@ class APNsProvider(Provider):
     # --- talking to APNs (runs in the event loop thread) ----------------------------------------------
 
     async def _send_all(self, items: list[tuple[Message, NotificationRequest]]) -> list:
+        # The client is built here, outside _send_one's connection-error handling: an unreadable ca_file
+        # or a key aioapns refuses is a configuration error, not a network one.
+        try:
+            self._client_for_this_loop()
+        except Exception as error:
+            logger.error("APNs: cannot set up the client: %r", error)
+            return [
+                PermanentError(f"APNs: cannot set up the client: {type(error).__name__}: {error}", code="config")
+                for _ in items
+            ]
         return await asyncio.gather(*(self._send_one(message, request) for message, request in items))
 
     async def _send_one(self, message: Message, request: NotificationRequest) -> SendResult | ProviderError:
@@ -243,7 +257,7 @@ class APNsProvider(Provider):
         except (MaxAttemptsExceeded, APNsConnectionError, OSError, ssl.SSLError) as error:
             logger.warning("APNs: cannot connect for device %s (delivery %s): %r", _short(message.to), message.delivery_id, error)
             return TransientError(f"cannot reach APNs: {type(error).__name__} {error}", code="connection")
-        except Exception as error:  # an aioapns bug or an unreadable key: retry rather than lose it
+        except Exception as error:  # an aioapns bug: retry rather than lose it (credentials are checked before)
             logger.exception("APNs: unexpected error for device %s (delivery %s)", _short(message.to), message.delivery_id)
             return TransientError(f"{type(error).__name__}: {error}", code="unexpected")
         return self._outcome_of(message, result)
@@ -282,7 +296,10 @@ class APNsProvider(Provider):
         return self._client
 
     def _make_client(self) -> APNs:
-        ssl_context = ssl.create_default_context(cafile=self.ca_file or None)
+        try:
+            ssl_context = ssl.create_default_context(cafile=self.ca_file or None)
+        except (OSError, ssl.SSLError) as error:
+            raise ValueError(f"cannot load ca_file {self.ca_file}: {error}") from error
         ssl_context.set_alpn_protocols(["h2"])
         client = APNs(
             key=self._key_text(),
@@ -315,6 +332,38 @@ class APNsProvider(Provider):
         for connection in self._client.pool.connections:
             connection.auth_provider = auth_provider
         logger.info("APNs: provider token refreshed after ExpiredProviderToken")
+
+    def _check_credentials(self) -> None:
+        """Raise PermanentError(code="config") unless key, key_id, team_id and topic make a usable token.
+        Checked once per provider instance (the settings do not change under a running process)."""
+        if self._credentials_checked:
+            return
+        missing = [name for name in ("key_id", "team_id", "topic") if not getattr(self, name)]
+        if missing:
+            raise PermanentError(f"APNs: {', '.join(missing)} missing from the configuration", code="config")
+        self._usable_key()
+        self._credentials_checked = True
+
+    def _usable_key(self) -> str:
+        """The .p8 key text, after signing a provider token with it; PermanentError(code="config") when
+        the key is missing, unreadable or not an ES256 (P-256) private key."""
+        try:
+            key = self._key_text()
+        except OSError as error:
+            raise PermanentError(f"APNs: cannot read key_file {self.key_file}: {error}", code="config") from error
+        if not key:
+            raise PermanentError("APNs: key (the .p8 text) or key_file is missing", code="config")
+        if "PRIVATE KEY" not in key:
+            raise PermanentError("APNs: key does not look like a .p8 private key (PEM)", code="config")
+        try:
+            # Sign a provider token exactly as aioapns will on each connection.
+            JWTAuthorizationHeaderProvider(key=key, key_id=self.key_id, team_id=self.team_id).get_header()
+        except Exception as error:  # PyJWT and cryptography raise various types for a bad key
+            raise PermanentError(
+                f"APNs: key is not a usable .p8 (ES256) private key: {type(error).__name__}: {error}",
+                code="config",
+            ) from error
+        return key
 
     def _key_text(self) -> str:
         if self.key:

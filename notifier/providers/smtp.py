@@ -7,7 +7,8 @@ Config keys, passed to build(config):
     password     login password
     use_tls      STARTTLS after connecting (bool), default False
     use_ssl      implicit TLS from the first byte (bool), default False; not together with use_tls
-    from_email   sender, "alerts@example.com" or "Notifier <alerts@example.com>" (required)
+    from_email   sender, "alerts@example.com" or "Notifier <alerts@example.com>" (required: without it
+                 every message fails permanently with code "config", never Django's DEFAULT_FROM_EMAIL)
     timeout      seconds for connecting and for each SMTP command (number), default 10
 
 Each message is multipart/alternative (text/plain from message.body, text/html from message.html_body
@@ -136,6 +137,10 @@ class SMTPProvider(Provider):
         return email
 
     def _refuse_bad_config(self) -> None:
+        if not self.from_email:
+            # Django would silently send from settings.DEFAULT_FROM_EMAIL ("webmaster@localhost"), which
+            # receiving servers reject or file as spam: refuse until the sender is configured (EMAIL_FROM).
+            raise PermanentError("SMTP: no sender configured (from_email, EMAIL_FROM)", code="config")
         if self.use_tls and self.use_ssl:
             # Django's backend would raise ValueError; no message can be sent until the config is fixed.
             raise PermanentError("SMTP: use_tls and use_ssl are mutually exclusive", code="config")

@@ -291,6 +291,71 @@ def test_it_reads_the_key_from_a_p8_file(fake):
     provider.close()
 
 
+def test_a_missing_key_file_fails_permanently_as_a_config_error_without_connecting(fake, tmp_path):
+    config = fake.adapter_config(key_file=str(tmp_path / "AuthKey_missing.p8"), timeout=5)
+    del config["key"]
+    provider = apns.build(config)
+
+    with pytest.raises(PermanentError) as error:
+        provider.send(push())
+    batch = provider.send_batch([push(delivery_id=1), push(delivery_id=2)])
+
+    assert error.value.code == "config"
+    assert "AuthKey_missing.p8" in str(error.value)
+    assert error.value.target_gone is False
+    assert [(type(o), o.code) for o in batch] == [(PermanentError, "config")] * 2
+    assert fake.connections_opened == 0 and fake.requests == []
+    provider.close()
+
+
+@pytest.mark.parametrize("key", [
+    "",
+    "not a key at all",
+    "-----BEGIN PRIVATE KEY-----\nZ2FyYmFnZQ==\n-----END PRIVATE KEY-----\n",
+])
+def test_an_empty_or_garbage_key_fails_permanently_as_a_config_error(fake, key):
+    provider = apns.build(fake.adapter_config(key=key, timeout=5))
+
+    with pytest.raises(PermanentError) as error:
+        provider.send(push())
+
+    assert error.value.code == "config"
+    assert "key" in str(error.value)
+    assert provider.check() != []
+    assert fake.connections_opened == 0
+    provider.close()
+
+
+def test_a_key_that_is_not_p256_fails_permanently_as_a_config_error(fake):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    provider = apns.build(fake.adapter_config(key=rsa_key, timeout=5))
+
+    with pytest.raises(PermanentError) as error:
+        provider.send(push())
+
+    assert error.value.code == "config"
+    assert any("ES256" in problem for problem in provider.check())
+    assert fake.connections_opened == 0
+    provider.close()
+
+
+def test_an_unreadable_ca_file_fails_permanently_as_a_config_error(fake, tmp_path):
+    provider = apns.build(fake.adapter_config(ca_file=str(tmp_path / "missing-ca.pem"), timeout=5))
+
+    with pytest.raises(PermanentError) as error:
+        provider.send(push())
+
+    assert error.value.code == "config"
+    assert "missing-ca.pem" in str(error.value)
+    assert fake.connections_opened == 0
+    provider.close()
+
+
 def test_check_names_missing_settings_and_unreadable_files(tmp_path):
     provider = apns.build({"key_file": str(tmp_path / "missing.p8"), "ca_file": str(tmp_path / "nope.pem")})
 

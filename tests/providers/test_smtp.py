@@ -252,6 +252,20 @@ def test_it_refuses_to_send_with_both_tls_and_ssl(fake):
     assert fake.messages == []
 
 
+@pytest.mark.parametrize("from_email", ["", None])
+def test_it_refuses_to_send_without_a_sender_rather_than_use_django_default_from_email(fake, from_email):
+    provider = build(fake, from_email=from_email)
+
+    with pytest.raises(PermanentError) as raised:
+        provider.send(email())
+    batch = provider.send_batch([email(delivery_id=1), email(delivery_id=2)])
+
+    assert raised.value.code == "config"
+    assert "from_email" in str(raised.value) and "EMAIL_FROM" in str(raised.value)
+    assert [(type(r), r.code) for r in batch] == [(PermanentError, "config")] * 2
+    assert fake.messages == []
+
+
 def test_it_reports_configuration_problems():
     provider = smtp.build({"use_tls": "true", "use_ssl": True, "username": "mailer"})
 
