@@ -13,8 +13,11 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from rest_framework.exceptions import ValidationError
 
 from notifier import admin_tools, models, services
+from notifier.api.preferences import preferences_validate
+from notifier.api.serializers import NotificationTypeSerializer, contact_errors
 from notifier.pipeline.render import template_problems
 
 
@@ -59,8 +62,57 @@ class ProducerAdmin(admin.ModelAdmin):
         ))
 
 
+def _json_objects_default_to_empty(form, names) -> None:
+    # An emptied JSON box arrives as None, which the non-null column would refuse at save.
+    for name in names:
+        if name in form.cleaned_data and form.cleaned_data[name] is None:
+            form.cleaned_data[name] = {}
+
+
+class RecipientForm(forms.ModelForm):
+    """The admin's recipient page checks what the API checks (contact fields, and the preferences
+    document of /notification-preferences), so the route step never meets a value it cannot read."""
+
+    class Meta:
+        model = models.Recipient
+        fields = "__all__"
+
+    # Where each field of a preferences document lives on this form.
+    PREFERENCE_FIELDS = {"channels": "channel_preferences", "types": "type_preferences",
+                         "quiet_hours": "quiet_hours_start", "quiet_hours.start": "quiet_hours_start",
+                         "quiet_hours.end": "quiet_hours_end", "marketing_opt_in": "marketing_opt_in",
+                         "digest": "digest"}
+
+    def clean(self):
+        cleaned = super().clean()
+        _json_objects_default_to_empty(self, ["attributes", "channel_preferences", "type_preferences"])
+        contact = {name: cleaned[name] for name in ("email", "phone", "timezone", "language") if name in cleaned}
+        for name, problem in contact_errors(contact).items():
+            self.add_error(name, problem)
+
+        document = {name: cleaned[field] for name, field in (("channels", "channel_preferences"),
+                                                             ("types", "type_preferences"),
+                                                             ("marketing_opt_in", "marketing_opt_in"),
+                                                             ("digest", "digest")) if field in cleaned}
+        start, end = cleaned.get("quiet_hours_start"), cleaned.get("quiet_hours_end")
+        if (start is None) != (end is None):
+            self.add_error("quiet_hours_end" if end is None else "quiet_hours_start",
+                           "Set both ends of the quiet hours, or neither.")
+        elif start is not None:
+            document["quiet_hours"] = {"start": f"{start:%H:%M}", "end": f"{end:%H:%M}"}
+        try:
+            preferences_validate(document, partial=True)
+        except ValidationError as error:
+            for path, problems in error.detail.items():
+                field = self.PREFERENCE_FIELDS.get(path) or self.PREFERENCE_FIELDS.get(path.split(".")[0])
+                for problem in problems:
+                    self.add_error(field, f"{path}: {problem}")
+        return cleaned
+
+
 @admin.register(models.Recipient)
 class RecipientAdmin(admin.ModelAdmin):
+    form = RecipientForm
     list_display = ["user_id", "email", "phone", "timezone", "language", "sms_opted_out_at", "created_at"]
     list_filter = ["language"]
     search_fields = ["=user_id", "email", "phone"]
@@ -101,8 +153,31 @@ class TemplateInline(admin.TabularInline):
         return False
 
 
+class NotificationTypeForm(forms.ModelForm):
+    """The admin's type page checks what POST /api/v1/notification-types checks (channels, language,
+    variables schema), through the same serializer."""
+
+    class Meta:
+        model = models.NotificationType
+        fields = "__all__"
+
+    def clean(self):
+        cleaned = super().clean()
+        _json_objects_default_to_empty(self, ["variables"])
+        data = {name: cleaned[name] for name in NotificationTypeSerializer.Meta.fields if name in cleaned}
+        serializer = NotificationTypeSerializer(self.instance if self.instance.pk else None, data=data)
+        if not serializer.is_valid():
+            for name, problems in serializer.errors.items():
+                if name == "key" or name in self.errors:
+                    continue  # the form checks the key (slug, unique) and its own fields' format itself
+                for problem in problems:
+                    self.add_error(name if name in self.fields else None, str(problem))
+        return cleaned
+
+
 @admin.register(models.NotificationType)
 class NotificationTypeAdmin(admin.ModelAdmin):
+    form = NotificationTypeForm
     list_display = ["key", "name", "category", "default_priority", "default_channels", "default_language",
                     "digest_window_seconds", "template_count"]
     list_filter = ["category", "default_priority"]

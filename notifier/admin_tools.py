@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from notifier.models import Channel, Notification, Producer, Template
 from notifier.models.producers import hash_key
 from notifier.pipeline.accept import AcceptRequest, RecipientEntry, notifications_accept
-from notifier.pipeline.render import TEMPLATE_FIELDS, RenderError, push_payload_size, template_render
+from notifier.pipeline.render import (
+    TEMPLATE_FIELDS,
+    RenderError,
+    push_payload_size,
+    template_render,
+    variables_schema,
+)
 
 ADMIN_PRODUCER = "admin-console"
 _SAMPLES = {"string": "Alice", "number": 3, "integer": 3, "boolean": True, "object": {}, "array": []}
@@ -21,8 +27,7 @@ def sample_data(notification_type) -> dict:
     """Data to preview a type's templates with: each variable's example, else its default, else a value of
     its declared type, else its name in angle brackets."""
     data = {}
-    for name, spec in notification_type.variables.items():
-        spec = spec or {}
+    for name, spec in variables_schema(notification_type).items():
         if "example" in spec:
             data[name] = spec["example"]
         elif "default" in spec:

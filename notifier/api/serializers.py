@@ -246,6 +246,8 @@ class NotificationTypeSerializer(serializers.ModelSerializer):
         return language
 
     def validate_variables(self, variables):
+        if not isinstance(variables, dict):
+            raise serializers.ValidationError('Must be an object of variable name: {"required": true, ...}.')
         for name, spec in variables.items():
             if not isinstance(spec, dict) or set(spec) - {"required", "default", "type", "description", "example"}:
                 raise serializers.ValidationError(

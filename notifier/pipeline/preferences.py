@@ -40,17 +40,28 @@ def channel_verdict(recipient, notification_type, channel: str) -> ChannelVerdic
 def _blocked_reason(recipient, notification_type, channel: str) -> str:
     if notification_type.category == Category.MARKETING and not recipient.marketing_opt_in:
         return "marketing not opted in"
-    by_type = recipient.type_preferences or {}
-    type_choice = (by_type.get(notification_type.key) or {}).get(channel)
+    by_type = _as_dict(recipient.type_preferences)
+    type_choice = _choice(by_type.get(notification_type.key), channel)
     if type_choice is not None:
         return "" if type_choice else f"type opted out ({notification_type.key} on {channel})"
-    category_choice = (by_type.get(notification_type.category) or {}).get(channel)
+    category_choice = _choice(by_type.get(notification_type.category), channel)
     if category_choice is not None:
         return "" if category_choice else f"category opted out ({notification_type.category} on {channel})"
-    channel_choice = (recipient.channel_preferences or {}).get(channel)
+    channel_choice = _choice(recipient.channel_preferences, channel)
     if channel_choice is None:
         channel_choice = settings.NOTIFIER_DEFAULT_CHANNEL_PREFERENCES.get(channel, True)
     return "" if channel_choice else "channel disabled by user"
+
+
+# The API and the admin store only objects of channel: true/false. A malformed entry that got in anyway
+# counts as absent, so one bad row cannot make the route step raise and roll back its whole batch.
+def _as_dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _choice(entries, channel: str) -> bool | None:
+    choice = _as_dict(entries).get(channel)
+    return choice if isinstance(choice, bool) else None
 
 
 def preferences_document(recipient) -> dict:
@@ -63,8 +74,8 @@ def preferences_document(recipient) -> dict:
             "timezone": recipient.timezone or "UTC",
         }
     return {
-        "channels": {**settings.NOTIFIER_DEFAULT_CHANNEL_PREFERENCES, **(recipient.channel_preferences or {})},
-        "types": recipient.type_preferences or {},
+        "channels": {**settings.NOTIFIER_DEFAULT_CHANNEL_PREFERENCES, **_as_dict(recipient.channel_preferences)},
+        "types": _as_dict(recipient.type_preferences),
         "quiet_hours": quiet_hours,
         "language": recipient.language,
         "marketing_opt_in": recipient.marketing_opt_in,

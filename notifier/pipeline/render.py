@@ -87,8 +87,21 @@ def template_problems(notification_type, channel: str, fields: dict) -> dict[str
     return problems
 
 
+def variables_schema(notification_type) -> dict[str, dict]:
+    """The type's variables schema with malformed parts read as absent: a schema that is not an object is
+    {}, a variable whose spec is not an object has no rules. The API and the admin refuse such schemas;
+    this keeps a row that got one anyway (SQL, a data migration) from failing every request and every
+    route batch that touches the type."""
+    variables = notification_type.variables
+    if not isinstance(variables, dict):
+        return {}
+    return {name: spec if isinstance(spec, dict) else {} for name, spec in variables.items()}
+
+
 def variables_for(notification_type, data: dict) -> dict:
-    return {**notification_type.variable_defaults(), **data}
+    defaults = {name: spec["default"] for name, spec in variables_schema(notification_type).items()
+                if "default" in spec}
+    return {**defaults, **data}
 
 
 def variable_errors(notification_type, data: dict) -> dict[str, str]:
@@ -96,8 +109,7 @@ def variable_errors(notification_type, data: dict) -> dict[str, str]:
     a required variable is missing, or a value is not of the declared type."""
     variables = variables_for(notification_type, data)
     errors = {}
-    for name, spec in notification_type.variables.items():
-        spec = spec or {}
+    for name, spec in variables_schema(notification_type).items():
         if name not in variables:
             if spec.get("required"):
                 errors[name] = f"Required by type '{notification_type.key}'."
@@ -115,7 +127,8 @@ def variable_errors(notification_type, data: dict) -> dict[str, str]:
 
 def missing_variables(notification_type, data: dict) -> list[str]:
     variables = variables_for(notification_type, data)
-    return [name for name in notification_type.required_variables() if name not in variables]
+    return [name for name, spec in variables_schema(notification_type).items()
+            if spec.get("required") and name not in variables]
 
 
 def template_render(template: Template, notification_type, data: dict, recipient=None, extra: dict | None = None,

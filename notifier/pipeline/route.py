@@ -15,7 +15,7 @@ import logging
 from collections import defaultdict
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from notifier.channels import CHANNELS
@@ -64,7 +64,7 @@ def notifications_route(notifications: list[Notification]) -> list[Delivery]:
     now = timezone.now()
     devices = _active_devices([n.recipient_id for n in notifications])
     templates = active_templates(n.type_id for n in notifications)
-    created = {notification.id: _route_one(notification, devices[notification.recipient_id], templates, now)
+    created = {notification.id: _route_one_guarded(notification, devices[notification.recipient_id], templates, now)
                for notification in notifications}
     _apply_rate_limits(notifications, created, now)
     digest.digests_collect(notifications, now)
@@ -86,6 +86,21 @@ def notifications_route(notifications: list[Notification]) -> list[Delivery]:
     return deliveries
 
 
+def _route_one_guarded(notification: Notification, devices: list[Device], templates: dict, now) -> list[Delivery]:
+    """_route_one, with an unexpected error recorded as this notification's failure: the batch's other
+    notifications are routed, not rolled back with it and retried forever. A database error still
+    raises: the transaction is lost then, and the whole batch is due again."""
+    try:
+        return _route_one(notification, devices, templates, now)
+    except DatabaseError:
+        raise
+    except Exception as error:
+        log.exception("route: notification %s failed to route", notification.id)
+        notification.decisions = [{"channel": "*", "decision": "failed",
+                                   "reason": f"routing error: {type(error).__name__}: {error}"}]
+        return []
+
+
 def _route_one(notification: Notification, devices: list[Device], templates: dict, now) -> list[Delivery]:
     notification.decisions = []
 
@@ -104,12 +119,20 @@ def _route_one(notification: Notification, devices: list[Device], templates: dic
         release_at = quiet_hours_release_at(now, recipient.quiet_hours_start, recipient.quiet_hours_end,
                                             recipient.timezone)
     deliveries = []
-    for channel_name in notification.channels or notification_type.default_channels:
+    channel_names = notification.channels or notification_type.default_channels
+    if not isinstance(channel_names, list):
+        decide("*", "failed", f"type {notification_type.key}: default_channels is not a list of channels")
+        return []
+    for channel_name in channel_names:
+        channel = CHANNELS.get(channel_name) if isinstance(channel_name, str) else None
+        if channel is None:  # the API and admin refuse these; a row edited around them must not raise
+            decide(str(channel_name), "failed",
+                   f"unknown channel {channel_name!r}; known channels: {', '.join(CHANNELS)}")
+            continue
         verdict = channel_verdict(recipient, notification_type, channel_name)
         if not verdict.allowed:
             decide(channel_name, "suppressed", verdict.reason)
             continue
-        channel = CHANNELS[channel_name]
         targets, reason = channel.targets(recipient, devices)
         if not targets:
             decide(channel_name, "skipped", reason)

@@ -185,3 +185,95 @@ class TestActions:
         key = re.search(r"<code>(nk_[^<]+)</code>", messages_of(response)).group(1)
         assert Producer.objects.get(name="billing").key_hash == hash_key(key)
 
+
+
+def recipient_form_data(ops, recipient, **changes) -> dict:
+    """The recipient's change form as the admin page fills it in, with some fields changed."""
+    form = ops.get(reverse("admin:notifier_recipient_change", args=[recipient.pk])).context["adminform"].form
+    data = {name: form[name].value() for name in form.fields}
+    data = {name: "" if value is None else value for name, value in data.items()}
+    for name in ("attributes", "channel_preferences", "type_preferences"):
+        data[name] = form.fields[name].prepare_value(data[name])
+    data.pop("sms_opted_out_at")
+    data.update(changes)
+    return data
+
+
+class TestValidation:
+    """The admin refuses what the API refuses: a value the route step cannot read never reaches the row."""
+
+    @pytest.mark.parametrize("field, value, error", [
+        ("type_preferences", '{"order_shipped": true}', "types.order_shipped: Must be an object"),
+        ("type_preferences", '{"order_shipped": {"email": "no"}}', "types.order_shipped.email: Must be true or false"),
+        ("type_preferences", '{"nope": {"email": false}}', "types.nope: Unknown notification type"),
+        ("channel_preferences", '{"pigeon": true}', "channels.pigeon: Unknown channel"),
+        ("channel_preferences", '["push"]', "channels: Must be an object"),
+        ("timezone", "Mars/Olympus", "is not an IANA time zone"),
+        ("language", "English", "is not a language tag"),
+    ])
+    def test_a_recipients_bad_preference_is_refused_on_its_field(self, ops, order_type, reachable_user, field,
+                                                                 value, error):
+        url = reverse("admin:notifier_recipient_change", args=[reachable_user.pk])
+
+        response = ops.post(url, recipient_form_data(ops, reachable_user, **{field: value}))
+
+        assert response.status_code == 200  # the form again, not the redirect of a save
+        assert error in str(response.context["adminform"].form.errors[field])
+        stored = Recipient.objects.get(pk=reachable_user.pk)
+        assert (stored.timezone, stored.channel_preferences, stored.type_preferences) == ("UTC", {}, {})
+
+    def test_quiet_hours_need_both_ends(self, ops, reachable_user):
+        url = reverse("admin:notifier_recipient_change", args=[reachable_user.pk])
+
+        response = ops.post(url, recipient_form_data(ops, reachable_user, quiet_hours_start="22:00"))
+
+        assert "Set both ends of the quiet hours" in str(response.context["adminform"].form.errors["quiet_hours_end"])
+        assert Recipient.objects.get(pk=reachable_user.pk).quiet_hours_start is None
+
+    def test_good_recipient_preferences_are_saved(self, ops, order_type, reachable_user):
+        url = reverse("admin:notifier_recipient_change", args=[reachable_user.pk])
+
+        response = ops.post(url, recipient_form_data(
+            ops, reachable_user, timezone="Asia/Karachi", channel_preferences='{"sms": false}',
+            type_preferences='{"order_shipped": {"email": false}, "marketing": {"push": false}}',
+            quiet_hours_start="22:00", quiet_hours_end="07:00", attributes=""))
+
+        assert response.status_code == 302
+        stored = Recipient.objects.get(pk=reachable_user.pk)
+        assert stored.timezone == "Asia/Karachi" and stored.channel_preferences == {"sms": False}
+        assert stored.type_preferences == {"order_shipped": {"email": False}, "marketing": {"push": False}}
+        assert stored.attributes == {}  # an emptied JSON box is an empty object, not a refused NULL
+
+    def type_form_data(self, **changes) -> dict:
+        data = {"key": "order_shipped", "name": "", "category": "transactional", "default_priority": "high",
+                "default_channels": '["push", "email"]', "default_language": "en",
+                "variables": '{"order_id": {"required": true}}', "rate_limit_action": "suppress",
+                "digest_window_seconds": 0, "templates-TOTAL_FORMS": "0", "templates-INITIAL_FORMS": "0"}
+        return {**data, **changes}
+
+    @pytest.mark.parametrize("field, value, error", [
+        ("variables", '{"order_id": "required"}', "Variable &#x27;order_id&#x27;: give an object"),
+        ("variables", '{"order_id": {"type": "date"}}', "type must be one of"),
+        ("variables", '["order_id"]', "Must be an object of variable name"),
+        ("default_channels", '["fax"]', "Unknown channel &#x27;fax&#x27;"),
+        ("default_language", "English", "is not a language tag"),
+    ])
+    def test_a_types_bad_schema_or_channels_are_refused_on_the_field(self, ops, order_type, field, value, error):
+        url = reverse("admin:notifier_notificationtype_change", args=[order_type.pk])
+
+        response = ops.post(url, self.type_form_data(**{field: value}))
+
+        assert response.status_code == 200
+        assert error in str(response.context["adminform"].form.errors[field])
+        order_type.refresh_from_db()
+        assert order_type.default_channels == ["push", "email", "sms", "in_app"]
+        assert order_type.variables == {"order_id": {"required": True}, "carrier": {"default": "UPS"}}
+
+    def test_a_good_type_is_saved(self, ops, order_type):
+        url = reverse("admin:notifier_notificationtype_change", args=[order_type.pk])
+
+        response = ops.post(url, self.type_form_data(variables=""))
+
+        assert response.status_code == 302
+        order_type.refresh_from_db()
+        assert order_type.default_channels == ["push", "email"] and order_type.variables == {}

@@ -3,7 +3,16 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from notifier.models import Delivery, Device, Notification, NotificationStatus, Producer, Recipient, Template
+from notifier.models import (
+    Delivery,
+    Device,
+    Notification,
+    NotificationStatus,
+    NotificationType,
+    Producer,
+    Recipient,
+    Template,
+)
 from notifier.pipeline.route import route_due
 from tests.conftest import make_order_type, make_reachable_user
 
@@ -145,3 +154,82 @@ def test_a_full_batch_wakes_the_queue_again_for_another_worker(order_type, reach
 
     assert clean_redis.llen("route.high") == 1  # a wake-up waits for the remaining notification
     assert route_due("high", batch_size=2) == 1
+
+
+class TestOneBadRowNeverStallsABatch:
+    """The API and admin refuse malformed preferences and types; a row that has one anyway (SQL, an old
+    admin) must cost only its own notification's channel, never the batch it was routed with."""
+
+    def test_malformed_preference_entries_count_as_absent(self, order_type):
+        odd = make_reachable_user("odd", devices=[("ios", "odd-token")])
+        Recipient.objects.filter(pk=odd.pk).update(
+            type_preferences={"order_shipped": True, "transactional": ["sms"]},
+            channel_preferences={"pigeon": True, "sms": "no"}, timezone="Mars/Olympus")
+        other = make_reachable_user("other", devices=[("ios", "other-token")])
+        odd_notification = make_notification(order_type, odd)
+        other_notification = make_notification(order_type, other)
+
+        assert route_due("high") == 2
+
+        for notification in (odd_notification, other_notification):
+            notification.refresh_from_db()
+            assert notification.status == NotificationStatus.PROCESSING
+            assert sorted(d.channel for d in notification.deliveries.all()) == ["email", "in_app", "push", "sms"]
+
+    def test_an_unknown_channel_fails_that_channel_with_a_reason(self, order_type, reachable_user):
+        faxed = make_order_type(key="faxed", channels=("sms",))
+        faxed.default_channels = ["fax", "sms"]
+        faxed.save()
+        faxed_notification = make_notification(faxed, reachable_user)
+        other_notification = make_notification(order_type, make_reachable_user("other", devices=()))
+
+        assert route_due("high") == 2
+
+        faxed_notification.refresh_from_db()
+        assert faxed_notification.decisions[0] == {
+            "channel": "fax", "decision": "failed",
+            "reason": "unknown channel 'fax'; known channels: push, email, sms, in_app"}
+        assert [d.channel for d in faxed_notification.deliveries.all()] == ["sms"]
+        assert other_notification.deliveries.count() == 3  # email, sms, in_app: it has no device
+
+    @pytest.mark.parametrize("variables", [{"order_id": "required", "carrier": {"default": "DHL"}}, ["order_id"]])
+    def test_a_malformed_variables_schema_is_read_as_no_rules(self, reachable_user, variables):
+        notification_type = make_order_type(key="odd_schema", channels=("sms",))
+        NotificationType.objects.filter(pk=notification_type.pk).update(variables=variables)
+        notification = make_notification(notification_type, reachable_user, data={"order_id": "9"})
+
+        route_due("high")
+
+        expected = "DHL" if isinstance(variables, dict) else ""
+        assert notification.deliveries.get().content["body"] == f"Order 9 ships with {expected}."
+
+    def test_the_api_accepts_notifications_of_a_type_with_a_malformed_schema(self, api, reachable_user):
+        notification_type = make_order_type(key="odd_schema", channels=("sms",))
+        NotificationType.objects.filter(pk=notification_type.pk).update(variables={"order_id": "required"})
+
+        response = api.post("/api/v1/notifications", {"type": "odd_schema", "user_id": "u_42",
+                                                      "data": {"order_id": "1"}}, format="json")
+
+        assert response.status_code == 202
+
+    def test_an_unexpected_error_fails_only_its_own_notification(self, order_type, monkeypatch):
+        from notifier.pipeline import route
+        from notifier.pipeline.preferences import ChannelVerdict
+
+        def verdict(recipient, notification_type, channel):
+            if recipient.user_id == "cursed":
+                raise RuntimeError("something no one foresaw")
+            return ChannelVerdict(True)
+
+        monkeypatch.setattr(route, "channel_verdict", verdict)
+        cursed = make_notification(order_type, make_reachable_user("cursed", devices=()))
+        fine = make_notification(order_type, make_reachable_user("fine", devices=()))
+
+        assert route_due("high") == 2
+
+        cursed.refresh_from_db()
+        fine.refresh_from_db()
+        assert cursed.status == NotificationStatus.FAILED
+        assert cursed.decisions == [{"channel": "*", "decision": "failed",
+                                     "reason": "routing error: RuntimeError: something no one foresaw"}]
+        assert fine.status == NotificationStatus.PROCESSING and fine.deliveries.count() == 3
