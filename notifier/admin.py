@@ -155,7 +155,8 @@ class TemplateInline(admin.TabularInline):
 
 class NotificationTypeForm(forms.ModelForm):
     """The admin's type page checks what POST /api/v1/notification-types checks (channels, language,
-    variables schema), through the same serializer."""
+    variables schema, critical only for transactional types), through the same serializer and the model's
+    clean()."""
 
     class Meta:
         model = models.NotificationType
@@ -168,8 +169,9 @@ class NotificationTypeForm(forms.ModelForm):
         serializer = NotificationTypeSerializer(self.instance if self.instance.pk else None, data=data)
         if not serializer.is_valid():
             for name, problems in serializer.errors.items():
-                if name == "key" or name in self.errors:
-                    continue  # the form checks the key (slug, unique) and its own fields' format itself
+                if name in ("key", "critical") or name in self.errors:
+                    continue  # the form checks the key (slug, unique) and its own fields itself, and the
+                    # model's clean() says why critical is refused
                 for problem in problems:
                     self.add_error(name if name in self.fields else None, str(problem))
         return cleaned

@@ -16,6 +16,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from notifier.models import Channel, Delivery, Device, Notification, NotificationType, Platform, Priority, Recipient, Template
+from notifier.models.choices import Category
+from notifier.models.templates import CRITICAL_ONLY_TRANSACTIONAL
 from notifier.pipeline.accept import CONTACT_FIELDS, AcceptRequest, RecipientEntry
 from notifier.pipeline.render import VARIABLE_TYPES, template_problems, variable_errors
 from notifier.process_cache import ProcessCache
@@ -244,6 +246,13 @@ class NotificationTypeSerializer(serializers.ModelSerializer):
         if not LANGUAGE.match(language):
             raise serializers.ValidationError(f"'{language}' is not a language tag (e.g. en, pt-BR).")
         return language
+
+    def validate(self, attrs):
+        category = attrs.get("category", self.instance.category if self.instance else Category.TRANSACTIONAL)
+        critical = attrs.get("critical", self.instance.critical if self.instance else False)
+        if critical and category != Category.TRANSACTIONAL:
+            raise serializers.ValidationError({"critical": [CRITICAL_ONLY_TRANSACTIONAL]})
+        return attrs
 
     def validate_variables(self, variables):
         if not isinstance(variables, dict):

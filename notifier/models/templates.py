@@ -1,7 +1,14 @@
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
 from .choices import Category, Channel, Priority, RateLimitAction
+
+# Critical skips opt-outs, marketing opt-in, quiet hours and rate limits: for security alerts and codes,
+# never for a campaign that would reach users who said no.
+CRITICAL_ONLY_TRANSACTIONAL = (
+    "Only a transactional type can be critical (critical skips opt-outs, quiet hours and rate limits)."
+)
 
 
 class NotificationType(models.Model):
@@ -19,6 +26,7 @@ class NotificationType(models.Model):
     default_language = models.CharField(max_length=16, default="en")
     variables = models.JSONField(default=dict, blank=True)
     # Security alerts, verification codes: sent whatever the user's opt-outs, quiet hours and rate limits.
+    # Transactional types only (clean() and the API refuse others).
     critical = models.BooleanField(default=False)
     rate_limit_action = models.CharField(
         max_length=8, choices=RateLimitAction.choices, default=RateLimitAction.SUPPRESS,
@@ -35,11 +43,9 @@ class NotificationType(models.Model):
     def __str__(self):
         return self.key
 
-    def required_variables(self) -> list[str]:
-        return [name for name, spec in self.variables.items() if (spec or {}).get("required")]
-
-    def variable_defaults(self) -> dict:
-        return {name: spec["default"] for name, spec in self.variables.items() if "default" in (spec or {})}
+    def clean(self):
+        if self.critical and self.category != Category.TRANSACTIONAL:
+            raise ValidationError({"critical": CRITICAL_ONLY_TRANSACTIONAL})
 
 
 class Template(models.Model):

@@ -7,6 +7,7 @@ loses nothing (the sweeper wakes the queue once the broker is back).
 from __future__ import annotations
 
 import hashlib
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -41,6 +42,7 @@ class AcceptRequest:
     schedule_at: datetime | None = None
     expires_at: datetime | None = None
     idempotency_key: str = ""
+    collapse_key: str = ""  # push: a newer notification with the same key replaces the older one
 
 
 @dataclass
@@ -63,8 +65,11 @@ def notifications_accept(producer, request: AcceptRequest, fingerprint: str = ""
     With an idempotency key, a request seen before gets the answer it got then; a different request under
     the same key raises IdempotencyConflict. A concurrent duplicate waits on the key's unique index until
     the first commits, then gets the first one's answer, so one key never creates two sets of rows.
+
+    Only the key needs a transaction: without one, the notifications are a single INSERT (atomic by
+    itself) and the recipient upsert is idempotent, so the request saves the BEGIN and COMMIT round trips.
     """
-    with transaction.atomic():
+    with transaction.atomic() if request.idempotency_key else nullcontext():
         if request.idempotency_key:
             previous = _claim_idempotency_key(producer, request.idempotency_key, fingerprint)
             if previous is not None:
@@ -110,13 +115,17 @@ def _store(producer, request: AcceptRequest) -> list[Notification]:
             priority=request.priority,
             status=NotificationStatus.SCHEDULED if scheduled else NotificationStatus.ACCEPTED,
             idempotency_key=request.idempotency_key,
+            collapse_key=request.collapse_key,
             schedule_at=request.schedule_at,
             expires_at=request.expires_at,
             due_at=request.schedule_at if scheduled else now,
         )
         for entry in request.recipients
     ]
-    Notification.objects.bulk_create(notifications)
+    if len(notifications) == 1:
+        notifications[0].save(force_insert=True)  # bulk_create would wrap it in BEGIN … COMMIT
+    else:
+        Notification.objects.bulk_create(notifications)
     return notifications
 
 

@@ -4,6 +4,7 @@ import re
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from notifier.models import (
@@ -268,6 +269,23 @@ class TestValidation:
         order_type.refresh_from_db()
         assert order_type.default_channels == ["push", "email", "sms", "in_app"]
         assert order_type.variables == {"order_id": {"required": True}, "carrier": {"default": "UPS"}}
+
+    def test_a_marketing_type_cannot_be_critical(self, ops, order_type):
+        url = reverse("admin:notifier_notificationtype_change", args=[order_type.pk])
+
+        response = ops.post(url, self.type_form_data(category="marketing", critical="on"))
+
+        assert response.status_code == 200
+        assert response.context["adminform"].form.errors["critical"] == [
+            "Only a transactional type can be critical (critical skips opt-outs, quiet hours and rate limits)."]
+        order_type.refresh_from_db()
+        assert order_type.category == "transactional"
+
+    def test_the_model_refuses_a_critical_type_that_is_not_transactional(self):
+        with pytest.raises(ValidationError) as refused:
+            NotificationType(key="promo", category="marketing", critical=True, default_channels=["email"]).full_clean()
+
+        assert "critical" in refused.value.message_dict
 
     def test_a_good_type_is_saved(self, ops, order_type):
         url = reverse("admin:notifier_notificationtype_change", args=[order_type.pk])

@@ -1,6 +1,6 @@
 import pytest
 
-from notifier.models import Device, Recipient, SandboxMessage, Template
+from notifier.models import Device, NotificationType, Recipient, SandboxMessage, Template
 from notifier.pipeline.dispatch import deliver_due
 from notifier.pipeline.route import route_due
 
@@ -97,6 +97,22 @@ class TestTypesAndTemplates:
                                   format="json")
         assert response.status_code == 400
         assert "default_channels" in response.json()["error"]["fields"]
+
+    @pytest.mark.parametrize("category", ["marketing", "system"])
+    def test_only_a_transactional_type_can_be_critical(self, admin_api, category):
+        response = admin_api.post("/api/v1/notification-types", {
+            "key": "promo", "category": category, "critical": True, "default_channels": ["email"]}, format="json")
+
+        assert response.status_code == 400
+        assert "Only a transactional type can be critical" in str(response.json()["error"]["fields"]["critical"])
+        assert not NotificationType.objects.filter(key="promo").exists()
+
+    def test_a_critical_transactional_type_is_created(self, admin_api):
+        response = admin_api.post("/api/v1/notification-types", {
+            "key": "login_code", "critical": True, "default_channels": ["sms"]}, format="json")
+
+        assert response.status_code == 201
+        assert NotificationType.objects.get(key="login_code").critical
 
 
 def test_the_sandbox_lists_what_would_have_been_sent(api, order_type, reachable_user):
