@@ -48,6 +48,8 @@ class Delivery(models.Model):
             # Held rows are released when next_attempt_at comes (pipeline/holds.py).
             models.Index(fields=["next_attempt_at"], condition=Q(status="held"), name="delivery_held"),
             models.Index(fields=["claim_token"], condition=Q(claim_token__isnull=False), name="delivery_claim"),
+            # Status callbacks name a delivery by the provider's message id (webhooks/twilio.py).
+            models.Index(fields=["provider_message_id"], name="delivery_provider_msg"),
         ]
 
     def __str__(self):

@@ -21,6 +21,9 @@ class Notification(models.Model):
     # Why each channel was or was not used: [{"channel": "sms", "decision": "skipped", "reason": "..."}].
     decisions = models.JSONField(default=list, blank=True)
     idempotency_key = models.CharField(max_length=255, blank=True)
+    # Push: a newer notification with the same key replaces an undelivered or displayed older one
+    # (apns-collapse-id, which Apple limits to 64 bytes; FCM android.collapse_key).
+    collapse_key = models.CharField(max_length=64, blank=True)
     schedule_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     # When the route step may take it: schedule_at, or the moment it was accepted.

@@ -32,6 +32,12 @@ class Recipient(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        indexes = [
+            # A carrier's opt-out (Twilio 21610) is recorded by number (pipeline/dispatch.py, targets_gone).
+            models.Index(fields=["phone"], name="recipient_phone"),
+        ]
+
     def __str__(self):
         return self.user_id
 

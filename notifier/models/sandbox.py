@@ -5,7 +5,7 @@ class SandboxMessage(models.Model):
     """What a sandbox provider would have sent, exactly as it would have gone out."""
 
     channel = models.CharField(max_length=16)
-    user_id = models.CharField(max_length=255, db_index=True)
+    user_id = models.CharField(max_length=255)
     to = models.CharField(max_length=512)
     notification_id = models.UUIDField(db_index=True)
     delivery_id = models.BigIntegerField(unique=True)
@@ -13,4 +13,9 @@ class SandboxMessage(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        indexes = [models.Index(fields=["channel", "-created_at"], name="sandbox_channel")]
+        indexes = [
+            models.Index(fields=["channel", "-created_at"], name="sandbox_channel"),
+            # GET /api/v1/sandbox/messages?user_id=&channel=, newest first (selectors.sandbox_messages); also
+            # serves user_id alone, so user_id needs no index of its own.
+            models.Index(fields=["user_id", "channel", "-id"], name="sandbox_user_channel"),
+        ]

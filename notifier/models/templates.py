@@ -61,6 +61,14 @@ class Template(models.Model):
     body = models.TextField(help_text="Plain text: push body, SMS text, in-app body, email text part.")
     html_body = models.TextField(blank=True, help_text="Email HTML part (variables are autoescaped).")
     action_url = models.CharField(max_length=1000, blank=True)
+    # Push only (APNs aps.badge / aps.sound; FCM the same in its apns block, and Android's notification).
+    badge = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Push: the app icon's badge number (0 clears it); empty leaves it as is.",
+    )
+    sound = models.CharField(
+        max_length=255, blank=True,
+        help_text='Push: "default", or a sound file in the app bundle (iOS) or res/raw (Android); empty: silent.',
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

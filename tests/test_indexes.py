@@ -1,0 +1,42 @@
+"""The lookups the pipeline and the webhooks do by something other than a primary key have an index.
+
+Each test asks PostgreSQL for the plan of the exact query the code runs, with sequential scans priced
+out, and expects the named index in it: without the index the plan is a sequential scan whatever the
+setting.
+"""
+import pytest
+from django.db import connection, transaction
+
+from notifier.models import Delivery, Recipient
+from notifier.selectors import sandbox_messages
+
+pytestmark = pytest.mark.django_db
+
+
+def plan_of(queryset) -> str:
+    sql, params = queryset.query.sql_with_params()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_recording_sms_opt_outs_by_number_uses_the_phone_index():
+    # pipeline/dispatch.py, targets_gone: Recipient.objects.filter(phone__in=phones, sms_opted_out_at=None)
+    plan = plan_of(Recipient.objects.filter(phone__in=["+14155550100", "+14155550101"], sms_opted_out_at=None))
+
+    assert "recipient_phone" in plan, plan
+
+
+def test_listing_sandbox_messages_of_a_user_on_a_channel_uses_one_index_in_order():
+    plan = plan_of(sandbox_messages(user_id="u_42", channel="push"))
+
+    assert "sandbox_user_channel" in plan, plan
+    assert "Sort" not in plan, plan
+
+
+def test_finding_a_delivery_by_provider_message_id_uses_an_index():
+    # webhooks/twilio.py: a status callback names the message by its SID.
+    plan = plan_of(Delivery.objects.filter(provider_message_id="SM0123456789abcdef0123456789abcdef"))
+
+    assert "delivery_provider_msg" in plan, plan
