@@ -8,13 +8,25 @@ from notifier.process_cache import ProcessCache
 BODY = {"type": "order_shipped", "user_id": "u_42", "data": {"order_id": "789"}}
 
 
-def test_a_repeated_single_recipient_post_reads_neither_the_key_nor_the_type(api, order_type, reachable_user,
-                                                                              django_assert_num_queries):
+def test_a_repeated_single_recipient_post_takes_two_round_trips(api, order_type, reachable_user,
+                                                               django_assert_num_queries):
     assert api.post("/api/v1/notifications", BODY, format="json").status_code == 202
 
-    # BEGIN, the recipient, the insert, COMMIT: nothing to authenticate the key or look up the type.
-    with django_assert_num_queries(4):
+    # The recipient and the insert: no key or type lookup (cached), no BEGIN/COMMIT (nothing to make atomic).
+    with django_assert_num_queries(2):
         assert api.post("/api/v1/notifications", BODY, format="json").status_code == 202
+
+
+def test_with_an_idempotency_key_the_request_is_one_transaction(api, order_type, reachable_user,
+                                                                django_assert_num_queries):
+    assert api.post("/api/v1/notifications", BODY, format="json").status_code == 202
+
+    # BEGIN, the key claimed under a savepoint (3), the recipient, the insert, the stored answer, COMMIT
+    with django_assert_num_queries(8) as captured:
+        assert api.post("/api/v1/notifications", {**BODY, "idempotency_key": "k1"}, format="json").status_code == 202
+
+    statements = [q["sql"] for q in captured.captured_queries]
+    assert statements[0] == "BEGIN" and statements[-1] == "COMMIT"
 
 
 def test_a_deactivated_producer_is_refused_at_once_though_its_key_was_cached(api, producer, order_type,
