@@ -197,7 +197,8 @@ class NotificationTypeAdmin(admin.ModelAdmin):
 class TemplateForm(forms.ModelForm):
     class Meta:
         model = models.Template
-        fields = ["type", "channel", "language", "subject", "title", "body", "html_body", "action_url"]
+        fields = ["type", "channel", "language", "subject", "title", "body", "html_body", "action_url", "badge",
+                  "sound"]
 
     def clean(self):
         cleaned = super().clean()
@@ -326,7 +327,8 @@ class NotificationAdmin(ReadOnlyAdmin):
     list_select_related = ["type", "recipient", "producer"]
     date_hierarchy = "created_at"
     fields = ["id", "type", "recipient", "producer", "status", "priority", "channels", "data", "decision_trail",
-              "idempotency_key", "schedule_at", "expires_at", "created_at", "routed_at", "completed_at"]
+              "idempotency_key", "collapse_key", "schedule_at", "expires_at", "created_at", "routed_at",
+              "completed_at"]
     readonly_fields = fields
     inlines = [DeliveryInline]
     actions = ["resend"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from notifier.models import Channel, Notification, Producer, Template
 from notifier.models.producers import hash_key
 from notifier.pipeline.accept import AcceptRequest, RecipientEntry, notifications_accept
+from notifier.pipeline.render import PUSH_FIELDS
 from notifier.pipeline.render import (
     TEMPLATE_FIELDS,
     RenderError,
@@ -69,7 +70,7 @@ def template_preview(template: Template, data: dict, user_id: str = "preview-use
         message = Message(delivery_id=0, notification_id="00000000-0000-0000-0000-000000000000", channel="push",
                           to="", title=content["title"], body=content["body"], action_url=content["action_url"],
                           data={"notification_id": "00000000-0000-0000-0000-000000000000", **data},
-                          type_key=template.type.key)
+                          type_key=template.type.key, badge=content.get("badge"), sound=content.get("sound", ""))
         preview.payload = json.dumps(APNsProvider.payload_for(message), ensure_ascii=False, indent=2)
         preview.details.append(("payload size", f"{push_payload_size(content, data, template.type.key)} of 4096 bytes"))
     elif template.channel == Channel.SMS:
@@ -89,12 +90,16 @@ def template_preview(template: Template, data: dict, user_id: str = "preview-use
 def template_diff(old: Template, new: Template) -> list[tuple[str, list[str]]]:
     """Unified diffs, field by field, from `old` to `new`; fields that did not change are left out."""
     diffs = []
-    for name in TEMPLATE_FIELDS:
-        before, after = getattr(old, name).splitlines(), getattr(new, name).splitlines()
+    for name in (*TEMPLATE_FIELDS, *PUSH_FIELDS):
+        before, after = _lines(getattr(old, name)), _lines(getattr(new, name))
         if before != after:
             lines = list(difflib.unified_diff(before, after, f"v{old.version}", f"v{new.version}", lineterm=""))
             diffs.append((name, lines))
     return diffs
+
+
+def _lines(value) -> list[str]:
+    return [] if value is None else str(value).splitlines()
 
 
 def admin_producer() -> Producer:

@@ -89,7 +89,7 @@ class NotificationRequestSerializer(serializers.Serializer):
     """POST /api/v1/notifications. Either `user_id` or `recipients` (up to 1,000 entries)."""
 
     ALLOWED = {"type", "user_id", "recipients", "data", "channels", "priority", "idempotency_key",
-               "schedule_at", "expires_at"}
+               "schedule_at", "expires_at", "collapse_key"}
 
     type = NotificationTypeKeyField()
     user_id = serializers.CharField(max_length=255, required=False)
@@ -101,6 +101,13 @@ class NotificationRequestSerializer(serializers.Serializer):
     idempotency_key = serializers.CharField(max_length=255, required=False)
     schedule_at = serializers.DateTimeField(required=False, allow_null=True)
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    # Push: apns-collapse-id (Apple allows at most 64 bytes) and FCM's android.collapse_key.
+    collapse_key = serializers.CharField(max_length=64, required=False, allow_blank=True)
+
+    def validate_collapse_key(self, value):
+        if len(value.encode()) > 64:
+            raise serializers.ValidationError("At most 64 bytes (APNs apns-collapse-id).")
+        return value
 
     def to_internal_value(self, data):
         unknown = {name: ["Unknown field."] for name in sorted(set(data) - self.ALLOWED)} if isinstance(data, dict) else {}
@@ -145,6 +152,7 @@ class NotificationRequestSerializer(serializers.Serializer):
             schedule_at=attrs.get("schedule_at"),
             expires_at=attrs.get("expires_at"),
             idempotency_key=attrs.get("idempotency_key", ""),
+            collapse_key=attrs.get("collapse_key", ""),
         )
 
     def _recipient_entries(self, attrs, errors) -> list[RecipientEntry]:
@@ -225,7 +233,8 @@ class NotificationSerializer(serializers.ModelSerializer):
     class Meta:
         model = Notification
         fields = ["id", "type", "user_id", "status", "priority", "channels", "data", "decisions",
-                  "idempotency_key", "schedule_at", "expires_at", "created_at", "routed_at", "completed_at",
+                  "idempotency_key", "collapse_key", "schedule_at", "expires_at", "created_at", "routed_at",
+                  "completed_at",
                   "deliveries"]
 
 
@@ -276,7 +285,7 @@ class TemplateSerializer(serializers.ModelSerializer):
     class Meta:
         model = Template
         fields = ["id", "type", "channel", "language", "version", "active", "subject", "title", "body",
-                  "html_body", "action_url", "created_at"]
+                  "html_body", "action_url", "badge", "sound", "created_at"]
         read_only_fields = ["id", "version", "active", "created_at"]
         validators = []  # posting the same type × channel × language publishes a new version
 

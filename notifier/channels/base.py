@@ -90,6 +90,9 @@ def message_from_delivery(delivery) -> Message:
         data={"notification_id": str(notification.id), **notification.data},
         priority=delivery.priority,
         expires_at=notification.expires_at,
+        collapse_key=notification.collapse_key,
+        badge=content.get("badge"),
+        sound=content.get("sound", ""),
         type_key=notification.type.key,
         category=notification.type.category,
     )

@@ -28,6 +28,8 @@ from notifier.templating import sandboxed_engine
 
 _TEXT_FIELDS = ("subject", "title", "body", "action_url")
 TEMPLATE_FIELDS = ("subject", "title", "body", "html_body", "action_url")
+# Push-only settings of a template, sent as they are (not templates themselves): APNs aps.badge / aps.sound.
+PUSH_FIELDS = ("badge", "sound")
 
 # Longer subjects are cut by mail clients and refused by some providers; it is also the model's limit.
 EMAIL_SUBJECT_MAX_CHARS = 255
@@ -74,6 +76,11 @@ def template_problems(notification_type, channel: str, fields: dict) -> dict[str
         problem = template_syntax_error(fields.get(name) or "")
         if problem:
             problems[name] = problem
+    if channel != Channel.PUSH:
+        if fields.get("badge") is not None:
+            problems["badge"] = "Only push templates have a badge."
+        if fields.get("sound"):
+            problems["sound"] = "Only push templates have a sound."
     if (
         notification_type is not None
         and notification_type.category == Category.MARKETING
@@ -134,7 +141,8 @@ def missing_variables(notification_type, data: dict) -> list[str]:
 def template_render(template: Template, notification_type, data: dict, recipient=None, extra: dict | None = None,
                     notification_id=None) -> dict:
     """The rendered content of one message, exactly as it will be sent: subject, title, body, html_body
-    (inside the email layout), action_url, and for marketing email the List-Unsubscribe headers.
+    (inside the email layout), action_url, for push the template's badge and sound when it sets them, and
+    for marketing email the List-Unsubscribe headers.
 
     `extra` adds variables the producer did not send (a digest's `digest`). Raises RenderError.
     """
@@ -170,6 +178,11 @@ def template_render(template: Template, notification_type, data: dict, recipient
                 "List-Unsubscribe": f"<{variables['unsubscribe_url']}>",
                 "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
             }
+    if template.channel == Channel.PUSH:
+        if template.badge is not None:
+            content["badge"] = template.badge
+        if template.sound:
+            content["sound"] = template.sound
     problem = channel_limit_error(template.channel, content, data, notification_type.key, notification_id)
     if problem:
         raise RenderError(f"template {template}: {problem}")
@@ -212,6 +225,7 @@ def push_payload_size(content: dict, data: dict, type_key: str = "", notificatio
         delivery_id=0, notification_id=str(notification_id or uuid.UUID(int=0)), channel="push", to="",
         title=content.get("title", ""), body=content.get("body", ""), action_url=content.get("action_url", ""),
         data={"notification_id": str(notification_id or uuid.UUID(int=0)), **data}, type_key=type_key,
+        badge=content.get("badge"), sound=content.get("sound", ""),
     )
     return len(json.dumps(APNsProvider.payload_for(message), ensure_ascii=False).encode())
 

@@ -172,10 +172,17 @@ class FCMProvider(Provider):
             data.setdefault("action_url", message.action_url)
         data["notification_id"] = str(message.notification_id)
 
+        android_notification = None
+        if message.sound or message.badge is not None:
+            # Android has no app-wide badge number; notification_count is the count a launcher may show.
+            android_notification = messaging.AndroidNotification(
+                sound=message.sound or None, notification_count=message.badge,
+            )
         android = messaging.AndroidConfig(
             priority="high" if high else "normal",
             ttl=ttl,
             collapse_key=message.collapse_key or None,
+            notification=android_notification,
         )
         apns = None
         if message.platform == "ios":

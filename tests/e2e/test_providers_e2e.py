@@ -2,7 +2,7 @@
 sendgrid, twilio, Django's SMTP backend) to fake servers that speak each provider's wire protocol."""
 import pytest
 
-from notifier.models import Delivery, Device, Notification, Recipient
+from notifier.models import Delivery, Device, Notification, Recipient, Template
 from notifier.pipeline.sweep import sweep
 from tests.conftest import make_reachable_user
 from tests.e2e.conftest import wait_until
@@ -97,6 +97,21 @@ def test_one_notification_makes_exactly_the_right_request_on_each_provider(
     assert providers == {IPHONE: "apns", ANDROID: "fcm", "u_42@example.com": "sendgrid",
                          "+14155550100": "twilio", "u_42": "inbox"}
     assert Delivery.objects.get(target=IPHONE).provider_message_id == apns.apns_id
+
+
+def test_badge_sound_and_collapse_key_reach_apns_and_fcm(api, order_type, phone_user, fakes, start_worker):
+    Template.objects.filter(type=order_type, channel="push").update(badge=3, sound="chime.caf")
+    start_worker(**provider_env(fakes))
+
+    notification = wait_finished(send(api, channels=["push"], collapse_key="order-789"))
+
+    assert notification.status == "delivered"
+    [apns] = fakes["apns"].requests
+    assert apns.headers["apns-collapse-id"] == "order-789"
+    assert apns.body["aps"]["badge"] == 3 and apns.body["aps"]["sound"] == "chime.caf"
+    [fcm] = fakes["fcm"].requests
+    assert fcm.message["android"]["collapse_key"] == "order-789"
+    assert fcm.message["android"]["notification"] == {"sound": "chime.caf", "notification_count": 3}
 
 
 def test_a_token_apns_reports_unregistered_is_never_sent_to_again(api, order_type, phone_user, fakes, start_worker):

@@ -89,6 +89,14 @@ def test_it_sends_normal_android_priority_below_high(fake, provider, priority):
     assert fake.requests[0].message["android"] == {"priority": "normal"}
 
 
+def test_it_sends_sound_and_badge_in_the_android_notification(fake, provider):
+    provider.send(push(collapse_key="order-7", sound="default", badge=4))
+
+    android = fake.requests[0].message["android"]
+    assert android["collapse_key"] == "order-7"
+    assert android["notification"] == {"sound": "default", "notification_count": 4}
+
+
 def test_it_adds_an_apns_block_for_ios_devices(fake, provider):
     expires_at = datetime.now(timezone.utc) + timedelta(minutes=10)
 
