@@ -44,8 +44,9 @@ def inbox_page(recipient_id: int, cursor: str | None, limit: int, archived: bool
     items = InboxItem.objects.filter(recipient_id=recipient_id, archived_at__isnull=not archived)
     if cursor:
         created_at, item_id = cursor_decode(cursor)
-        # (created_at, id) < (cursor): a row comparison PostgreSQL answers with one index range scan.
-        items = items.extra(where=["(created_at, id) < (%s, %s)"], params=[created_at, item_id])
+        # (created_at, id) < the cursor's, written so that the first condition bounds an index range scan
+        # and every database compares the timestamps itself (a raw row comparison fed SQLite a string).
+        items = items.filter(created_at__lte=created_at).exclude(created_at=created_at, id__gte=item_id)
     page = list(items.order_by("-created_at", "-id")[: limit + 1])
     next_cursor = cursor_encode(page[limit - 1]) if len(page) > limit else None
     return page[:limit], next_cursor

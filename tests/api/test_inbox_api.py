@@ -74,6 +74,21 @@ class TestReading:
         titles = [n["title"] for n in first["notifications"] + rest["notifications"]]
         assert sorted(titles) == [f"item {i}" for i in range(5)]
 
+    def test_paging_one_by_one_through_items_of_the_same_instant_sees_each_once(self, api):
+        given_inbox(count=5)
+        InboxItem.objects.update(created_at=timezone.now())  # every item ties on created_at
+
+        titles, cursor = [], ""
+        for _ in range(10):
+            body = api.get(f"/api/v1/users/u_1/notifications?limit=1&cursor={cursor}").json()
+            titles += [item["title"] for item in body["notifications"]]
+            cursor = body["next_cursor"]
+            if not cursor:
+                break
+
+        assert sorted(titles) == [f"item {i}" for i in range(5)]
+        assert len(titles) == 5
+
     def test_a_bad_cursor_or_limit_is_400_naming_it(self, api):
         given_inbox(count=1)
 
