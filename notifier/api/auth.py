@@ -95,6 +95,9 @@ class ProducerKeyAuthentication(authentication.BaseAuthentication):
         return 'Bearer realm="notifier"'
 
 
+RECIPIENT_TOKEN_REACH = "A recipient token reaches only its own user's inbox and preferences."
+
+
 class _HasScope(permissions.BasePermission):
     scope = ""
 
@@ -102,6 +105,9 @@ class _HasScope(permissions.BasePermission):
         producer = request.user
         if producer is None:
             return False  # DRF answers 401, since authenticate_header is set
+        if isinstance(producer, RecipientPrincipal):
+            self.message = RECIPIENT_TOKEN_REACH
+            return False
         if not producer.has_scope(self.scope):
             self.message = f"This producer key lacks the '{self.scope}' scope."
             return False

@@ -164,6 +164,12 @@ class TestAuth:
         assert "admin" in response.json()["error"]["message"]
         assert api.get("/api/v1/templates").status_code == 403
 
+    def test_a_missing_notification_is_a_404_that_says_so(self, api):
+        response = api.get("/api/v1/notifications/7b0c5a52-2a43-4ad4-a5b5-1c8f6a0f0a11")
+
+        assert response.status_code == 404
+        assert response.json() == {"error": {"code": "not_found", "message": "Not found."}}
+
     def test_a_producer_sees_only_its_own_notifications(self, api, order_type, reachable_user):
         notification_id = post(api, {"type": "order_shipped", "user_id": "u_42", "data": {"order_id": "1"}}).json()[
             "notifications"][0]["id"]

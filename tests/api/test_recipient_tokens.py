@@ -19,6 +19,7 @@ def test_a_recipient_token_cannot_use_producer_endpoints(api, order_type):
     response = client.post("/api/v1/notifications", {"type": "order_shipped", "user_id": "u_1"}, format="json")
 
     assert response.status_code == 403
+    assert response.json()["error"]["message"] == "A recipient token reaches only its own user's inbox and preferences."
     assert client.get("/api/v1/sandbox/messages").status_code == 403
     assert client.post("/api/v1/users/u_1/token").status_code == 403  # it cannot mint tokens
 
