@@ -79,13 +79,16 @@ worker_send_task_events = True  # Flower shows tasks live
 task_send_sent_event = True
 
 # --- beat ----------------------------------------------------------------------------------------------
+_RELEASE_HOLDS_INTERVAL = float(os.environ.get("NOTIFIER_RELEASE_HOLDS_INTERVAL_SECONDS", "60"))
 beat_schedule = {
     # Wakes queues that have due rows (scheduled sends, retries whose backoff ended, anything whose
     # wake-up was lost to a broker outage) and returns deliveries whose worker died to the queue.
     "sweep": {"task": "notifier.sweep", "schedule": 5.0, "options": {"expires": 30}},
     # Releases deliveries held for quiet hours or a rate-limit window whose moment has come
     # (notifier/pipeline/holds.py); on the maintenance queue, like every task that is not route or deliver.
-    "release-holds": {"task": "notifier.release_holds", "schedule": 60.0, "options": {"expires": 55}},
+    # A hold waits at most one interval past its moment (the e2e test shortens it to see a real tick).
+    "release-holds": {"task": "notifier.release_holds", "schedule": _RELEASE_HOLDS_INTERVAL,
+                      "options": {"expires": max(1.0, _RELEASE_HOLDS_INTERVAL - 5)}},
     # Sends digests whose window has ended, each exactly once (notifier/pipeline/digest.py).
     "flush-digests": {"task": "notifier.flush_digests", "schedule": 30.0, "options": {"expires": 25}},
     # Deletes inbox items older than NOTIFIER_INBOX_RETENTION_DAYS, in batches.

@@ -157,6 +157,25 @@ class TestQuietHours:
         assert Delivery.objects.filter(status="queued").count() == 60
 
 
+    def test_beat_releases_holds_every_minute_by_default_and_the_interval_is_configurable(self, monkeypatch):
+        import importlib
+
+        import celeryconfig
+        from notifier.tasks import release_holds
+        from notifier_project.celery import app
+
+        entry = celeryconfig.beat_schedule["release-holds"]
+        assert (entry["task"], entry["schedule"]) == ("notifier.release_holds", 60.0)
+        assert app.tasks[entry["task"]].name == release_holds.name  # a registered task, not a typo
+
+        monkeypatch.setenv("NOTIFIER_RELEASE_HOLDS_INTERVAL_SECONDS", "2")
+        try:
+            assert importlib.reload(celeryconfig).beat_schedule["release-holds"]["schedule"] == 2.0
+        finally:
+            monkeypatch.delenv("NOTIFIER_RELEASE_HOLDS_INTERVAL_SECONDS")
+            importlib.reload(celeryconfig)
+
+
 class TestRateLimits:
     def test_the_31st_push_in_an_hour_is_suppressed_with_the_limit_in_its_reason(self, order_type,
                                                                                  reachable_user):
