@@ -43,6 +43,7 @@ run: check-redis
 	$(BIN)/python manage.py collectstatic --no-input -v 0
 	$(BIN)/python manage.py seeddemo
 	@echo "API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
+	@echo "Demo producer key: $$(cat var/demo-producer-key)   (in another shell: KEY=\$$(cat var/demo-producer-key))"
 	REDIS_URL=$(REDIS_URL) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
 
 test: $(VENV)/.installed-test check-redis check-postgres

@@ -1,8 +1,13 @@
-"""Set up a demo: a producer with a fresh key, and an `order_shipped` type with templates on every channel."""
+"""Set up a demo: a producer whose key is kept in var/demo-producer-key, and an `order_shipped` type with
+templates on every channel. Run again (every `make run`), it keeps the same key, so a shell's $KEY stays
+valid across restarts."""
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from notifier.models import NotificationType, Producer, Template
-from notifier.models.producers import SCOPE_ADMIN, SCOPE_SEND
+from notifier.models.producers import SCOPE_ADMIN, SCOPE_SEND, hash_key
+
+KEY_FILE = settings.BASE_DIR / "var" / "demo-producer-key"
 
 DEMO_TEMPLATES = {
     "push": {"title": "Your order shipped", "body": "Order {{ order_id }} is on its way with {{ carrier }}."},
@@ -18,7 +23,8 @@ DEMO_TEMPLATES = {
 
 
 class Command(BaseCommand):
-    help = "Create the demo producer (printing a new key as the last line) and the order_shipped type."
+    help = ("Create the demo producer and the order_shipped type; print the producer's key as the last line "
+            "(kept in var/demo-producer-key and reused while it is valid).")
 
     def handle(self, **options):
         notification_type, _ = NotificationType.objects.update_or_create(
@@ -35,10 +41,17 @@ class Command(BaseCommand):
             Template.objects.get_or_create(type=notification_type, channel=channel, language="en", version=1,
                                            defaults=fields)
         producer = Producer.objects.filter(name="demo").first()
+        kept = KEY_FILE.read_text().strip() if KEY_FILE.exists() else ""
         if producer is None:
             producer, key = Producer.create_with_key("demo", [SCOPE_SEND, SCOPE_ADMIN])
-        else:
+        elif kept and hash_key(kept) == producer.key_hash and producer.is_active:
+            key = kept
+        else:  # the key was rotated in admin, or the file is gone: the key itself cannot be shown again
             key = producer.rotate_key()
+            producer.is_active = True
             producer.save()
-        self.stdout.write("Demo type 'order_shipped' is ready. Demo producer key:")
+        KEY_FILE.parent.mkdir(exist_ok=True)
+        KEY_FILE.write_text(key + "\n")
+        KEY_FILE.chmod(0o600)
+        self.stdout.write(f"Demo type 'order_shipped' is ready. Demo producer key (also in {KEY_FILE}):")
         self.stdout.write(key)
