@@ -14,6 +14,7 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import SkipField
 
 from notifier.models import Channel, Delivery, Device, Notification, NotificationType, Platform, Priority, Recipient, Template
 from notifier.models.choices import Category
@@ -110,14 +111,31 @@ class NotificationRequestSerializer(serializers.Serializer):
         return value
 
     def to_internal_value(self, data):
-        unknown = {name: ["Unknown field."] for name in sorted(set(data) - self.ALLOWED)} if isinstance(data, dict) else {}
-        try:
-            value = super().to_internal_value(data)
-        except serializers.ValidationError as error:
-            raise serializers.ValidationError({**unknown, **error.detail})
-        if unknown:
-            raise serializers.ValidationError(unknown)
-        return value
+        """Validate every field, then every check across fields, recipients and variables that the valid
+        fields allow, and raise once: a 400 names each bad field, not only the first kind found. (DRF's
+        own to_internal_value stops before validate() when any field is bad.)"""
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"request": ["Must be a JSON object."]})
+        errors: dict = {name: ["Unknown field."] for name in sorted(set(data) - self.ALLOWED)}
+        attrs: dict = {}
+        for field in self._writable_fields:
+            validate_method = getattr(self, "validate_" + field.field_name, None)
+            try:
+                value = field.run_validation(field.get_value(data))
+                if validate_method is not None:
+                    value = validate_method(value)
+            except serializers.ValidationError as error:
+                errors[field.field_name] = error.detail
+            except DjangoValidationError as error:
+                errors[field.field_name] = list(error.messages)
+            except SkipField:
+                pass
+            else:
+                attrs[field.field_name] = value
+        self._cross_field_errors(data, attrs, errors)
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
 
     def validate_recipients(self, entries):
         limit = settings.NOTIFIER_MAX_RECIPIENTS_PER_REQUEST
@@ -125,24 +143,36 @@ class NotificationRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError(f"At most {limit} recipients per request; got {len(entries)}.")
         return entries
 
+    def _cross_field_errors(self, data: dict, attrs: dict, errors: dict) -> None:
+        """Add to `errors` what is wrong across fields, using only the fields that were valid (a check that
+        needs a bad field is skipped: its field already has an error). Sets attrs["entries"]."""
+        def add(path, problem):
+            errors.setdefault(path, []).append(problem)
+
+        if ("user_id" in data) == ("recipients" in data):
+            add("user_id", "Give either user_id or recipients, not both and not neither.")
+            entries = []
+        elif "user_id" in data:
+            entries = [RecipientEntry(user_id=attrs["user_id"])] if "user_id" in attrs else []
+        else:
+            entries = self._recipient_entries(attrs["recipients"], errors) if "recipients" in attrs else []
+        attrs["entries"] = entries
+
+        notification_type = attrs.get("type")
+        if notification_type is not None and "data" not in errors:
+            for index, entry in enumerate(entries):
+                for name, problem in variable_errors(notification_type, {**attrs.get("data", {}), **entry.data}).items():
+                    add(f"recipients[{index}].data.{name}" if "recipients" in data else f"data.{name}", problem)
+
+        expires_at, schedule_at = attrs.get("expires_at"), attrs.get("schedule_at")
+        if expires_at and expires_at <= timezone.now():
+            add("expires_at", "Must be in the future.")
+        elif expires_at and schedule_at and expires_at <= schedule_at:
+            add("expires_at", "Must be after schedule_at.")
+
     def validate(self, attrs):
-        errors: dict[str, list[str]] = {}
-        if ("user_id" in attrs) == ("recipients" in attrs):
-            errors["user_id"] = ["Give either user_id or recipients, not both and not neither."]
-            raise serializers.ValidationError(errors)
-        entries = self._recipient_entries(attrs, errors)
         notification_type = attrs["type"]
-        for index, entry in enumerate(entries):
-            for name, problem in variable_errors(notification_type, {**attrs.get("data", {}), **entry.data}).items():
-                path = f"recipients[{index}].data.{name}" if "recipients" in attrs else f"data.{name}"
-                errors.setdefault(path, []).append(problem)
-        now = timezone.now()
-        if attrs.get("expires_at") and attrs["expires_at"] <= now:
-            errors["expires_at"] = ["Must be in the future."]
-        if attrs.get("expires_at") and attrs.get("schedule_at") and attrs["expires_at"] <= attrs["schedule_at"]:
-            errors["expires_at"] = ["Must be after schedule_at."]
-        if errors:
-            raise serializers.ValidationError(errors)
+        entries = attrs["entries"]
         return AcceptRequest(
             type=notification_type,
             recipients=entries,
@@ -155,12 +185,10 @@ class NotificationRequestSerializer(serializers.Serializer):
             collapse_key=attrs.get("collapse_key", ""),
         )
 
-    def _recipient_entries(self, attrs, errors) -> list[RecipientEntry]:
-        if "user_id" in attrs:
-            return [RecipientEntry(user_id=attrs["user_id"])]
+    def _recipient_entries(self, recipients: list[dict], errors) -> list[RecipientEntry]:
         entries, seen = [], set()
         allowed = {"user_id", "data", "channels", *CONTACT_FIELDS}
-        for index, raw in enumerate(attrs["recipients"]):
+        for index, raw in enumerate(recipients):
             path = f"recipients[{index}]"
             for name in sorted(set(raw) - allowed):
                 errors[f"{path}.{name}"] = ["Unknown field."]

@@ -112,6 +112,41 @@ def test_bad_input_gets_400_naming_the_field(api, order_type, body, field):
     assert Notification.objects.count() == 0
 
 
+@pytest.mark.parametrize(
+    "body, fields",
+    [
+        # A bad field no longer hides the checks across fields: each bad field is named at once.
+        ({"type": "order_shipped", "user_id": "u", "data": {}, "priority": "urgent"}, {"priority", "data.order_id"}),
+        ({"type": "order_shipped", "recipients": [{"user_id": "a", "phone": "555-1234"}], "data": {"order_id": "1"},
+          "expires_at": "next tuesday"}, {"expires_at", "recipients[0].phone"}),
+        ({"type": "order_shipped", "recipients": [{"user_id": "a", "email": "nope"}, {"user_id": "b"}], "data": {},
+          "schedule_at": "soon", "expires_at": "2020-13-45T00:00:00Z", "channels": ["fax"], "prority": "low"},
+         {"schedule_at", "expires_at", "channels[0]", "prority", "recipients[0].email", "recipients[0].data.order_id",
+          "recipients[1].data.order_id"}),
+        ({"type": "order_shipped", "data": {}, "priority": "urgent", "schedule_at": "x"},
+         {"user_id", "priority", "schedule_at"}),
+        ({"type": "order_shipped", "user_id": "u", "data": {"order_id": "1"}, "schedule_at": "not a date",
+          "expires_at": "2020-01-01T00:00:00Z"}, {"schedule_at", "expires_at"}),
+        ({"type": "no_such_type", "user_id": "u", "data": {}, "priority": "urgent",
+          "expires_at": "2020-01-01T00:00:00Z"}, {"type", "priority", "expires_at"}),
+        ({"type": "order_shipped", "user_id": "x" * 300, "recipients": [{"user_id": "a"}], "data": {"order_id": "1"},
+          "collapse_key": "k" * 65}, {"user_id", "collapse_key"}),
+    ],
+)
+def test_a_400_names_every_bad_field_at_once(api, order_type, body, fields):
+    response = post(api, body)
+
+    assert response.status_code == 400, response.content
+    assert set(response.json()["error"]["fields"]) == fields
+    assert Notification.objects.count() == 0
+
+
+def test_a_bad_data_object_is_named_without_guessing_at_its_variables(api, order_type):
+    response = post(api, {"type": "order_shipped", "user_id": "u", "data": "order 1", "priority": "urgent"})
+
+    assert set(response.json()["error"]["fields"]) == {"data", "priority"}
+
+
 def test_more_than_1000_recipients_is_refused(api, order_type):
     recipients = [{"user_id": f"u{i}"} for i in range(1001)]
 
