@@ -14,7 +14,9 @@ A body longer than max_segments segments (see sms_segments.count_segments) is re
 PermanentError before anything is sent.
 
 Errors (https://www.twilio.com/docs/api/errors):
-    21211 invalid 'To' number            PermanentError(target_gone=True)
+    21211 invalid 'To' number            PermanentError(code="21211") naming the number; the number is
+                                         kept (no opt-out: the user did not ask to stop, and a corrected
+                                         number must not inherit one)
     21610 recipient replied STOP         PermanentError(code="21610", target_gone=True): the service
                                          records the SMS opt-out
     20429, or HTTP 429                   RateLimited
@@ -46,11 +48,12 @@ DEFAULT_BASE_URL = "https://api.twilio.com"
 DEFAULT_MAX_SEGMENTS = 10
 DEFAULT_TIMEOUT = 10.0
 
-# Twilio error codes after which the number must never be texted again.
+# Twilio error codes after which the number must never be texted again: only the recipient's own STOP.
+# The service records it as the recipient's SMS opt-out (sms_opted_out_at).
 TARGET_GONE_CODES = {
-    21211,  # https://www.twilio.com/docs/errors/21211 invalid 'To' phone number
     21610,  # https://www.twilio.com/docs/errors/21610 the recipient unsubscribed (replied STOP)
 }
+INVALID_TO = 21211  # https://www.twilio.com/docs/errors/21211 invalid 'To' phone number
 TOO_MANY_REQUESTS = 20429  # https://www.twilio.com/docs/errors/20429
 
 # The SDK reads TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_EDGE and TWILIO_REGION from os.environ
@@ -129,6 +132,9 @@ class TwilioProvider(Provider):
             return RateLimited(f"Twilio rate limit: {text}", code=str(code))
         if status >= 500:
             return TransientError(f"Twilio server error: {text}", code=str(code))
+        if code == INVALID_TO:
+            # Permanent for this message, but not an opt-out: fixing the recipient's phone must be enough.
+            return PermanentError(f"Twilio: invalid 'To' number {message.to}: {text}", code=str(code))
         return PermanentError(f"Twilio refused the message: {text}", code=str(code),
                               target_gone=code in TARGET_GONE_CODES)
 

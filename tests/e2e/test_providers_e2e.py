@@ -216,7 +216,7 @@ ERROR_CASES = [
      "failed"),
     ("smtp 451 try again", "email", EMAIL_TO, lambda f: f["smtp"].set_outcome(EMAIL_TO, "451 4.3.0 Try again later"),
      "retry"),
-    ("twilio 21211 invalid To", "sms", SMS_TO, lambda f: f["twilio"].set_error(SMS_TO, 21211), "gone"),
+    ("twilio 21211 invalid To", "sms", SMS_TO, lambda f: f["twilio"].set_error(SMS_TO, 21211), "failed"),
     ("twilio 21610 unsubscribed", "sms", SMS_TO, lambda f: f["twilio"].set_error(SMS_TO, 21610), "gone"),
     ("twilio 429", "sms", SMS_TO, lambda f: f["twilio"].set_outcome(SMS_TO, 429), "rate_limited"),
     ("twilio 500", "sms", SMS_TO, lambda f: f["twilio"].set_outcome(SMS_TO, 500), "retry"),
@@ -246,6 +246,8 @@ def test_each_provider_error_is_handled_as_its_kind(case, channel, target, progr
         assert delivery.status == "queued" and " transient: " in delivery.last_error, delivery.last_error
     if expected == "rate_limited":
         assert delivery.status == "queued" and " rate_limited: " in delivery.last_error, delivery.last_error
+    if case.startswith("twilio 21211"):
+        assert f"invalid 'To' number {SMS_TO}" in delivery.last_error, delivery.last_error
     if case.startswith("fcm QUOTA_EXCEEDED"):
         assert (delivery.next_attempt_at - delivery.claimed_at).total_seconds() >= 29  # Retry-After: 30
     target_kept = {

@@ -91,14 +91,15 @@ def test_it_sends_through_the_messaging_service_when_configured(fake):
     }
 
 
-def test_it_marks_an_invalid_number_gone(fake, provider):
+def test_an_invalid_number_fails_permanently_naming_it_but_is_no_opt_out(fake, provider):
     fake.set_error("+1555", 21211)
 
     with pytest.raises(PermanentError) as raised:
         provider.send(sms(to="+1555"))
 
     assert raised.value.code == "21211"
-    assert raised.value.target_gone is True
+    assert raised.value.target_gone is False  # only the recipient's STOP (21610) records an opt-out
+    assert "invalid 'To' number +1555" in str(raised.value)
     assert "is not a valid phone number" in str(raised.value)
 
 
