@@ -277,13 +277,18 @@ class TemplateAdmin(admin.ModelAdmin):
                 if not form.cleaned_data["user_id"]:
                     form.add_error("user_id", "Give the user id to send the test to.")
                 else:
-                    notification_id = admin_tools.template_send_test(template, form.cleaned_data["user_id"], data)
-                    url = reverse("admin:notifier_notification_change", args=[notification_id])
-                    messages.success(request, format_html(
-                        'Test sent to {} on {}: <a href="{}">notification {}</a>.',
-                        form.cleaned_data["user_id"], template.channel, url, notification_id,
-                    ))
-                    return redirect(request.get_full_path())
+                    try:
+                        notification_id = admin_tools.template_send_test(
+                            template, form.cleaned_data["user_id"], data, sent_by=str(request.user))
+                    except admin_tools.SendTestError as error:
+                        messages.error(request, f"Test not sent: {error}")
+                    else:
+                        url = reverse("admin:notifier_notification_change", args=[notification_id])
+                        messages.success(request, format_html(
+                            'Test of version {} sent to {} on {}: <a href="{}">notification {}</a>.',
+                            template.version, form.cleaned_data["user_id"], template.channel, url, notification_id,
+                        ))
+                        return redirect(request.get_full_path())
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta, "original": template, "title": f"Preview {template}",

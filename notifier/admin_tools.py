@@ -1,14 +1,30 @@
 """What the admin does with templates and notifications beyond editing rows: preview a template exactly as
-it will be sent, compare versions, send a test, resend a notification. Plain functions; the admin views in
+it will be sent, compare versions, send a test of the previewed version, resend a notification. Plain functions; the admin views in
 notifier/admin.py only turn forms into calls of these."""
 from __future__ import annotations
 
 import difflib
 import json
 import secrets
+import uuid
 from dataclasses import dataclass, field
 
-from notifier.models import Channel, Notification, Producer, Template
+from django.db import transaction
+from django.utils import timezone
+
+from notifier.channels import CHANNELS
+from notifier.models import (
+    Channel,
+    Delivery,
+    DeliveryStatus,
+    Device,
+    Notification,
+    NotificationStatus,
+    Priority,
+    Producer,
+    Recipient,
+    Template,
+)
 from notifier.models.producers import hash_key
 from notifier.pipeline.accept import AcceptRequest, RecipientEntry, notifications_accept
 from notifier.pipeline.render import PUSH_FIELDS
@@ -19,6 +35,7 @@ from notifier.pipeline.render import (
     template_render,
     variables_schema,
 )
+from notifier.pipeline.wake import wake_deliver
 
 ADMIN_PRODUCER = "admin-console"
 _SAMPLES = {"string": "Alice", "number": 3, "integer": 3, "boolean": True, "object": {}, "array": []}
@@ -111,14 +128,46 @@ def admin_producer() -> Producer:
     return producer
 
 
-def template_send_test(template: Template, user_id: str, data: dict) -> str:
-    """Send a test of this template's type on this template's channel to one recipient, through the real
-    pipeline (the recipient's language picks the active template, as for any notification). Returns the
-    notification id."""
-    request = AcceptRequest(type=template.type, recipients=[RecipientEntry(user_id=user_id)], data=data,
-                            channels=[template.channel], priority="high")
-    result = notifications_accept(admin_producer(), request)
-    return result.response["notifications"][0]["id"]
+class SendTestError(Exception):
+    """A test cannot be sent: the template does not render with the data, or the user is not reachable on
+    the template's channel. Nothing was stored."""
+
+
+def template_send_test(template: Template, user_id: str, data: dict, sent_by: str = "") -> str:
+    """Send this exact template version, rendered with `data`, to one user on its channel, and return the
+    notification id. It tests the template, not the user's settings: whatever version is active and the
+    user's language, opt-outs, quiet hours, rate limits and digests are not consulted (the decision trail
+    says so); the Delivery is created here and the channel's high-priority queue is woken after commit.
+    Raises SendTestError, having stored nothing."""
+    notification_id = uuid.uuid4()
+    with transaction.atomic():
+        recipient, _ = Recipient.objects.get_or_create(user_id=user_id)
+        try:
+            content = template_render(template, template.type, data, recipient=recipient,
+                                      notification_id=notification_id)
+        except RenderError as error:
+            raise SendTestError(str(error)) from error
+        devices = list(Device.objects.filter(recipient=recipient, active=True).order_by("id"))
+        targets, reason = CHANNELS[template.channel].targets(recipient, devices)
+        if not targets:
+            raise SendTestError(f"{user_id} cannot be reached on {template.channel}: {reason}")
+        now = timezone.now()
+        note = f"admin test{f' by {sent_by}' if sent_by else ''}: preferences, quiet hours and rate limits not applied"
+        notification = Notification.objects.create(
+            id=notification_id, producer=admin_producer(), type=template.type, recipient=recipient, data=data,
+            channels=[template.channel], priority=Priority.HIGH, status=NotificationStatus.PROCESSING,
+            due_at=now, routed_at=now,
+            decisions=[{"channel": template.channel, "decision": "queued", "reason": "", "targets": len(targets),
+                        "template_version": template.version, "language": template.language, "note": note}],
+        )
+        Delivery.objects.bulk_create([
+            Delivery(notification=notification, channel=template.channel, priority=Priority.HIGH,
+                     target=target.address, device=target.device, template=template, content=content,
+                     status=DeliveryStatus.QUEUED, next_attempt_at=now)
+            for target in targets
+        ])
+        transaction.on_commit(lambda: wake_deliver(template.channel, Priority.HIGH), robust=True)
+    return str(notification_id)
 
 
 def notification_resend(notification: Notification) -> str:

@@ -129,10 +129,52 @@ class TestTemplates:
         route_due("high")
         deliver_due("in_app", "high")
 
-        assert "Test sent to u_test on in_app" in messages_of(response)
+        assert "Test of version 1 sent to u_test on in_app" in messages_of(response)
         item = InboxItem.objects.get(recipient__user_id="u_test")
         assert item.body == "Order T-1 ships."
         assert Notification.objects.get().producer.name == "admin-console"
+
+    def test_send_test_sends_the_previewed_version_whatever_the_users_language_and_settings(
+        self, ops, reachable_user, settings, django_capture_on_commit_callbacks, clean_redis
+    ):
+        make_order_type(channels=("sms",), languages=("en", "pt"))
+        old_english = Template.objects.get(language="en")
+        ops.post(reverse("admin:notifier_template_change", args=[old_english.pk]),
+                 {"body": "Version 2: order {{ order_id }}."})
+        # the user reads Portuguese, turned SMS off, and has no SMS left this hour
+        Recipient.objects.filter(pk=reachable_user.pk).update(language="pt", channel_preferences={"sms": False})
+        settings.NOTIFIER_RATE_LIMITS = {"channel": {"sms": (0, 3600)}, "type": {}}
+
+        with django_capture_on_commit_callbacks(execute=True):
+            response = ops.post(reverse("admin:notifier_template_preview", args=[old_english.pk]),
+                                {"data": '{"order_id": "T-2"}', "user_id": "u_42", "send_test": "1"}, follow=True)
+
+        assert "Test of version 1 sent to u_42 on sms" in messages_of(response)
+        delivery = Delivery.objects.get()
+        assert (delivery.template_id, delivery.status, delivery.priority) == (old_english.pk, "queued", "high")
+        assert delivery.content["body"] == "Order T-2 ships with UPS."  # v1, English, not the active v2 or pt
+        decision = delivery.notification.decisions[0]
+        assert decision["decision"] == "queued" and decision["note"].startswith("admin test by ops")
+        assert clean_redis.llen("sms.high") == 1  # the deliver queue is woken
+        assert deliver_due("sms", "high") == 1
+        assert SandboxMessage.objects.get().message["body"] == "Order T-2 ships with UPS."
+
+    @pytest.mark.parametrize("data, user_id, error", [
+        ('{"carrier": "DHL"}', "u_42", "Test not sent: missing required variables: order_id"),
+        ('{"order_id": "' + "x" * 5000 + '"}', "u_42", "over the 4096-byte limit"),
+        ('{"order_id": "1"}', "nobody", "Test not sent: nobody cannot be reached on push: recipient has no active device"),
+    ])
+    def test_send_test_reports_why_it_was_not_sent_and_stores_nothing(self, ops, order_type, reachable_user,
+                                                                       data, user_id, error):
+        push = Template.objects.get(channel="push")
+
+        response = ops.post(reverse("admin:notifier_template_preview", args=[push.pk]),
+                            {"data": data, "user_id": user_id, "send_test": "1"}, follow=True)
+
+        assert error in messages_of(response)
+        assert "Test of version" not in messages_of(response)
+        assert not Notification.objects.exists() and not Delivery.objects.exists()
+        assert not Recipient.objects.filter(user_id="nobody").exists()
 
     def test_the_diff_shows_what_changed_between_versions(self, ops, order_type):
         sms = Template.objects.get(channel="sms")
