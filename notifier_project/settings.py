@@ -110,6 +110,10 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "notifier API",
     "DESCRIPTION": "Self-hosted notification service: push, email, SMS and in-app inbox.",
     "VERSION": "1",
+    "ENUM_NAME_OVERRIDES": {
+        "ChannelEnum": "notifier.models.choices.Channel",
+        "PriorityEnum": "notifier.models.choices.Priority",
+    },
 }
 
 LOGGING = {

@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db import close_old_connections, connection
 from django.http import Http404, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, serializers
+from rest_framework import authentication, exceptions, serializers
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -129,13 +129,12 @@ class InboxMarkAllReadView(APIView):
         return Response({"marked_read": inbox.inbox_mark_all_read(recipient), **_badge(recipient.id)})
 
 
-class RecipientTokenQueryAuthentication(ProducerKeyAuthentication):
+class RecipientTokenQueryAuthentication(authentication.BaseAuthentication):
     """The browser's EventSource cannot send an Authorization header, so the stream also takes a recipient
-    token as `?token=rt_…`. Producer keys are never taken from a URL (URLs end up in logs)."""
+    token as `?token=rt_…` (tried after the header). Producer keys are never taken from a URL (URLs end up
+    in logs)."""
 
     def authenticate(self, request):
-        if request.headers.get("Authorization"):
-            return super().authenticate(request)
         token = request.query_params.get("token", "")
         if not token:
             return None
@@ -164,7 +163,7 @@ class InboxStreamView(APIView):
     closing it. It holds a thread, not a process, for its life: serve the API with gunicorn's gthread
     workers (see Procfile and README)."""
 
-    authentication_classes = [RecipientTokenQueryAuthentication]
+    authentication_classes = [ProducerKeyAuthentication, RecipientTokenQueryAuthentication]
     renderer_classes = [ORJSONRenderer, EventStreamRenderer]
     permission_classes = [IsProducerOrSameRecipient]
 

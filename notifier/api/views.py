@@ -54,7 +54,7 @@ class UserView(APIView):
     def get(self, request, user_id):
         return Response(s.RecipientSerializer(get_object_or_404(Recipient, user_id=user_id)).data)
 
-    @extend_schema(request=s.RecipientSerializer, responses=s.RecipientSerializer)
+    @extend_schema(request=s.RecipientSerializer, responses={200: s.RecipientSerializer, 201: s.RecipientSerializer})
     def put(self, request, user_id):
         serializer = s.RecipientSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
@@ -80,7 +80,7 @@ class DeviceListView(APIView):
         recipient = get_object_or_404(Recipient, user_id=user_id)
         return Response(s.DeviceSerializer(recipient.devices.order_by("-created_at"), many=True).data)
 
-    @extend_schema(request=s.DeviceSerializer, responses=s.DeviceSerializer)
+    @extend_schema(request=s.DeviceSerializer, responses={200: s.DeviceSerializer, 201: s.DeviceSerializer})
     def post(self, request, user_id):
         serializer = s.DeviceSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -90,6 +90,7 @@ class DeviceListView(APIView):
 
 
 class DeviceDetailView(APIView):
+    @extend_schema(responses={204: None})
     def delete(self, request, user_id, token):
         recipient = get_object_or_404(Recipient, user_id=user_id)
         if not services.device_unregister(recipient, token):
@@ -104,7 +105,7 @@ class NotificationTypeListView(APIView):
     def get(self, request):
         return Response(s.NotificationTypeSerializer(NotificationType.objects.order_by("key"), many=True).data)
 
-    @extend_schema(request=s.NotificationTypeSerializer, responses=s.NotificationTypeSerializer)
+    @extend_schema(request=s.NotificationTypeSerializer, responses={201: s.NotificationTypeSerializer})
     def post(self, request):
         serializer = s.NotificationTypeSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -122,7 +123,7 @@ class TemplateListView(APIView):
             templates = templates.filter(type__key=request.query_params["type"])
         return Response(s.TemplateSerializer(templates, many=True).data)
 
-    @extend_schema(request=s.TemplateSerializer, responses=s.TemplateSerializer)
+    @extend_schema(request=s.TemplateSerializer, responses={201: s.TemplateSerializer})
     def post(self, request):
         serializer = s.TemplateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
