@@ -1,7 +1,8 @@
 """Django admin: every model, with the columns, filters and searches an operator needs, and the actions
 they use (send a test, deactivate a device, resend, rotate a producer key). Rows whose edits would rewrite
-history (notifications, deliveries, sandbox messages, digests) are read-only; editing a template publishes
-a new version. The work behind the actions lives in notifier/admin_tools.py and notifier/services.py."""
+history (notifications, deliveries, inbox items, digests, idempotency keys) are read-only and cannot be
+deleted; editing a template publishes a new version, and versions are never deleted. The work behind the
+actions lives in notifier/admin_tools.py and notifier/services.py."""
 import json
 
 from django import forms
@@ -22,12 +23,15 @@ from notifier.pipeline.render import template_problems
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """For rows that are history: viewable, never added or edited by hand."""
+    """For rows that are history: viewable, never added, edited or deleted by hand."""
 
     def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 
@@ -236,6 +240,9 @@ class TemplateAdmin(admin.ModelAdmin):
     readonly_fields = ["version", "active", "created_at"]
     change_form_template = "admin/notifier/template/change_form.html"
 
+    def has_delete_permission(self, request, obj=None):
+        return False  # versions stay: deliveries point at the version that rendered them
+
     def get_readonly_fields(self, request, obj=None):
         # A version belongs to one type × channel × language: editing it publishes the next version there.
         return [*self.readonly_fields, *(["type", "channel", "language"] if obj else [])]
@@ -316,8 +323,8 @@ class DeliveryInline(admin.TabularInline):
     model = models.Delivery
     extra = 0
     can_delete = False
-    fields = ["channel", "target", "provider", "status", "attempts", "template", "last_error", "sent_at",
-              "failed_at"]
+    fields = ["channel", "target", "provider", "status", "status_reason", "attempts", "next_attempt_at", "template",
+              "last_error", "sent_at", "failed_at"]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
@@ -410,3 +417,17 @@ class SandboxMessageAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "channel", "user_id", "to", "notification_id"]
     list_filter = ["channel"]
     search_fields = ["=user_id", "to", "=notification_id"]
+
+    def has_delete_permission(self, request, obj=None):
+        return True  # what a sandbox provider would have sent, not a record of what was: clearing it is fine
+
+
+@admin.register(models.IdempotencyKey)
+class IdempotencyKeyAdmin(ReadOnlyAdmin):
+    """The answers kept for retried requests (NOTIFIER_IDEMPOTENCY_TTL_HOURS; the sweeper purges them)."""
+
+    list_display = ["key", "producer", "created_at", "request_hash"]
+    list_filter = ["producer"]
+    search_fields = ["=key"]
+    list_select_related = ["producer"]
+    date_hierarchy = "created_at"

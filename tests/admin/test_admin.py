@@ -6,11 +6,13 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.urls import reverse
+from django.utils import timezone
 
 from notifier.models import (
     Delivery,
     Device,
     DigestBatch,
+    IdempotencyKey,
     InboxItem,
     Notification,
     NotificationType,
@@ -39,7 +41,7 @@ def messages_of(response) -> str:
 
 
 @pytest.mark.parametrize("model", [Producer, Recipient, Device, NotificationType, Template, Notification, Delivery,
-                                   InboxItem, DigestBatch, SandboxMessage])
+                                   InboxItem, DigestBatch, SandboxMessage, IdempotencyKey])
 def test_every_changelist_renders_and_searches(ops, model):
     make_order_type()
     make_reachable_user()
@@ -60,6 +62,56 @@ def test_a_notification_page_shows_its_deliveries_and_decision_trail(ops, api, o
     assert "ios-token-1" in page and "u_42@example.com" in page  # deliveries
     assert "<b>queued</b>" in page and "template_version=1" in page  # decision trail
     assert 'name="_save"' not in page  # history is read-only
+
+
+class TestHistory:
+    """What happened stays as it happened: history rows and template versions cannot be deleted."""
+
+    @pytest.fixture
+    def history(self, api, order_type, reachable_user):
+        api.post("/api/v1/notifications", {"type": "order_shipped", "user_id": "u_42", "data": {"order_id": "1"},
+                                           "idempotency_key": "k-1", "channels": ["in_app"]}, format="json")
+        route_due("high")
+        deliver_due("in_app", "high")
+        notification = Notification.objects.get()
+        DigestBatch.objects.create(recipient=reachable_user, type=order_type, channel="push",
+                                   window_ends_at=timezone.now())
+        return {Notification: notification, Delivery: Delivery.objects.get(), InboxItem: InboxItem.objects.get(),
+                DigestBatch: DigestBatch.objects.get(), IdempotencyKey: IdempotencyKey.objects.get(),
+                Template: Template.objects.get(channel="in_app")}
+
+    @pytest.mark.parametrize("model", [Notification, Delivery, InboxItem, DigestBatch, IdempotencyKey, Template])
+    def test_history_and_template_versions_cannot_be_deleted(self, ops, history, model):
+        row = history[model]
+        name = model._meta.model_name
+
+        delete_page = ops.post(reverse(f"admin:notifier_{name}_delete", args=[row.pk]), {"post": "yes"})
+        changelist = ops.get(reverse(f"admin:notifier_{name}_changelist")).content.decode()
+
+        assert delete_page.status_code == 403
+        assert 'value="delete_selected"' not in changelist
+        assert model.objects.filter(pk=row.pk).exists()
+
+    def test_idempotency_keys_are_listed_read_only(self, ops, history):
+        key = history[IdempotencyKey]
+
+        page = ops.get(reverse("admin:notifier_idempotencykey_change", args=[key.pk])).content.decode()
+
+        assert "k-1" in page and 'name="_save"' not in page
+        assert "k-1" in ops.get(reverse("admin:notifier_idempotencykey_changelist"), {"q": "k-1"}).content.decode()
+
+    def test_a_notifications_deliveries_show_why_they_wait_and_until_when(self, ops, api, order_type,
+                                                                          reachable_user):
+        notification_id = api.post("/api/v1/notifications", {"type": "order_shipped", "user_id": "u_42",
+                                                             "data": {"order_id": "7"}, "channels": ["sms"]},
+                                   format="json").json()["notifications"][0]["id"]
+        route_due("high")
+        Delivery.objects.update(status="held", status_reason="held for quiet hours until 07:00 Asia/Karachi")
+
+        page = ops.get(reverse("admin:notifier_notification_change", args=[notification_id])).content.decode()
+
+        assert "Status reason" in page and "held for quiet hours until 07:00 Asia/Karachi" in page
+        assert "Next attempt at" in page
 
 
 class TestTemplates:
