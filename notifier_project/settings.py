@@ -232,6 +232,13 @@ NOTIFIER_PRODUCER_QUOTA_WINDOW_SECONDS = int(os.environ.get("NOTIFIER_PRODUCER_Q
 # --- templates, inbox and digests (README, "Templates, inbox and digests") -------------------------------
 # Where links in messages point (one-click unsubscribe), as the recipients' mail clients reach this server.
 NOTIFIER_PUBLIC_URL = os.environ.get("NOTIFIER_PUBLIC_URL", "http://127.0.0.1:8000")
+# Twilio posts each message's delivery status to our webhook (notifier/webhooks/twilio.py). With
+# NOTIFIER_PUBLIC_URL set (Twilio cannot reach the local default) and no TWILIO_STATUS_CALLBACK_URL, the
+# callback URL is the webhook's path under it.
+if os.environ.get("NOTIFIER_PUBLIC_URL") and NOTIFIER_PROVIDER_CONFIG["twilio"]:
+    NOTIFIER_PROVIDER_CONFIG["twilio"].setdefault(
+        "status_callback_url", NOTIFIER_PUBLIC_URL.rstrip("/") + "/api/v1/webhooks/twilio/status"
+    )
 # Inbox items older than this are deleted by beat, in batches.
 NOTIFIER_INBOX_RETENTION_DAYS = int(os.environ.get("NOTIFIER_INBOX_RETENTION_DAYS", "90"))
 # The unread badge counts at most this many (an index range scan of at most this many entries); above it
