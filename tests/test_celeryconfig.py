@@ -1,0 +1,94 @@
+"""celeryconfig.py: the queue map, the routes and the reliability settings the design relies on.
+
+The time limits are tuned elsewhere (they follow the slowest batch); here only their shape is fixed:
+both present, soft below hard, and Redis's visibility timeout above them so a running task is never
+delivered twice.
+"""
+import pytest
+
+import celeryconfig
+from notifier_project.celery import app
+
+PRIORITIES = ("high", "medium", "low")
+CHANNELS = ("push", "email", "sms", "in_app")
+EXPECTED_QUEUES = {
+    "route.high", "route.medium", "route.low",
+    "push.high", "push.medium", "push.low",
+    "email.high", "email.medium", "email.low",
+    "sms.high", "sms.medium", "sms.low",
+    "in_app.high", "in_app.medium", "in_app.low",
+    "campaign", "maintenance",
+}
+
+
+def test_there_is_one_queue_per_route_priority_and_channel_priority_plus_campaign_and_maintenance():
+    names = [queue.name for queue in celeryconfig.task_queues]
+
+    assert len(names) == 17 == len(set(names))
+    assert set(names) == EXPECTED_QUEUES == set(celeryconfig.ALL_QUEUES)
+    assert all(queue.routing_key == queue.name for queue in celeryconfig.task_queues)
+    assert {queue.name for queue in app.conf.task_queues} == EXPECTED_QUEUES
+    # A typo in a route must fail loudly, not create a queue no worker consumes.
+    assert celeryconfig.task_create_missing_queues is False
+    assert celeryconfig.task_default_queue == "maintenance"
+
+
+@pytest.mark.parametrize("priority", PRIORITIES)
+def test_route_tasks_go_to_their_priority_queue(priority):
+    assert celeryconfig.route_task("notifier.route", (priority,), {}, {}) == {
+        "queue": f"route.{priority}", "routing_key": f"route.{priority}"}
+
+
+@pytest.mark.parametrize("channel", CHANNELS)
+@pytest.mark.parametrize("priority", PRIORITIES)
+def test_deliver_tasks_go_to_their_channel_and_priority_queue(channel, priority):
+    route = celeryconfig.route_task("notifier.deliver", (channel, priority), {}, {})
+
+    assert route == {"queue": f"{channel}.{priority}", "routing_key": f"{channel}.{priority}"}
+    assert route["queue"] in EXPECTED_QUEUES
+
+
+@pytest.mark.parametrize("name", ["notifier.sweep", "notifier.release_holds", "notifier.flush_digests",
+                                  "notifier.purge_inbox", "something.else"])
+def test_every_other_task_goes_to_maintenance(name):
+    assert celeryconfig.route_task(name, (), {}, {}) == {"queue": "maintenance", "routing_key": "maintenance"}
+
+
+def test_the_app_routes_through_route_task():
+    assert app.conf.task_routes == (celeryconfig.route_task,)
+    router = app.amqp.router
+    assert router.route({}, "notifier.deliver", args=("sms", "low"))["queue"].name == "sms.low"
+    assert router.route({}, "notifier.route", args=("high",))["queue"].name == "route.high"
+    assert router.route({}, "notifier.sweep", args=())["queue"].name == "maintenance"
+
+
+def test_reliability_settings():
+    # A killed worker child gives its message back instead of acking it (DESIGN.md, "Reliability rules").
+    assert app.conf.task_acks_late is True
+    assert app.conf.task_reject_on_worker_lost is True
+    assert app.conf.worker_prefetch_multiplier == 1
+    assert app.conf.worker_cancel_long_running_tasks_on_connection_loss is True
+
+
+def test_time_limits_are_set_with_the_soft_one_first_and_redis_redelivers_only_after_both():
+    soft, hard = app.conf.task_soft_time_limit, app.conf.task_time_limit
+
+    assert soft and hard, "both time limits must be set"
+    assert 0 < soft < hard
+    visibility_timeout = app.conf.broker_transport_options["visibility_timeout"]
+    assert visibility_timeout > hard  # otherwise Redis hands a still-running task to a second worker
+
+
+def test_beat_runs_the_sweeper_hold_release_digest_flush_and_inbox_purge():
+    schedule = app.conf.beat_schedule
+
+    assert {"sweep", "release-holds", "flush-digests", "purge-inbox"} <= set(schedule)
+    tasks = {name: entry["task"] for name, entry in schedule.items()}
+    assert tasks["sweep"] == "notifier.sweep"
+    assert tasks["release-holds"] == "notifier.release_holds"
+    assert tasks["flush-digests"] == "notifier.flush_digests"
+    assert tasks["purge-inbox"] == "notifier.purge_inbox"
+    app.loader.import_default_modules()
+    for name, entry in schedule.items():
+        assert entry["task"] in app.tasks, f"beat entry {name} names an unregistered task"
+        assert entry["schedule"] > 0
