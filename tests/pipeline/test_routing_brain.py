@@ -3,6 +3,7 @@ import threading
 from datetime import time, timedelta
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -10,6 +11,7 @@ from notifier.models import Delivery, DeliveryStatus, Notification, Notification
 from notifier.pipeline.dispatch import deliver_due
 from notifier.pipeline.holds import release_due_holds
 from notifier.pipeline.quiet_hours import quiet_hours_release_at
+from notifier.pipeline.rate_limits import KEY_PREFIX, LimitCheck, rate_limits_check
 from notifier.pipeline.route import route_due
 from tests.conftest import make_order_type, make_reachable_user
 from tests.pipeline.test_route import make_notification
@@ -225,6 +227,31 @@ class TestRateLimits:
         route()
 
         assert Delivery.objects.filter(status="queued").count() == 3
+
+    def test_concurrent_checks_for_one_user_and_channel_admit_exactly_the_limit(self, clean_redis):
+        # 90 routing workers at once (three times the limit), each with its own notification for the same
+        # user on push; real threads on real Redis, each with its own connection from the client's pool
+        # (redis-py caps a pool at 100 connections).
+        limit = settings.NOTIFIER_RATE_LIMITS["channel"]["push"][0]
+        start = threading.Barrier(90)
+        verdicts = []
+
+        def check(index):
+            start.wait()
+            verdicts.extend(rate_limits_check(
+                [LimitCheck(recipient_id=7, channel="push", type_key="order_shipped", category="transactional",
+                            member=f"notification-{index}", hold=False)], timezone.now()))
+
+        threads = [threading.Thread(target=check, args=(i,)) for i in range(90)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        assert len(verdicts) == 90
+        assert sum(not v.limited for v in verdicts) == limit == 30
+        assert {v.reason for v in verdicts if v.limited} == {"rate limited: 30/hour push"}
+        assert clean_redis.zcard(f"{KEY_PREFIX}7:channel:push") == limit
 
     def test_a_type_set_to_hold_waits_until_the_window_has_room_and_is_released_then(self, reachable_user,
                                                                                     settings):
