@@ -81,8 +81,11 @@ def make_order_type(key="order_shipped", channels=("push", "email", "sms", "in_a
     )
     for language in languages:
         for channel in channels:
-            Template.objects.create(type=notification_type, channel=channel, language=language,
-                                    **ORDER_TEMPLATES[channel])
+            texts = dict(ORDER_TEMPLATES[channel])
+            if channel == "email" and notification_type.category == "marketing":  # must carry the link
+                texts["body"] += " Unsubscribe: {{ unsubscribe_url }}"
+                texts["html_body"] += '<p><a href="{{ unsubscribe_url }}">Unsubscribe</a></p>'
+            Template.objects.create(type=notification_type, channel=channel, language=language, **texts)
     return notification_type
 
 

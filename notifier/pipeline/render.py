@@ -172,7 +172,15 @@ def template_render(template: Template, notification_type, data: dict, recipient
             content["html_body"] = email_layout(html, content["subject"], variables.get("unsubscribe_url", ""))
             if not content["body"]:
                 content["body"] = " ".join(strip_tags(html).split())
+                if marketing_email:  # the text made from the HTML loses its links: add the footer back
+                    content["body"] += f"\n\nUnsubscribe: {variables['unsubscribe_url']}"
         if marketing_email:
+            missing = unsubscribe_missing(content, variables["unsubscribe_url"])
+            if missing:
+                raise RenderError(
+                    f"template {template}: marketing email must show its unsubscribe link in the {missing} part "
+                    "(is {{ unsubscribe_url }} inside a comment or a condition that is false?)"
+                )
             content["headers"] = {
                 # RFC 8058 one-click unsubscribe: mailbox providers POST "List-Unsubscribe=One-Click" here.
                 "List-Unsubscribe": f"<{variables['unsubscribe_url']}>",
@@ -187,6 +195,17 @@ def template_render(template: Template, notification_type, data: dict, recipient
     if problem:
         raise RenderError(f"template {template}: {problem}")
     return content
+
+
+def unsubscribe_missing(content: dict, url: str) -> str | None:
+    """Which part of a rendered marketing email lacks its unsubscribe link ("text" or "HTML"), or None.
+    The publish-time check only sees that the source mentions {{ unsubscribe_url }}; this sees the email as
+    it will be sent, where a comment or a false condition has removed it."""
+    if url not in content.get("body", ""):
+        return "text"
+    if content.get("html_body") and url not in content["html_body"]:
+        return "HTML"
+    return None
 
 
 def email_layout(html: str, subject: str, unsubscribe: str = "") -> str:

@@ -161,3 +161,40 @@ class TestMarketingEmail:
         assert url.startswith("http://127.0.0.1:8000/api/v1/unsubscribe/")
         assert content["headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
         assert url in content["body"] and f'href="{url}"' in content["html_body"]
+
+    @pytest.mark.parametrize("body", [
+        "Sale! {% comment %}{{ unsubscribe_url }}{% endcomment %}",
+        "Sale! {% if false %}Unsubscribe: {{ unsubscribe_url }}{% endif %}",
+        "Sale! {{ unsubscribe_url|upper }}",
+    ])
+    def test_a_marketing_email_whose_text_part_renders_without_the_link_fails(self, body):
+        marketing = make_type(category="marketing", key="sale")
+        assert template_problems(marketing, "email", {"subject": "Sale", "body": body}) == {}  # publish passes
+
+        with pytest.raises(RenderError, match="must show its unsubscribe link in the text part"):
+            render(notification_type=marketing, subject="Sale", body=body,
+                   html_body='<a href="{{ unsubscribe_url }}">Unsubscribe</a>')
+
+    def test_a_marketing_email_whose_html_part_renders_without_the_link_fails(self, monkeypatch):
+        from notifier.pipeline import render as render_module
+
+        marketing = make_type(category="marketing", key="sale")
+        # the base layout adds an unsubscribe footer to every marketing HTML part; without it, the
+        # template's own link must survive rendering
+        monkeypatch.setattr(render_module, "email_layout", lambda html, subject, unsubscribe="": html)
+
+        with pytest.raises(RenderError, match="must show its unsubscribe link in the HTML part"):
+            render(notification_type=marketing, subject="Sale", body="Sale! {{ unsubscribe_url }}",
+                   html_body='<p>Sale!{% comment %}<a href="{{ unsubscribe_url }}">x</a>{% endcomment %}</p>')
+        content = render(notification_type=marketing, subject="Sale", body="Sale! {{ unsubscribe_url }}",
+                         html_body='<p>Sale! <a href="{{ unsubscribe_url }}">Unsubscribe</a></p>')
+        assert "/api/v1/unsubscribe/" in content["html_body"]
+
+    def test_the_text_part_made_from_a_marketing_html_part_keeps_the_link(self):
+        marketing = make_type(category="marketing", key="sale")
+
+        content = render(notification_type=marketing, subject="Sale", body="",
+                         html_body='<p>Sale!</p><a href="{{ unsubscribe_url }}">Unsubscribe</a>')
+
+        url = content["headers"]["List-Unsubscribe"].strip("<>")
+        assert content["body"] == f"Sale!Unsubscribe\n\nUnsubscribe: {url}"
