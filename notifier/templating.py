@@ -13,8 +13,18 @@ They get Django's template language minus everything that reaches outside the da
   (`{{ x.__class__ }}` does not compile), and a name that does not exist renders as an empty string.
 
 A template using a refused tag or filter fails to compile, so it is rejected when it is published.
+
+Nor may a template make the worker build a huge string: a few characters of template would otherwise take
+gigabytes (`|center:"999999999"`, `{% lorem 99999999 w %}`, `|stringformat:"999999999s"`, `|add` doubling
+a string in nested `{% with %}`, nested loops over the data). Widths, precisions and lorem counts are capped,
+`|add` may not build more than the output limit, loops share an iteration budget per render, and
+`render_capped` refuses an output longer than MAX_OUTPUT_CHARS. Each raises SandboxLimitError, which the
+render step reports as a RenderError.
 """
 from __future__ import annotations
+
+import functools
+import re
 
 from django.template import Engine, Library, defaultfilters, defaulttags
 
@@ -24,12 +34,103 @@ ALLOWED_TAGS = (
 )
 REFUSED_FILTERS = frozenset({"safe", "safeseq", "dictsort", "dictsortreversed", "pprint"})
 
+# Limits: far above what a notification needs (Gmail clips an email's HTML at about 100 KB).
+MAX_OUTPUT_CHARS = 200_000  # one rendered field (subject, body, HTML part…)
+MAX_WIDTH = 1000  # |center, |ljust, |rjust, and any width or precision in |stringformat or |floatformat
+MAX_LOREM_COUNT = 50  # {% lorem %} words or paragraphs
+MAX_LOOP_ITERATIONS = 10_000  # all {% for %} iterations of one render together, nested loops included
+_NUMBERS = re.compile(r"\d+")
+
+
+class SandboxLimitError(Exception):
+    """A template would build more than the sandbox allows."""
+
+
+def _capped_numbers(name, original):
+    """`original` with every number in its argument at most MAX_WIDTH."""
+
+    @functools.wraps(original)
+    def capped(value, arg=None):
+        if arg is not None and any(int(n) > MAX_WIDTH for n in _NUMBERS.findall(str(arg))):
+            raise SandboxLimitError(f"|{name}:{str(arg)[:20]!r} is over the limit of {MAX_WIDTH}")
+        return original(value) if arg is None else original(value, arg)
+
+    return capped
+
+
+def _capped_add(value, arg):
+    result = defaultfilters.add(value, arg)
+    if hasattr(result, "__len__") and len(result) > MAX_OUTPUT_CHARS:
+        raise SandboxLimitError(f"|add built a value of {len(result)} items, over the limit of {MAX_OUTPUT_CHARS}")
+    return result
+
+
+class _CappedLoremCount:
+    def __init__(self, count):
+        self.count = count
+
+    def resolve(self, context):
+        count = self.count.resolve(context)
+        try:
+            too_many = int(count) > MAX_LOREM_COUNT
+        except (TypeError, ValueError):
+            too_many = False  # LoremNode renders a bad count as 1
+        if too_many:
+            raise SandboxLimitError(f"{{% lorem {count} %}} is over the limit of {MAX_LOREM_COUNT}")
+        return count
+
+
+class _BudgetedSequence:
+    """A {% for %} loop's sequence, counted against the render's iteration budget when it is resolved
+    (an inner loop is resolved once per outer iteration, so nested loops add up)."""
+
+    def __init__(self, sequence):
+        self.sequence = sequence
+
+    def resolve(self, context, ignore_failures=False):
+        values = self.sequence.resolve(context, ignore_failures=ignore_failures)
+        if values is None or not hasattr(values, "__iter__"):
+            return values
+        if not hasattr(values, "__len__"):
+            values = list(values)
+        spent = context.render_context.get("sandbox_loop_iterations", 0) + len(values)
+        if spent > MAX_LOOP_ITERATIONS:
+            raise SandboxLimitError(f"loops ran more than {MAX_LOOP_ITERATIONS} iterations")
+        context.render_context["sandbox_loop_iterations"] = spent
+        return values
+
+
+def _do_for(parser, token):
+    node = defaulttags.do_for(parser, token)
+    node.sequence = _BudgetedSequence(node.sequence)
+    return node
+
+
+def _do_lorem(parser, token):
+    node = defaulttags.lorem(parser, token)
+    node.count = _CappedLoremCount(node.count)
+    return node
+
+
 register = Library()
 for _name in ALLOWED_TAGS:
     register.tags[_name] = defaulttags.register.tags[_name]
+register.tags["for"] = _do_for
+register.tags["lorem"] = _do_lorem
 for _name, _filter in defaultfilters.register.filters.items():
     if _name not in REFUSED_FILTERS:
         register.filters[_name] = _filter
+for _name in ("center", "ljust", "rjust", "stringformat", "floatformat"):
+    register.filters[_name] = _capped_numbers(_name, defaultfilters.register.filters[_name])
+register.filters["add"] = functools.wraps(defaultfilters.add)(_capped_add)
+
+
+def render_capped(compiled, context) -> str:
+    """Render a compiled sandbox template; refuses an output longer than MAX_OUTPUT_CHARS."""
+    output = compiled.render(context)
+    if len(output) > MAX_OUTPUT_CHARS:
+        raise SandboxLimitError(f"the output is {len(output)} characters, over the limit of {MAX_OUTPUT_CHARS}")
+    return output
 
 
 class SandboxedEngine(Engine):

@@ -24,7 +24,7 @@ from django.utils.html import strip_tags
 from django.utils.safestring import mark_safe
 
 from notifier.models import Category, Channel, Template
-from notifier.templating import sandboxed_engine
+from notifier.templating import render_capped, sandboxed_engine
 
 _TEXT_FIELDS = ("subject", "title", "body", "action_url")
 TEMPLATE_FIELDS = ("subject", "title", "body", "html_body", "action_url")
@@ -160,9 +160,12 @@ def template_render(template: Template, notification_type, data: dict, recipient
     try:
         for name in _TEXT_FIELDS:
             source = getattr(template, name)
-            content[name] = _compile(source).render(Context(variables, autoescape=False)).strip() if source else ""
-        html = _compile(template.html_body).render(Context(variables, autoescape=True)) if template.html_body else ""
-    except Exception as error:  # anything a filter raises
+            text = render_capped(_compile(source), Context(variables, autoescape=False)) if source else ""
+            content[name] = text.strip()
+        html = ""
+        if template.html_body:
+            html = render_capped(_compile(template.html_body), Context(variables, autoescape=True))
+    except Exception as error:  # anything a filter raises, and the sandbox's limits (SandboxLimitError)
         raise RenderError(f"template {template} failed to render: {error}") from error
     content["html_body"] = ""
     if template.channel == Channel.EMAIL:

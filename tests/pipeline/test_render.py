@@ -71,6 +71,47 @@ class TestTheSandbox:
         assert content["body"] == "3 items ANA"
 
 
+class TestTheSandboxBoundsWhatATemplateBuilds:
+    """A few characters of template must not make a worker allocate gigabytes. Each would, unbounded."""
+
+    # Arguments just over the limits, so that without them the test fails fast instead of exhausting memory.
+    @pytest.mark.parametrize("source, problem", [
+        ('{{ name|center:"100000" }}', "|center:'100000' is over the limit of 1000"),
+        ('{{ name|ljust:"100000" }}', "|ljust:'100000' is over the limit of 1000"),
+        ('{{ name|rjust:"100000" }}', "|rjust:'100000' is over the limit of 1000"),
+        ('{{ name|stringformat:"100000s" }}', "|stringformat:'100000s' is over the limit of 1000"),
+        ('{{ 1.5|floatformat:"100000" }}', "|floatformat:'100000' is over the limit of 1000"),
+        ("{% lorem 1000 w %}", "{% lorem 1000 %} is over the limit of 50"),
+        ("{% lorem 1000 p %}", "{% lorem 1000 %} is over the limit of 50"),
+        ("{% lorem count w %}", "{% lorem 1000 %} is over the limit of 50"),  # a count from the data
+        ("{% for a in items %}{% for b in items %}{% for c in items %}x{% endfor %}{% endfor %}{% endfor %}",
+         "loops ran more than 10000 iterations"),
+        ("{% with a=name|add:name %}{% with b=a|add:a %}{% with c=b|add:b %}{% with d=c|add:c %}"
+         "{% with e=d|add:d %}{{ e }}{% endwith %}{% endwith %}{% endwith %}{% endwith %}{% endwith %}",
+         "|add built a value of 320000 items, over the limit of 200000"),
+        ("{% for i in items %}{{ name }}{% endfor %}", "the output is 1000000 characters, over the limit of 200000"),
+    ])
+    def test_a_template_that_would_build_too_much_fails_with_a_clear_error(self, source, problem):
+        data = {"name": "x" * 10_000, "count": 1000, "items": list(range(100))}
+
+        with pytest.raises(RenderError) as refused:
+            render(channel="in_app", body=source, data=data)
+
+        assert "failed to render: " + problem in str(refused.value)
+
+    def test_an_html_part_too_long_fails_too(self):
+        with pytest.raises(RenderError, match="over the limit of 200000"):
+            render(html_body="{% for i in items %}<p>{{ name }}</p>{% endfor %}",
+                   data={"name": "x" * 5000, "items": list(range(50))})
+
+    def test_reasonable_widths_counts_and_loops_still_render(self):
+        content = render(channel="in_app", body='[{{ name|center:"9" }}]{% lorem 3 w %} '
+                         '{% for i in items %}{{ i }}{% endfor %} {{ 1.25|floatformat:2 }} {{ 7|stringformat:"03d" }}',
+                         data={"name": "Ana", "items": [1, 2, 3]})
+
+        assert content["body"] == "[   Ana   ]lorem ipsum dolor 123 1.25 007"
+
+
 class TestEscaping:
     def test_html_email_escapes_variables_and_the_text_part_does_not(self):
         content = render(html_body="<p>Hi {{ name }}</p>", data={"name": "<script>&"})
