@@ -1,5 +1,7 @@
 """Real providers end to end: a real Celery worker sends through the official SDKs (aioapns, firebase-admin,
 sendgrid, twilio, Django's SMTP backend) to fake servers that speak each provider's wire protocol."""
+import socket
+
 import pytest
 
 from notifier.models import Delivery, Device, Notification, Recipient, Template
@@ -180,8 +182,15 @@ def test_an_unsubscribed_number_is_recorded_and_skipped_next_time(api, order_typ
     assert len(fakes["twilio"].requests) == 1
 
 
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 # Every error mapping of the provider issue, through a real worker: (provider, target, how the fake
-# answers, what the delivery must show). "gone" means failed and the target is never used again.
+# answers, what the delivery must show). "gone" means failed and the target is never used again. A program
+# may return environment overrides for the worker (a provider pointed at a port nobody listens on).
 SMS_TO, EMAIL_TO = "+14155550100", "u_42@example.com"
 ERROR_CASES = [
     ("apns 410 Unregistered", "push", IPHONE, lambda f: f["apns"].set_outcome(IPHONE, 410, "Unregistered"), "gone"),
@@ -199,6 +208,7 @@ ERROR_CASES = [
      lambda f: f["apns"].set_outcome(IPHONE, 503, "ServiceUnavailable"), "retry"),
     ("apns 403 ExpiredProviderToken, then a fresh JWT", "push", IPHONE,
      lambda f: f["apns"].fail_next(1, 403, "ExpiredProviderToken"), "sent"),
+    ("apns connection refused", "push", IPHONE, lambda f: {"APNS_PORT": closed_port()}, "retry"),
     ("fcm UNREGISTERED", "push", ANDROID, lambda f: f["fcm"].set_outcome(ANDROID, "UNREGISTERED"), "gone"),
     ("fcm INVALID_ARGUMENT on the token", "push", ANDROID, lambda f: f["fcm"].set_outcome(ANDROID, "INVALID_TOKEN"),
      "gone"),
@@ -207,6 +217,7 @@ ERROR_CASES = [
     ("fcm INVALID_ARGUMENT", "push", ANDROID, lambda f: f["fcm"].set_outcome(ANDROID, "INVALID_ARGUMENT"), "failed"),
     ("fcm QUOTA_EXCEEDED with Retry-After", "push", ANDROID,
      lambda f: f["fcm"].set_outcome(ANDROID, "QUOTA_EXCEEDED", retry_after=30), "rate_limited"),
+    ("fcm plain HTTP 429", "push", ANDROID, lambda f: f["fcm"].set_outcome(ANDROID, "HTTP_429"), "rate_limited"),
     ("fcm UNAVAILABLE", "push", ANDROID, lambda f: f["fcm"].set_outcome(ANDROID, "UNAVAILABLE"), "retry"),
     ("fcm INTERNAL", "push", ANDROID, lambda f: f["fcm"].set_outcome(ANDROID, "INTERNAL"), "retry"),
     ("sendgrid 400 invalid address", "email", EMAIL_TO, lambda f: f["sendgrid"].set_outcome(EMAIL_TO, 400), "failed"),
@@ -216,9 +227,12 @@ ERROR_CASES = [
      "failed"),
     ("smtp 451 try again", "email", EMAIL_TO, lambda f: f["smtp"].set_outcome(EMAIL_TO, "451 4.3.0 Try again later"),
      "retry"),
+    ("smtp connection refused", "email", EMAIL_TO, lambda f: {"SMTP_PORT": closed_port()}, "retry"),
     ("twilio 21211 invalid To", "sms", SMS_TO, lambda f: f["twilio"].set_error(SMS_TO, 21211), "failed"),
     ("twilio 21610 unsubscribed", "sms", SMS_TO, lambda f: f["twilio"].set_error(SMS_TO, 21610), "gone"),
     ("twilio 429", "sms", SMS_TO, lambda f: f["twilio"].set_outcome(SMS_TO, 429), "rate_limited"),
+    ("twilio 20429 too many requests", "sms", SMS_TO, lambda f: f["twilio"].set_error(SMS_TO, 20429),
+     "rate_limited"),
     ("twilio 500", "sms", SMS_TO, lambda f: f["twilio"].set_outcome(SMS_TO, 500), "retry"),
 ]
 
@@ -227,8 +241,8 @@ ERROR_CASES = [
 def test_each_provider_error_is_handled_as_its_kind(case, channel, target, program, expected, api, order_type,
                                                    phone_user, fakes, start_worker):
     email_provider = "smtp" if case.startswith("smtp") else "sendgrid"
-    program(fakes)
-    start_worker(**provider_env(fakes), NOTIFIER_EMAIL_PROVIDERS=email_provider)
+    overrides = program(fakes) or {}
+    start_worker(**{**provider_env(fakes), **overrides}, NOTIFIER_EMAIL_PROVIDERS=email_provider)
 
     send(api, channels=[channel])
     delivery = wait_until(
@@ -246,6 +260,8 @@ def test_each_provider_error_is_handled_as_its_kind(case, channel, target, progr
         assert delivery.status == "queued" and " transient: " in delivery.last_error, delivery.last_error
     if expected == "rate_limited":
         assert delivery.status == "queued" and " rate_limited: " in delivery.last_error, delivery.last_error
+    if case.endswith("connection refused"):
+        assert "connection" in delivery.last_error.lower(), delivery.last_error
     if case.startswith("twilio 21211"):
         assert f"invalid 'To' number {SMS_TO}" in delivery.last_error, delivery.last_error
     if case.startswith("fcm QUOTA_EXCEEDED"):

@@ -89,6 +89,8 @@ ERRORS = {
     "THIRD_PARTY_AUTH_ERROR": FCMError(
         401, "UNAUTHENTICATED", "Auth error from APNS or Web Push Service", "THIRD_PARTY_AUTH_ERROR",
     ),
+    # A bare 429 from Google's front end, before FCM itself: an HTML page, no JSON error (no `status`).
+    "HTTP_429": FCMError(429, "", "<html><title>Error 429 (Too Many Requests)!!1</title></html>"),
 }
 UNAUTHENTICATED = FCMError(
     401, "UNAUTHENTICATED",
@@ -367,6 +369,8 @@ class FakeFCM:
             return 200, {"name": name}, {}
         error = ERRORS[outcome.error]
         headers = {"Retry-After": str(outcome.retry_after)} if outcome.retry_after is not None else {}
+        if not error.status:  # not from FCM: the page as it is
+            return error.http_status, error.message, headers
         return error.http_status, error_body(error), headers
 
     async def _serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -389,9 +393,11 @@ class FakeFCM:
                 length = int(headers.get("content-length") or 0)
                 raw = await reader.readexactly(length) if length else b""
                 status, body, extra = await self._handle(method, target, headers, raw, connection)
-                data = json.dumps(body).encode()
+                plain = isinstance(body, str)
+                data = body.encode() if plain else json.dumps(body).encode()
+                content_type = "text/html; charset=UTF-8" if plain else "application/json; charset=UTF-8"
                 head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
-                        "Content-Type: application/json; charset=UTF-8", f"Content-Length: {len(data)}"]
+                        f"Content-Type: {content_type}", f"Content-Length: {len(data)}"]
                 head += [f"{name}: {value}" for name, value in extra.items()]
                 writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + data)
                 await writer.drain()
@@ -403,7 +409,7 @@ class FakeFCM:
             self._writers.discard(writer)
             writer.close()
 
-    async def _handle(self, method, target, headers, raw, connection) -> tuple[int, dict, dict]:
+    async def _handle(self, method, target, headers, raw, connection) -> tuple[int, dict | str, dict]:
         path = urllib.parse.urlsplit(target).path
         request = ReceivedRequest(method=method, path=path, headers=headers, body=None, connection=connection)
         if method != "POST":

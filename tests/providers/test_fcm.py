@@ -178,6 +178,16 @@ def test_it_reports_quota_exceeded_as_rate_limited_with_retry_after(fake, provid
     assert without_header.value.retry_after is None
 
 
+def test_it_reports_a_bare_http_429_as_rate_limited_with_retry_after(fake, provider):
+    fake.set_outcome(TOKEN, "HTTP_429", retry_after=12)
+
+    with pytest.raises(RateLimited) as raised:
+        provider.send(push())
+
+    assert raised.value.retry_after == 12
+    assert fake.requests[0].status == 429
+
+
 @pytest.mark.parametrize("error", ["UNAVAILABLE", "INTERNAL"])
 def test_it_reports_fcm_server_errors_as_transient(fake, provider, error):
     fake.set_outcome(TOKEN, error)
