@@ -10,12 +10,16 @@
     timeout           seconds per HTTP request, default 10
     retries           extra attempts firebase-admin makes itself on 500/503, default 1 (our task retries
                       with backoff anyway; firebase-admin's default of 4 would hold a worker for ~8 s)
+    concurrency       messages in flight at once per worker process, default 100 (one connection each)
     target            "token" (default): Message.to is an FCM registration token (getToken()), sent in
                       the v1 `token` field; "fid": Message.to is a Firebase installation ID, sent in `fid`
 
-Sending uses `messaging.send_each_async`: one httpx client (HTTP/2 to Google) per process, all messages
-of a chunk concurrently, chunks of at most 500 messages (firebase-admin refuses more). The workers are
-synchronous, so each process runs one event loop in a daemon thread that owns the client.
+Sending uses `messaging.send_each` in chunks of `concurrency` messages: firebase-admin sends a chunk's
+messages on as many threads, over one requests session per process whose connection pool we size to the
+chunk (firebase-admin sizes it only for Google's own host, so any `endpoint` would open and drop a
+connection per message). We measured `send_each_async` (httpx) at 3.3–3.5 ms of CPU per message and
+this at 1.0–1.2 ms, on the same fake FCM (BENCHMARKS.md): on 2 cores the client's CPU is the push
+fan-out's limit.
 """
 from __future__ import annotations
 
@@ -31,8 +35,10 @@ from datetime import datetime, timezone
 
 import firebase_admin
 import google.auth.exceptions
-from firebase_admin import _http_client, credentials, exceptions, messaging
-from firebase_admin._retry import HttpxRetry
+import google.auth.transport.requests
+import requests
+from firebase_admin import credentials, exceptions, messaging
+from urllib3.util.retry import Retry
 
 from notifier.providers.base import (
     Message,
@@ -43,11 +49,10 @@ from notifier.providers.base import (
     SendResult,
     TransientError,
 )
-from notifier.providers.event_loop import EventLoopThread
 
 logger = logging.getLogger(__name__)
 
-MAX_MESSAGES_PER_CALL = 500  # send_each_async raises ValueError above this
+MAX_MESSAGES_PER_CALL = 500  # send_each raises ValueError above this
 GOOGLE_FCM_BASE_URL = "https://fcm.googleapis.com"
 _app_numbers = itertools.count(1)
 
@@ -68,6 +73,7 @@ class FCMProvider(Provider):
         timeout: float = 10.0,
         retries: int = 1,
         target: str = "token",
+        concurrency: int = 100,
     ):
         self.credentials_info = credentials_info
         self.credentials_file = credentials_file
@@ -76,6 +82,7 @@ class FCMProvider(Provider):
         self.timeout = float(timeout)
         self.retries = int(retries)
         self.target = target
+        self.concurrency = max(1, min(int(concurrency), MAX_MESSAGES_PER_CALL))
         self._app: firebase_admin.App | None = None
         self._app_pid = 0
         self._app_lock = threading.Lock()
@@ -91,8 +98,7 @@ class FCMProvider(Provider):
         return outcome
 
     def send_batch(self, messages: list[Message]) -> list[SendResult | ProviderError]:
-        """Send all messages, at most 500 per firebase-admin call, each chunk concurrently; one outcome
-        per message, in order."""
+        """Send all messages, `concurrency` at a time; one outcome per message, in order."""
         outcomes: list[SendResult | ProviderError | None] = [None] * len(messages)
         ready: list[tuple[int, messaging.Message]] = []
         for index, message in enumerate(messages):
@@ -109,15 +115,9 @@ class FCMProvider(Provider):
             problem = PermanentError(f"FCM is misconfigured: {error}", code="configuration")
             return [outcome or problem for outcome in outcomes]
 
-        loop = EventLoopThread.for_this_process()
-        for start in range(0, len(ready), MAX_MESSAGES_PER_CALL):
-            chunk = ready[start:start + MAX_MESSAGES_PER_CALL]
-            coroutine = self._send_chunk(app, [fcm_message for _, fcm_message in chunk])
-            try:
-                # httpx enforces `timeout` per request; this outer bound only guards against a wedged loop.
-                results = loop.run(coroutine, self.timeout * (self.retries + 1) * 10 + 30)
-            except TimeoutError:
-                results = [TransientError("FCM: no answer from the event loop", code="timeout")] * len(chunk)
+        for start in range(0, len(ready), self.concurrency):
+            chunk = ready[start:start + self.concurrency]
+            results = self._send_chunk(app, [fcm_message for _, fcm_message in chunk])
             for (index, _), result in zip(chunk, results):
                 outcomes[index] = self._log(messages[index], result)
         return outcomes
@@ -149,9 +149,7 @@ class FCMProvider(Provider):
         if app is None or self._app_pid != os.getpid():
             return
         try:
-            # Close the httpx client on the loop that used it; delete_app then finds it closed.
-            service = messaging._get_messaging_service(app)
-            EventLoopThread.for_this_process().run(service._async_client.aclose(), 5)
+            messaging._get_messaging_service(app)._client.close()
             firebase_admin.delete_app(app)
         except Exception:  # closing at shutdown must not raise
             logger.exception("FCM: error while closing the client")
@@ -229,11 +227,15 @@ class FCMProvider(Provider):
             raise PermanentError(f"FCM message is invalid: {error}", code="invalid_message") from error
         return fcm_message
 
-    # --- talking to FCM (runs in the event loop thread) ------------------------------------------------
+    # --- talking to FCM -----------------------------------------------------------------------------------
 
-    async def _send_chunk(self, app, fcm_messages: list) -> list[SendResult | ProviderError]:
+    def _send_chunk(self, app, fcm_messages: list) -> list[SendResult | ProviderError]:
         try:
-            batch = await messaging.send_each_async(fcm_messages, app=app)
+            # Each of send_each's threads would fetch its own access token when the cached one has expired.
+            credential = app.credential.get_credential()
+            if not credential.valid:
+                credential.refresh(google.auth.transport.requests.Request())
+            batch = messaging.send_each(fcm_messages, app=app)
         except Exception as error:  # the whole call failed, typically while fetching the access token
             return [_error_for_failed_call(error)] * len(fcm_messages)
         return [
@@ -271,15 +273,19 @@ class FCMProvider(Provider):
         )
         service = messaging._get_messaging_service(app)
         # firebase-admin has no public setting for these. The send URL is fixed in the service
-        # (`_fcm_url`), and the async client retries 500/503 four times with backoff. Both are private
-        # attributes, pinned by our firebase-admin version and covered by tests/providers/test_fcm.py.
-        if self.endpoint:
-            service._fcm_url = service._fcm_url.replace(GOOGLE_FCM_BASE_URL, self.endpoint, 1)
-        service._async_client = _http_client.HttpxAsyncClient(
-            credential=service._credential,
-            timeout=self.timeout,
-            retry_config=HttpxRetry(max_retries=self.retries, status_forcelist=[500, 503], backoff_factor=0.5),
-        )
+        # (`_fcm_url`), and its session retries 500/503 four times with backoff through a connection pool
+        # mounted for Google's host only. Both are private attributes, pinned by our firebase-admin version
+        # and covered by tests/providers/test_fcm.py.
+        base_url = self.endpoint or GOOGLE_FCM_BASE_URL
+        service._fcm_url = service._fcm_url.replace(GOOGLE_FCM_BASE_URL, base_url, 1)
+        # read=False: a request that timed out may have reached FCM, and sending it again could notify
+        # twice; the timeout is raised as such (DEADLINE_EXCEEDED, transient).
+        # respect_retry_after_header=False: urllib3 would otherwise sleep out a 429's Retry-After inside the
+        # worker; we answer RateLimited and the row waits in the database instead.
+        retries = Retry(connect=1, read=False, status=self.retries, status_forcelist=[500, 503], raise_on_status=False,
+                        backoff_factor=0.5, allowed_methods=None, respect_retry_after_header=False)
+        service._client.session.mount(base_url, requests.adapters.HTTPAdapter(
+            pool_connections=1, pool_maxsize=self.concurrency, max_retries=retries))
         return app
 
     def _credentials_info(self) -> dict | None:
@@ -325,7 +331,7 @@ def error_for(error: Exception) -> ProviderError:
 
 
 def _error_for_failed_call(error: Exception) -> ProviderError:
-    """Map an exception that failed a whole send_each_async call."""
+    """Map an exception that failed a whole send_each call."""
     cause = getattr(error, "cause", None) or error.__cause__ or error
     if isinstance(cause, google.auth.exceptions.RefreshError) and not getattr(cause, "retryable", False):
         # The token endpoint refused our service account (invalid_grant: key deleted, wrong account).
@@ -395,4 +401,5 @@ def build(config: dict) -> FCMProvider:
         timeout=float(config.get("timeout", 10.0)),
         retries=int(config.get("retries", 1)),
         target=config.get("target", "token"),
+        concurrency=int(config.get("concurrency", 100)),
     )

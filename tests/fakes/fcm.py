@@ -231,7 +231,11 @@ class FakeFCM:
             self._server.close()
             for writer in list(self._writers):
                 writer.close()
-            await asyncio.sleep(0)
+            # Connections still waiting for a next request on keep-alive: end them, so none is destroyed pending.
+            pending = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -211,8 +211,7 @@ def test_it_lets_firebase_admin_retry_a_server_error_when_configured(fake, make_
 
 def test_it_splits_600_messages_into_calls_of_at_most_500_with_one_outcome_each(fake, make_provider):
     # firebase-admin raises ValueError for more than 500 messages per call: getting 600 outcomes at all
-    # shows the adapter split them. Against this HTTP/1.1 fake httpx queues 500 requests on 100
-    # connections, and time spent queued counts against the timeout: allow for a slow test machine.
+    # shows the adapter split them (into chunks of its concurrency). Allow for a slow test machine.
     provider = make_provider(timeout=30)
     messages = [push(delivery_id=n, to=f"token-{n}") for n in range(600)]
     gone = {f"token-{n}" for n in (3, 499, 500, 599)}
@@ -250,7 +249,7 @@ def test_it_reuses_its_access_token_and_connections(fake, provider):
         provider.send(push(delivery_id=n))
 
     assert len(fake.token_requests) == 1
-    assert fake.connections_opened <= 2  # one for the token endpoint (requests), one for sends (httpx)
+    assert fake.connections_opened <= 2  # one for the token endpoint, one kept alive for the sends
 
 
 def test_it_fetches_a_new_access_token_when_google_rejects_the_old_one(fake, provider):
@@ -356,3 +355,17 @@ def test_check_accepts_the_fakes_service_account(fake, provider):
 
 def test_it_identifies_itself_as_the_fcm_push_provider(provider):
     assert (provider.name, provider.channel) == ("fcm", "push")
+
+
+def test_a_rate_limit_returns_at_once_and_leaves_the_wait_to_the_queue(fake, make_provider):
+    # urllib3 honours Retry-After on 429 by sleeping; a worker must not sleep for the provider.
+    provider = make_provider(retries=1)
+    fake.set_outcome(TOKEN, "QUOTA_EXCEEDED", retry_after=30)
+
+    started = time.monotonic()
+    with pytest.raises(RateLimited) as raised:
+        provider.send(push())
+
+    assert time.monotonic() - started < 5
+    assert raised.value.retry_after == 30
+    assert len(fake.requests) == 1
