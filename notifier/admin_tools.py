@@ -31,6 +31,7 @@ from notifier.pipeline.render import PUSH_FIELDS
 from notifier.pipeline.render import (
     TEMPLATE_FIELDS,
     RenderError,
+    fcm_payload_size,
     push_payload_size,
     template_render,
     variables_schema,
@@ -90,6 +91,7 @@ def template_preview(template: Template, data: dict, user_id: str = "preview-use
                           type_key=template.type.key, badge=content.get("badge"), sound=content.get("sound", ""))
         preview.payload = json.dumps(APNsProvider.payload_for(message), ensure_ascii=False, indent=2)
         preview.details.append(("payload size", f"{push_payload_size(content, data, template.type.key)} of 4096 bytes"))
+        preview.details.append(("FCM payload size", f"{fcm_payload_size(content, data)} of 4096 bytes"))
     elif template.channel == Channel.SMS:
         from notifier.pipeline.render import sms_max_segments
         from notifier.providers.sms_segments import count_segments

@@ -35,7 +35,13 @@ from notifier.models import (
     Priority,
 )
 from notifier.pipeline.quiet_hours import describe_release, quiet_hours_release_at
-from notifier.pipeline.render import RenderError, active_templates, template_choose, template_render
+from notifier.pipeline.render import (
+    RenderError,
+    active_templates,
+    render_failed_deliveries,
+    template_choose,
+    template_render,
+)
 from notifier.pipeline.wake import wake_deliver
 
 log = logging.getLogger(__name__)
@@ -118,7 +124,7 @@ def digests_flush(now=None, batch_size: int = FLUSH_BATCH_SIZE) -> int:
             notification = batch.last_notification
             if notification is not None:
                 notification.decisions = [*notification.decisions, decision]
-                if created:
+                if any(d.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD) for d in created):
                     notification.status, notification.completed_at = NotificationStatus.PROCESSING, None
                 notifications.append(notification)
         Delivery.objects.bulk_create(deliveries)  # unique per notification × channel × target: never twice
@@ -151,7 +157,9 @@ def _digest_deliveries(batch: DigestBatch, templates: dict, devices: list) -> tu
                                   notification_id=notification.id)
     except RenderError as error:
         log.warning("digest: batch %s of user %s failed to render: %s", batch.id, recipient.user_id, error)
-        return [], {**decision, "decision": "failed", "reason": str(error)}
+        failed = render_failed_deliveries(notification, batch.channel, targets, template, error, timezone.now())
+        return failed, {**decision, "decision": "failed", "reason": str(error), "targets": len(targets),
+                        "template_version": template.version}
     # A digest ending in the user's quiet hours waits for them to end, like any non-urgent delivery.
     now = timezone.now()
     release_at = quiet_hours_release_at(now, recipient.quiet_hours_start, recipient.quiet_hours_end,

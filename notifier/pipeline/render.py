@@ -225,6 +225,9 @@ def channel_limit_error(channel: str, content: dict, data: dict, type_key: str =
         size = push_payload_size(content, data, type_key, notification_id)
         if size > FCM_MAX_PAYLOAD_BYTES:
             return f"push payload is {size} bytes, over the 4096-byte limit of APNs and FCM"
+        size = fcm_payload_size(content, data, notification_id)
+        if size > FCM_MAX_PAYLOAD_BYTES:
+            return f"FCM payload (notification and data) is {size} bytes, over FCM's 4096-byte limit"
     elif channel == Channel.SMS:
         from notifier.providers.sms_segments import count_segments
 
@@ -250,6 +253,35 @@ def push_payload_size(content: dict, data: dict, type_key: str = "", notificatio
         badge=content.get("badge"), sound=content.get("sound", ""),
     )
     return len(json.dumps(APNsProvider.payload_for(message), ensure_ascii=False).encode())
+
+
+def fcm_payload_size(content: dict, data: dict, notification_id=None) -> int:
+    """The size of what FCM's 4096-byte limit counts: the message's notification and data, shaped as the
+    FCM adapter shapes them (providers/fcm.py). FCM data values are strings, so other values travel
+    JSON-encoded, with their quotes escaped and non-ASCII text as \\u escapes: data that fits in the APNs
+    payload can be larger here."""
+    strings = {str(key): value if isinstance(value, str) else json.dumps(value) for key, value in data.items()}
+    if content.get("action_url"):
+        strings.setdefault("action_url", content["action_url"])
+    strings["notification_id"] = str(notification_id or uuid.UUID(int=0))
+    payload = {"data": strings}
+    notification = {name: content[name] for name in ("title", "body") if content.get(name)}
+    if notification:
+        payload["notification"] = notification
+    return len(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def render_failed_deliveries(notification, channel: str, targets, template, error: Exception, now) -> list:
+    """What a render failure leaves: a failed Delivery per target carrying the error in last_error, so the
+    notification's API view and admin page show it on its channel, like a provider's permanent error."""
+    from notifier.models import Delivery, DeliveryStatus
+
+    return [
+        Delivery(notification=notification, channel=channel, priority=notification.priority, target=target.address,
+                 device=target.device, template=template, status=DeliveryStatus.FAILED, next_attempt_at=now,
+                 failed_at=now, last_error=f"render failed: {error}")
+        for target in targets
+    ]
 
 
 def sms_max_segments() -> int:

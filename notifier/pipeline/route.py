@@ -34,7 +34,13 @@ from notifier.pipeline import digest
 from notifier.pipeline.preferences import channel_verdict
 from notifier.pipeline.quiet_hours import describe_release, quiet_hours_release_at
 from notifier.pipeline.rate_limits import LimitCheck, rate_limits_check
-from notifier.pipeline.render import RenderError, active_templates, template_choose, template_render
+from notifier.pipeline.render import (
+    RenderError,
+    active_templates,
+    render_failed_deliveries,
+    template_choose,
+    template_render,
+)
 from notifier.pipeline.wake import clear_flag, route_queue, wake_deliver, wake_route
 
 log = logging.getLogger(__name__)
@@ -152,7 +158,8 @@ def _route_one(notification: Notification, devices: list[Device], templates: dic
             content = template_render(template, notification.type, notification.data, recipient=recipient,
                                       notification_id=notification.id)
         except RenderError as error:
-            decide(channel_name, "failed", str(error))
+            decide(channel_name, "failed", str(error), targets=len(targets), template_version=template.version)
+            deliveries.extend(render_failed_deliveries(notification, channel_name, targets, template, error, now))
             continue
         held = release_at is not None and channel_name in settings.NOTIFIER_QUIET_HOURS_CHANNELS
         status_reason = f"held for quiet hours until {describe_release(release_at, recipient.timezone)}" if held else ""

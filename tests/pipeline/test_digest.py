@@ -173,3 +173,22 @@ def test_beat_runs_the_digest_flush_and_the_inbox_purge_as_registered_tasks(phot
     assert {"notifier.flush_digests", "notifier.purge_inbox"} <= tasks
     assert tasks <= set(app.tasks)
     assert flush_digests.apply().get() == 1 and Delivery.objects.filter(channel="push").count() == 1
+
+
+def test_a_digest_that_fails_to_render_leaves_a_failed_delivery_saying_why(photo_liked):
+    user = make_reachable_user(devices=(("ios", "ios-token-1"),))
+    notification = like(photo_liked, user, "Bob")
+    route_due("medium")
+    deliver_due("in_app", "medium")
+    status_before = Notification.objects.get(pk=notification.pk).status
+    Template.objects.filter(channel="push").update(body="{% lorem digest.count|add:100 w %}")
+
+    assert digests_flush(now=timezone.now() + timedelta(seconds=601)) == 1
+
+    push = Delivery.objects.get(channel="push")
+    assert push.status == "failed" and push.target == "ios-token-1"
+    assert push.last_error.endswith("failed to render: {% lorem 101 %} is over the limit of 50")
+    notification = push.notification
+    assert notification.decisions[-1]["decision"] == "failed"
+    assert notification.status == status_before != NotificationStatus.PROCESSING  # nothing went in flight
+    assert DigestBatch.objects.get().status == "flushed"

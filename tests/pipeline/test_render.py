@@ -5,6 +5,8 @@ from django.test import override_settings
 from notifier.models import NotificationType, Template
 from notifier.pipeline.render import (
     RenderError,
+    fcm_payload_size,
+    push_payload_size,
     template_problems,
     template_render,
     template_syntax_error,
@@ -166,6 +168,31 @@ class TestChannelLimits:
     def test_a_push_payload_over_4_kb_fails_with_a_clear_error(self):
         with pytest.raises(RenderError, match="push payload is .* bytes, over the 4096-byte limit"):
             render("push", data={"name": "x" * 5000})
+
+    def test_data_that_fits_apns_but_not_fcm_fails_with_fcms_limit(self):
+        # FCM data values are strings: a nested object travels JSON-encoded, its Cyrillic as \u escapes
+        data = {"name": "Ana", "meta": {"note": "ж" * 700}}
+
+        assert push_payload_size({"title": "", "body": "Hi Ana"}, data) < 4096
+        assert fcm_payload_size({"title": "", "body": "Hi Ana"}, data) > 4096
+        with pytest.raises(RenderError, match=r"FCM payload \(notification and data\) is \d+ bytes, over FCM's"):
+            render("push", data=data, notification_type=make_type(variables={}))
+
+    def test_the_fcm_size_is_measured_on_the_message_the_fcm_adapter_builds(self):
+        from firebase_admin import messaging
+
+        from notifier.providers.base import Message
+        from notifier.providers.fcm import FCMProvider
+
+        content = {"title": "Hello", "body": "Ünïcode body", "action_url": "https://x.example/o/1"}
+        data = {"name": "Ana", "count": 3, "meta": {"note": "ж" * 10}}
+        message = Message(delivery_id=1, notification_id="n-1", channel="push", to="token", title="Hello",
+                          body="Ünïcode body", action_url=content["action_url"], data={"notification_id": "n-1", **data})
+
+        encoded = messaging._MessagingService.encode_message(FCMProvider().fcm_message_for(message))
+        counted = {"data": encoded["data"], "notification": encoded["notification"]}
+        assert fcm_payload_size(content, data, "n-1") == len(
+            __import__("json").dumps(counted, ensure_ascii=False, separators=(",", ":")).encode())
 
     def test_a_push_payload_under_4_kb_renders(self):
         assert render("push", data={"name": "x" * 1500})["body"].startswith("Hi xxx")

@@ -118,6 +118,28 @@ def test_a_render_failure_is_recorded_and_fails_the_notification(db):
     assert notification.decisions[0]["reason"] == "missing required variables: order_id"
 
 
+def test_a_render_failure_leaves_a_failed_delivery_per_target_that_the_api_shows(api, reachable_user):
+    notification_type = make_order_type(key="two_channels", channels=("push", "sms"))
+    Template.objects.filter(channel="push").update(body="Order {{ order_id|center:'5000' }}")
+    notification_id = api.post("/api/v1/notifications", {"type": "two_channels", "user_id": "u_42",
+                                                         "data": {"order_id": "8"}}, format="json").json()[
+        "notifications"][0]["id"]
+
+    route_due("high")
+
+    shown = api.get(f"/api/v1/notifications/{notification_id}").json()
+    by_target = {d["target"]: d for d in shown["deliveries"]}
+    assert set(by_target) == {"ios-token-1", "android-token-1", "+14155550100"}
+    for token in ("ios-token-1", "android-token-1"):
+        assert by_target[token]["status"] == "failed" and by_target[token]["template_version"] == 1
+        assert by_target[token]["last_error"] == (
+            f"render failed: template {notification_type.key}/push/en v1 failed to render: "
+            "|center:'5000' is over the limit of 1000")
+    assert by_target["+14155550100"]["status"] == "queued"
+    assert shown["status"] == "processing"  # the SMS is on its way
+    assert not Delivery.objects.filter(status="failed", next_attempt_at__isnull=True).exists()
+
+
 def test_an_expired_notification_is_not_routed(order_type, reachable_user):
     notification = make_notification(order_type, reachable_user, expires_at=timezone.now() - timedelta(seconds=1))
 
