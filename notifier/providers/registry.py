@@ -45,9 +45,12 @@ def providers_for(channel: str) -> list[Provider]:
     return [provider_get(name, channel) for name in provider_names(channel)]
 
 
-def providers_reset() -> None:
-    """Close and forget every built provider (tests that change settings; worker shutdown)."""
+def providers_reset() -> int:
+    """Close and forget every built provider (tests that change settings; worker shutdown: see
+    notifier_project/celery.py). Returns how many were closed."""
     with _lock:
         for provider in _built.values():
             provider.close()
+        closed = len(_built)
         _built.clear()
+        return closed

@@ -116,6 +116,21 @@ def test_badge_sound_and_collapse_key_reach_apns_and_fcm(api, order_type, phone_
     assert fcm.message["android"]["notification"] == {"sound": "chime.caf", "notification_count": 3}
 
 
+def test_a_worker_process_reuses_one_apns_connection_and_closes_it_at_shutdown(
+    api, order_type, phone_user, fakes, start_worker
+):
+    worker = start_worker(concurrency=1, **provider_env(fakes))
+
+    first = wait_finished(send(api, channels=["push"]))
+    second = wait_finished(send(api, channels=["push"], data={"order_id": "790"}))
+
+    assert (first.status, second.status) == ("delivered", "delivered")
+    assert len(fakes["apns"].requests) == 2
+    assert fakes["apns"].connections_opened == 1  # the second task sent on the first task's connection
+    worker.stop()
+    assert "closed 2 provider(s) at shutdown" in worker.output()  # apns and fcm, in the child process
+
+
 def test_a_token_apns_reports_unregistered_is_never_sent_to_again(api, order_type, phone_user, fakes, start_worker):
     fakes["apns"].set_outcome(IPHONE, status=410, reason="Unregistered")
     start_worker(**provider_env(fakes))

@@ -1,10 +1,13 @@
+import os
+
 import pytest
+from celery.signals import worker_process_shutdown, worker_shutdown
 from django.core.checks import run_checks
 
 from notifier.models import Delivery
 from notifier.pipeline.dispatch import deliver_due
 from notifier.pipeline.route import route_due
-from notifier.providers.registry import provider_names
+from notifier.providers.registry import provider_get, provider_names
 from tests.pipeline.test_route import make_notification
 
 pytestmark = pytest.mark.django_db
@@ -34,3 +37,25 @@ def test_a_provider_that_cannot_be_built_fails_its_deliveries_permanently(settin
     for delivery in Delivery.objects.filter(channel="push"):
         assert delivery.status == "failed"
         assert "provider not configured correctly" in delivery.last_error
+
+
+def test_a_provider_is_built_once_per_process_and_channel():
+    first = provider_get("sandbox", "push")
+
+    assert provider_get("sandbox", "push") is first  # the same instance, so the same connection pool
+    assert provider_get("sandbox", "email") is not first
+
+
+@pytest.mark.parametrize("signal", [worker_process_shutdown, worker_shutdown], ids=["child exits", "worker stops"])
+def test_worker_shutdown_closes_every_built_provider(signal, monkeypatch):
+    import notifier_project.celery  # noqa: F401  (connects the handlers, as the worker's import does)
+
+    closed = []
+    providers = [provider_get("sandbox", "push"), provider_get("sandbox", "sms")]
+    for provider in providers:
+        monkeypatch.setattr(provider, "close", lambda provider=provider: closed.append(provider))
+
+    signal.send(sender=None, pid=os.getpid(), exitcode=0)
+
+    assert closed == providers
+    assert provider_get("sandbox", "push") is not providers[0]  # forgotten: a new one is built
