@@ -1,0 +1,41 @@
+"""GET /healthz when the database is down: 503, naming the database, while the broker still answers."""
+import socket
+
+import pytest
+from django.db import connection
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def database_down(django_db_blocker):
+    """The default connection pointed at a port nobody listens on: every connect is refused."""
+    with django_db_blocker.unblock():
+        connection.close()
+        saved = dict(connection.settings_dict)
+        connection.settings_dict.update(HOST="127.0.0.1", PORT=str(closed_port()))
+        try:
+            yield
+        finally:
+            connection.close()
+            connection.settings_dict.clear()
+            connection.settings_dict.update(saved)
+
+
+def test_healthz_is_503_naming_the_database_when_it_is_down(client, database_down):
+    response = client.get("/healthz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "down"
+    assert body["checks"]["database"].startswith("down"), body
+    assert "refused" in body["checks"]["database"]  # a real refused connection, not pytest-django's guard
+    assert body["checks"]["broker"] == "ok"
+
+
+def test_healthz_recovers_when_the_database_is_back(client, db):
+    assert client.get("/healthz").json()["checks"]["database"] == "ok"
