@@ -131,8 +131,6 @@ NOTIFIER_MAX_RECIPIENTS_PER_REQUEST = 1000
 # How many rows one route or deliver task claims at once (DESIGN.md, "Throughput rules").
 NOTIFIER_ROUTE_BATCH_SIZE = int(os.environ.get("NOTIFIER_ROUTE_BATCH_SIZE", "500"))
 NOTIFIER_DELIVER_BATCH_SIZE = int(os.environ.get("NOTIFIER_DELIVER_BATCH_SIZE", "200"))
-# An accepted notification still unrouted after this many seconds is re-published by the sweeper.
-NOTIFIER_ACCEPTED_GRACE_SECONDS = int(os.environ.get("NOTIFIER_ACCEPTED_GRACE_SECONDS", "10"))
 # A delivery claimed (status "sending") longer than this is taken to belong to a dead worker. It must
 # outlast a deliver task's hard time limit (celeryconfig.task_time_limit, 330 s by default).
 NOTIFIER_CLAIM_LEASE_SECONDS = int(os.environ.get("NOTIFIER_CLAIM_LEASE_SECONDS", "360"))
