@@ -14,6 +14,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import requests
+
 
 @dataclass(frozen=True)
 class Message:
@@ -126,3 +128,14 @@ class Provider:
 
     def close(self) -> None:
         """Release connections (called at worker shutdown)."""
+
+
+def session_read_environment_once(session: requests.Session, url: str) -> None:
+    """Settle what requests reads from the environment on every request (proxies and no_proxy, the CA
+    bundle, ~/.netrc) once, for the SDK sessions we keep per process. py-spy showed those per-request
+    lookups at about 4% of a push worker's time. HTTPS_PROXY and REQUESTS_CA_BUNDLE still apply, as read
+    when the provider is built; .netrc does not (our providers authenticate themselves)."""
+    settings = session.merge_environment_settings(url, {}, None, None, None)
+    session.proxies.update(settings["proxies"])
+    session.verify = settings["verify"]
+    session.trust_env = False

@@ -48,6 +48,7 @@ from notifier.providers.base import (
     RateLimited,
     SendResult,
     TransientError,
+    session_read_environment_once,
 )
 
 logger = logging.getLogger(__name__)
@@ -286,6 +287,7 @@ class FCMProvider(Provider):
                         backoff_factor=0.5, allowed_methods=None, respect_retry_after_header=False)
         service._client.session.mount(base_url, requests.adapters.HTTPAdapter(
             pool_connections=1, pool_maxsize=self.concurrency, max_retries=retries))
+        session_read_environment_once(service._client.session, base_url)
         return app
 
     def _credentials_info(self) -> dict | None:

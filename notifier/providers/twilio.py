@@ -39,6 +39,7 @@ from notifier.providers.base import (
     RateLimited,
     SendResult,
     TransientError,
+    session_read_environment_once,
 )
 from notifier.providers.sms_segments import count_segments
 
@@ -87,6 +88,7 @@ class TwilioProvider(Provider):
         )
         # Messages live on the "api" domain; every request the SDK makes for them is built from its base_url.
         self.client.api.base_url = base_url
+        session_read_environment_once(self.client.http_client.session, base_url)
 
     def send(self, message: Message) -> SendResult:
         """Send one SMS. Returns SendResult(provider_message_id=the message SID, "SM…") on 201, or raises

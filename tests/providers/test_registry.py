@@ -59,3 +59,22 @@ def test_worker_shutdown_closes_every_built_provider(signal, monkeypatch):
 
     assert closed == providers
     assert provider_get("sandbox", "push") is not providers[0]  # forgotten: a new one is built
+
+
+def test_sdk_sessions_read_proxy_and_ca_settings_from_the_environment_once(monkeypatch):
+    import requests
+
+    from notifier.providers.base import session_read_environment_once
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    session, local = requests.Session(), requests.Session()
+
+    session_read_environment_once(session, "https://fcm.googleapis.com")
+    session_read_environment_once(local, "http://127.0.0.1:8444")
+
+    assert session.trust_env is False  # no per-request lookups of netrc, proxies and CA bundle
+    assert session.proxies["https"] == "http://proxy.internal:3128"
+    assert session.verify == "/etc/ssl/certs/ca-certificates.crt"
+    assert "http" not in local.proxies and "https" not in local.proxies  # NO_PROXY honoured
