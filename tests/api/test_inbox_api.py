@@ -206,8 +206,11 @@ class TestWhoMaySeeWhat:
         ("get", "/api/v1/users/{user}/notifications/unread-count", None),
         ("post", "/api/v1/users/{user}/notifications/mark-all-read", None),
         ("patch", "/api/v1/users/{user}/notifications/{item}", {"read": True}),
+        ("patch", "/api/v1/users/{user}/notifications/{item}", {"archived": True}),
         ("get", "/api/v1/users/{user}/notifications/stream", None),
         ("get", "/api/v1/users/{user}/notification-preferences", None),
+        ("put", "/api/v1/users/{user}/notification-preferences", {"channels": {"push": False}}),
+        ("patch", "/api/v1/users/{user}/notification-preferences", {"channels": {"push": False}}),
     ]
 
     @pytest.mark.parametrize("method, path, body", ENDPOINTS)
@@ -229,17 +232,32 @@ class TestWhoMaySeeWhat:
         response = getattr(client, method)(path.format(user="bob", item=theirs.id), body, format="json")
 
         assert response.status_code == 404
-        assert InboxItem.objects.get(notification=theirs).read_at is None
+        item = InboxItem.objects.get(notification=theirs)
+        assert (item.read_at, item.archived_at) == (None, None)
+        assert Recipient.objects.get(user_id="bob").channel_preferences == {}
+
+    @pytest.mark.parametrize("method", ["put", "patch"])
+    def test_a_recipient_token_cannot_create_another_users_preferences(self, api, method):
+        client = token_client(api, "alice")
+
+        response = getattr(client, method)("/api/v1/users/carol/notification-preferences",
+                                           {"channels": {"push": False}}, format="json")
+
+        assert response.status_code == 404
+        assert not Recipient.objects.filter(user_id="carol").exists()
 
     def test_another_users_item_under_ones_own_path_is_404(self, api):
         given_inbox("alice", count=1)
         theirs = given_inbox("bob", count=1)[0]
         client = token_client(api, "alice")
 
-        response = client.patch(f"/api/v1/users/alice/notifications/{theirs.id}", {"read": True}, format="json")
+        read = client.patch(f"/api/v1/users/alice/notifications/{theirs.id}", {"read": True}, format="json")
+        archived = client.patch(f"/api/v1/users/alice/notifications/{theirs.id}", {"archived": True},
+                                format="json")
 
-        assert response.status_code == 404
-        assert InboxItem.objects.get(notification=theirs).read_at is None
+        assert (read.status_code, archived.status_code) == (404, 404)
+        item = InboxItem.objects.get(notification=theirs)
+        assert (item.read_at, item.archived_at) == (None, None)
 
     @pytest.mark.parametrize("method, path, body", ENDPOINTS)
     def test_no_credentials_is_401(self, method, path, body, db):

@@ -255,6 +255,19 @@ class TestIdempotency:
         assert post(other_client, self.BODY).status_code == 202
         assert Notification.objects.count() == 2
 
+    def test_keys_are_kept_at_least_24_hours_by_the_sweepers_purge(self, api, order_type, reachable_user):
+        from notifier.tasks import sweep
+
+        for key, age in (("day-old-minus-one", 23), ("day-old-plus-one", 25)):
+            post(api, {**self.BODY, "idempotency_key": key})
+            IdempotencyKey.objects.filter(key=key).update(created_at=timezone.now() - timedelta(hours=age))
+
+        assert sweep.apply().get()["idempotency_keys_deleted"] == 1  # the beat task, run in-process
+
+        assert list(IdempotencyKey.objects.values_list("key", flat=True)) == ["day-old-minus-one"]
+        replay = post(api, {**self.BODY, "idempotency_key": "day-old-minus-one"})
+        assert replay.status_code == 202 and replay["Idempotent-Replayed"] == "true"
+
 
 def test_status_shows_each_delivery(api, order_type, reachable_user):
     notification_id = post(api, {"type": "order_shipped", "user_id": "u_42", "data": {"order_id": "9"}}).json()[
@@ -289,3 +302,24 @@ def test_a_scheduled_notification_waits_for_its_time(api, order_type, reachable_
     assert route_due("high") == 0
     Notification.objects.update(due_at=timezone.now())
     assert route_due("high") == 1
+
+
+def test_a_delivery_keeps_showing_the_template_version_that_rendered_it(api, admin_api, order_type,
+                                                                        reachable_user):
+    first = post(api, {"type": "order_shipped", "user_id": "u_42", "data": {"order_id": "1"},
+                       "channels": ["sms"]}).json()["notifications"][0]["id"]
+    route_due("high")
+    published = admin_api.post("/api/v1/templates", {"type": "order_shipped", "channel": "sms", "language": "en",
+                                                     "body": "v2: order {{ order_id }}"}, format="json")
+    assert published.status_code == 201 and published.json()["version"] == 2
+    second = post(api, {"type": "order_shipped", "user_id": "u_42", "data": {"order_id": "2"},
+                        "channels": ["sms"]}).json()["notifications"][0]["id"]
+    route_due("high")
+    deliver_due("sms", "high")
+
+    [old] = api.get(f"/api/v1/notifications/{first}").json()["deliveries"]
+    [new] = api.get(f"/api/v1/notifications/{second}").json()["deliveries"]
+
+    assert (old["template_version"], old["status"]) == (1, "delivered")
+    assert new["template_version"] == 2
+    assert Notification.objects.get(id=first).deliveries.get().content["body"] == "Order 1 ships with UPS."

@@ -1,8 +1,10 @@
 """Digests: a user's notifications of a digestible type within a window become one delivery per channel,
 while the inbox still shows each of them."""
+import threading
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from notifier.models import Delivery, DigestBatch, InboxItem, Notification, NotificationStatus, NotificationType, Producer, Template
@@ -192,3 +194,39 @@ def test_a_digest_that_fails_to_render_leaves_a_failed_delivery_saying_why(photo
     assert notification.decisions[-1]["decision"] == "failed"
     assert notification.status == status_before != NotificationStatus.PROCESSING  # nothing went in flight
     assert DigestBatch.objects.get().status == "flushed"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_beat_ticks_flushing_at_once_send_each_digest_exactly_once(photo_liked):
+    users = [make_reachable_user(f"u{i}", devices=((("ios", f"token-{i}"),))) for i in range(20)]
+    for user in users:
+        like(photo_liked, user, "Bob")
+        like(photo_liked, user, "Carol")
+    route_due("medium")
+    later = timezone.now() + timedelta(seconds=601)
+    start = threading.Barrier(2)
+    flushed, errors = [], []
+
+    def tick():
+        start.wait()
+        try:
+            for _ in range(3):  # small batches, so the two ticks interleave
+                flushed.append(digests_flush(now=later, batch_size=7))
+        except Exception as error:  # e.g. the unique delivery index refusing a second send of a batch
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=tick) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert sum(flushed) == 20
+    assert Delivery.objects.filter(channel="push").count() == 20
+    assert set(Delivery.objects.filter(channel="push").values_list("content__body", flat=True)) == {
+        "Carol and 1 others liked your photo"}
+    assert not DigestBatch.objects.filter(status="open").exists()
+    assert DigestBatch.objects.filter(delivery__isnull=True).count() == 0
