@@ -16,7 +16,8 @@ class Delivery(models.Model):
     priority = models.CharField(max_length=8, choices=Priority.choices)
     target = models.CharField(max_length=512)
     device = models.ForeignKey("notifier.Device", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
-    template = models.ForeignKey("notifier.Template", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    # PROTECT: a delivery keeps the version that rendered it; a template version is never deleted under it.
+    template = models.ForeignKey("notifier.Template", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     # The rendered message: subject, title, body, html_body, action_url, data.
     content = models.JSONField(default=dict)
     provider = models.CharField(max_length=32, blank=True)

@@ -5,6 +5,7 @@ import re
 import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.db.models import ProtectedError
 from django.urls import reverse
 from django.utils import timezone
 
@@ -91,6 +92,15 @@ class TestHistory:
         assert delete_page.status_code == 403
         assert 'value="delete_selected"' not in changelist
         assert model.objects.filter(pk=row.pk).exists()
+
+    def test_a_template_version_that_rendered_a_delivery_cannot_be_deleted_even_in_code(self, history):
+        template, delivery = history[Template], history[Delivery]
+
+        with pytest.raises(ProtectedError):
+            template.delete()
+
+        delivery.refresh_from_db()
+        assert delivery.template_id == template.pk  # not set to NULL
 
     def test_idempotency_keys_are_listed_read_only(self, ops, history):
         key = history[IdempotencyKey]
