@@ -122,6 +122,12 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # The SDKs' own INFO lines repeat ours (one per delivery, with provider, ids and outcome), and Twilio's
+    # print every request's headers: keep their warnings and errors only. SDK_LOG_LEVEL=INFO to see them.
+    "loggers": {
+        name: {"level": os.environ.get("SDK_LOG_LEVEL", "WARNING")}
+        for name in ("twilio.http_client", "httpx", "httpcore", "urllib3", "google.auth", "aioapns", "hpack", "h2")
+    },
 }
 
 # --- notifier -------------------------------------------------------------------------------------------
