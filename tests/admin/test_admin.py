@@ -3,7 +3,6 @@ sent, tests and resends go through the real pipeline, keys are shown once."""
 import re
 
 import pytest
-from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.db.models import ProtectedError
 from django.urls import reverse
@@ -28,13 +27,6 @@ from notifier.pipeline.route import route_due
 from tests.conftest import make_order_type, make_reachable_user
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def ops(client):
-    User.objects.create_superuser("ops", "ops@example.com", "pw")
-    client.login(username="ops", password="pw")
-    return client
 
 
 def messages_of(response) -> str:

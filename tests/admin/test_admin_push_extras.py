@@ -1,18 +1,10 @@
 """Push badge and sound on the admin's template pages; a notification's collapse key on its page."""
 import pytest
-from django.contrib.auth.models import User
 from django.urls import reverse
 
 from notifier.models import Template
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def ops(client):
-    User.objects.create_superuser("ops", "ops@example.com", "pw")
-    client.login(username="ops", password="pw")
-    return client
 
 
 def test_editing_a_push_templates_badge_and_sound_publishes_a_version_with_them(ops, order_type):
