@@ -12,7 +12,8 @@ They get Django's template language minus everything that reaches outside the da
   `settings`, no model and no request to reach; Django refuses any name starting with an underscore
   (`{{ x.__class__ }}` does not compile), and a name that does not exist renders as an empty string.
 
-A template using a refused tag or filter fails to compile, so it is rejected when it is published.
+A template using a refused tag or filter fails to compile, so it is rejected when it is published. So is a
+tag left open (`{{ actor ` with no `}}` on its line), which Django itself would read as text and send as it is.
 
 Nor may a template make the worker build a huge string: a few characters of template would otherwise take
 gigabytes (`|center:"999999999"`, `{% lorem 99999999 w %}`, `|stringformat:"999999999s"`, `|add` doubling
@@ -26,13 +27,16 @@ from __future__ import annotations
 import functools
 import re
 
-from django.template import Engine, Library, defaultfilters, defaulttags
+from django.template import Engine, Library, TemplateSyntaxError, defaultfilters, defaulttags
+from django.template.base import BLOCK_TAG_START, Lexer, Parser, Template
 
 ALLOWED_TAGS = (
     "comment", "cycle", "filter", "firstof", "for", "if", "ifchanged", "lorem", "now", "resetcycle",
     "spaceless", "templatetag", "verbatim", "widthratio", "with",
 )
 REFUSED_FILTERS = frozenset({"safe", "safeseq", "dictsort", "dictsortreversed", "pprint"})
+_TAG_OPENING = re.compile(r"{[{%#]")
+_TAG_CLOSING = {"{{": "}}", "{%": "%}", "{#": "#}"}
 
 # Limits: far above what a notification needs (Gmail clips an email's HTML at about 100 KB).
 MAX_OUTPUT_CHARS = 200_000  # one rendered field (subject, body, HTML part…)
@@ -133,10 +137,49 @@ def render_capped(compiled, context) -> str:
     return output
 
 
+class _SandboxLexer(Lexer):
+    """Django's lexer, refusing a tag opening ({{, {% or {#) that is not closed on its line: Django reads
+    it as text, so `{{ actor ` would be sent as it is. Text inside {% verbatim %} and {% comment %} is
+    left alone, as Django leaves it."""
+
+    in_comment = False
+
+    def create_token(self, token_string, position, lineno, in_tag):
+        if in_tag and token_string.startswith(BLOCK_TAG_START) and not self.verbatim:
+            content = token_string[2:-2].strip()
+            if content == "comment" or content.startswith("comment "):
+                self.in_comment = True
+            elif content == "endcomment":
+                self.in_comment = False
+        if not in_tag and not self.verbatim and not self.in_comment:
+            opening = _TAG_OPENING.search(token_string)
+            if opening:
+                line = lineno + token_string.count("\n", 0, opening.start())
+                raise TemplateSyntaxError(
+                    f"'{opening.group()}' on line {line} is not closed: a tag must end with "
+                    f"'{_TAG_CLOSING[opening.group()]}' on the same line."
+                )
+        return super().create_token(token_string, position, lineno, in_tag)
+
+
+class SandboxTemplate(Template):
+    """A template compiled by the sandbox's lexer and parser (Django's own, with the refusals above)."""
+
+    def compile_nodelist(self):
+        tokens = _SandboxLexer(self.source).tokenize()
+        parser = Parser(tokens, self.engine.template_libraries, self.engine.template_builtins, self.origin)
+        nodelist = parser.parse()
+        self.extra_data = parser.extra_data
+        return nodelist
+
+
 class SandboxedEngine(Engine):
     # Engine adds its default builtins (all default tags and filters, plus include/extends) to whatever
     # it is given; the sandbox starts from nothing instead.
     default_builtins = []
+
+    def from_string(self, template_code):
+        return SandboxTemplate(template_code, engine=self)
 
 
 sandboxed_engine = SandboxedEngine(

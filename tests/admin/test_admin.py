@@ -146,6 +146,18 @@ class TestTemplates:
         assert "Invalid block tag" in response.content.decode()
         assert not Template.objects.exists()
 
+    def test_saving_a_tag_left_open_is_refused_on_its_field_and_publishes_no_version(self, ops, order_type):
+        in_app = Template.objects.get(channel="in_app")
+
+        response = ops.post(reverse("admin:notifier_template_change", args=[in_app.pk]),
+                            {"title": "Order shipped", "body": "{{ actor "})
+
+        assert response.status_code == 200
+        assert "Published version" not in messages_of(response)
+        assert response.context["adminform"].form.errors["body"] == [
+            "Template syntax error: '{{' on line 1 is not closed: a tag must end with '}}' on the same line."]
+        assert list(Template.objects.filter(channel="in_app").values_list("version", "active")) == [(1, True)]
+
     def test_editing_a_marketing_email_without_an_unsubscribe_link_is_refused(self, ops):
         sale = NotificationType.objects.create(key="sale", category="marketing", default_channels=["email"])
         template = Template.objects.create(type=sale, channel="email", subject="Sale",

@@ -92,6 +92,19 @@ class TestTypesAndTemplates:
         assert response.status_code == 400
         assert "body" in response.json()["error"]["fields"]
 
+    def test_a_template_with_a_tag_left_open_is_400_naming_the_field_and_publishes_nothing(self, admin_api,
+                                                                                            order_type):
+        versions = Template.objects.count()
+
+        response = admin_api.post("/api/v1/templates", {
+            "type": "order_shipped", "channel": "in_app", "language": "en", "title": "Hi", "body": "{{ actor ",
+        }, format="json")
+
+        assert response.status_code == 400
+        assert list(response.json()["error"]["fields"]) == ["body"]
+        assert "'{{' on line 1 is not closed" in response.json()["error"]["fields"]["body"][0]
+        assert Template.objects.count() == versions
+
     def test_a_type_with_an_unknown_channel_is_400(self, admin_api):
         response = admin_api.post("/api/v1/notification-types", {"key": "x", "default_channels": ["fax"]},
                                   format="json")

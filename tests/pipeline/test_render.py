@@ -66,6 +66,28 @@ class TestTheSandbox:
         assert "'load'" in response.json()["error"]["fields"]["body"][0]
         assert not Template.objects.exists()
 
+    @pytest.mark.parametrize("field, source, problem", [
+        ("body", "{{ actor ", "'{{' on line 1 is not closed"),
+        ("subject", "Hi {% if vip VIP", "'{%' on line 1 is not closed"),
+        ("html_body", "<p>\n{# note</p>", "'{#' on line 2 is not closed"),
+        ("title", "{{ actor\n}}", "'{{' on line 1 is not closed"),  # Django reads a tag split over lines as text
+        ("action_url", "https://example.com/{{ id", "'{{' on line 1 is not closed"),
+    ])
+    def test_a_tag_left_open_is_refused_at_publish_on_its_field(self, field, source, problem):
+        problems = template_problems(make_type(), "email", {"subject": "Hi", "body": "Hi", field: source})
+
+        assert list(problems) == [field]
+        assert problem in problems[field]
+
+    def test_a_published_template_with_a_tag_left_open_fails_to_render_rather_than_send_it_as_text(self):
+        with pytest.raises(RenderError, match="is not closed"):
+            render(body="Hi {{ name ")
+
+    def test_braces_inside_verbatim_and_comment_blocks_are_still_text(self):
+        content = render(body="{% verbatim %}{{ name {% endverbatim %}{% comment %}{{ todo{% endcomment %}!")
+
+        assert content["body"] == "{{ name !"
+
     def test_ordinary_template_language_still_works(self):
         content = render(body="{% if count > 1 %}{{ count }} items{% else %}one item{% endif %} {{ name|upper }}",
                          data={"name": "ana", "count": 3})
