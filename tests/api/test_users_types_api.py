@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from notifier.models import Device, NotificationType, Recipient, SandboxMessage, Template
@@ -181,3 +183,26 @@ def test_createproducer_prints_the_new_key_last(db):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
     assert client.get("/api/v1/notification-types").status_code == 200
+
+
+def test_healthz_gives_up_on_a_database_that_accepts_connections_but_never_answers(db, monkeypatch):
+    import socket
+
+    from django.db import connection
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    from notifier import health
+
+    assert connection.settings_dict["OPTIONS"]["connect_timeout"] == 5  # DB_CONNECT_TIMEOUT's default
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    params = {**connection.settings_dict, "PORT": silent.getsockname()[1], "OPTIONS": {"connect_timeout": 1}}
+    monkeypatch.setattr(health, "connection", DatabaseWrapper(params, alias="silent"))
+
+    started = time.monotonic()
+    answer = health._database()
+
+    assert time.monotonic() - started < 5
+    assert answer.startswith("down")
+    silent.close()
