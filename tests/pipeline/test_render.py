@@ -66,6 +66,22 @@ class TestTheSandbox:
         assert "'load'" in response.json()["error"]["fields"]["body"][0]
         assert not Template.objects.exists()
 
+    @pytest.mark.parametrize("source, problem", [
+        ("{% load static %}", "The tag 'load' is not allowed in notifier templates (line 1)."),
+        ("Hi\n{% include 'admin/base.html' %}", "The tag 'include' is not allowed in notifier templates (line 2)."),
+        ("{% if a %}{% url 'admin:index' %}{% endif %}",
+         "The tag 'url' is not allowed in notifier templates (line 1)."),
+        ("{% autoescape off %}{{ name }}{% endautoescape %}",
+         "The tag 'autoescape' is not allowed in notifier templates (line 1)."),
+        ("{{ name|safe }}", "The filter 'safe' is not allowed in notifier templates."),
+        ("{{ items|dictsort:'x' }}", "The filter 'dictsort' is not allowed in notifier templates."),
+        ("{% shout %}", "Unknown tag 'shout' on line 1."),
+        ("{% if a %}x{% endfor %}", "Unexpected tag 'endfor' on line 1, expected 'elif', 'else' or 'endif'."),
+        ("{{ name|shout }}", "Unknown filter 'shout'."),
+    ])
+    def test_a_refused_or_unknown_tag_is_named_without_suggesting_to_load_it(self, source, problem):
+        assert template_syntax_error(source) == f"Template syntax error: {problem}"
+
     @pytest.mark.parametrize("field, source, problem", [
         ("body", "{{ actor ", "'{{' on line 1 is not closed"),
         ("subject", "Hi {% if vip VIP", "'{%' on line 1 is not closed"),
