@@ -305,16 +305,18 @@ class TemplateAdmin(admin.ModelAdmin):
 
     def diff_view(self, request, pk):
         template = get_object_or_404(models.Template.objects.select_related("type"), pk=pk)
+        if not self.has_view_permission(request, template):
+            raise Http404
         versions = list(models.Template.objects.filter(
             type=template.type, channel=template.channel, language=template.language).order_by("-version"))
-        against_id = request.GET.get("against")
-        older = [v for v in versions if v.version < template.version]
-        against = next((v for v in versions if str(v.pk) == against_id), older[0] if older else None)
+        others = [v for v in versions if v.pk != template.pk]
+        against = admin_tools.diff_partner(template, others, request.GET.get("against"))
+        older, newer = sorted([against, template], key=lambda v: v.version) if against else (None, None)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta, "original": template, "title": f"Changes in {template}",
-            "versions": versions, "against": against,
-            "diffs": admin_tools.template_diff(against, template) if against else [],
+            "others": others, "against": against, "older": older, "newer": newer,
+            "diffs": admin_tools.template_diff(older, newer) if against else [],
         }
         return TemplateResponse(request, "admin/notifier/template/diff.html", context)
 

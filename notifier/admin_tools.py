@@ -117,6 +117,19 @@ def template_diff(old: Template, new: Template) -> list[tuple[str, list[str]]]:
     return diffs
 
 
+def diff_partner(template: Template, others: list[Template], chosen_pk: str | None) -> Template | None:
+    """The version to compare `template` with on its diff page: the one chosen, else the one just before it,
+    else (for the first version) the one just after it; None when it is the only version."""
+    chosen = next((v for v in others if str(v.pk) == chosen_pk), None)
+    if chosen is not None:
+        return chosen
+    older = [v for v in others if v.version < template.version]
+    newer = [v for v in others if v.version > template.version]
+    if older:
+        return max(older, key=lambda v: v.version)
+    return min(newer, key=lambda v: v.version) if newer else None
+
+
 def _lines(value) -> list[str]:
     return [] if value is None else str(value).splitlines()
 

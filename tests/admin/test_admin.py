@@ -255,6 +255,28 @@ class TestTemplates:
         assert "+Your order {{ order_id }} is on its way." in page
 
 
+    def test_the_diff_of_the_first_version_compares_it_with_the_next_not_only_version(self, ops, order_type):
+        first = Template.objects.get(channel="sms")
+        for body in ("Your order {{ order_id }} is on its way.", "Order {{ order_id }} left the warehouse."):
+            current = Template.objects.get(channel="sms", active=True)
+            ops.post(reverse("admin:notifier_template_change", args=[current.pk]), {"body": body})
+
+        page = ops.get(reverse("admin:notifier_template_diff", args=[first.pk])).content.decode()
+
+        assert "only version" not in page
+        assert "Changes from version 1 to version 2" in page
+        assert "-Order {{ order_id }} ships with {{ carrier }}." in page
+        assert "+Your order {{ order_id }} is on its way." in page
+        assert re.findall(r"version (\d)( \(active\))?</option>", page) == [("3", " (active)"), ("2", "")]
+
+    def test_the_diff_of_a_template_with_one_version_says_so_and_offers_no_choice(self, ops, order_type):
+        sms = Template.objects.get(channel="sms")
+
+        page = ops.get(reverse("admin:notifier_template_diff", args=[sms.pk])).content.decode()
+
+        assert "Version 1 is the only version." in page
+        assert "<select" not in page
+
 class TestActions:
     def test_deactivating_a_device_stops_sends_to_it(self, ops, reachable_user):
         device = Device.objects.get(token="ios-token-1")
