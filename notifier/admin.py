@@ -93,6 +93,8 @@ class RecipientForm(forms.ModelForm):
         contact = {name: cleaned[name] for name in ("email", "phone", "timezone", "language") if name in cleaned}
         for name, problem in contact_errors(contact).items():
             self.add_error(name, problem)
+        if "attributes" in cleaned and not isinstance(cleaned["attributes"], dict):
+            self.add_error("attributes", "Must be an object.")
 
         document = {name: cleaned[field] for name, field in (("channels", "channel_preferences"),
                                                              ("types", "type_preferences"),

@@ -49,6 +49,29 @@ def contact_errors(values: dict) -> dict[str, str]:
     return errors
 
 
+def fields_validate(serializer: serializers.Serializer, data: dict) -> tuple[dict, dict]:
+    """Run each writable field of `serializer` (and its validate_<field> method) on `data`: the valid
+    values and the errors, by field name. Unlike DRF's to_internal_value, it hands back the valid values
+    when some field is bad, so checks across fields can still name every bad field at once."""
+    attrs: dict = {}
+    errors: dict = {}
+    for field in serializer._writable_fields:
+        validate_method = getattr(serializer, "validate_" + field.field_name, None)
+        try:
+            value = field.run_validation(field.get_value(data))
+            if validate_method is not None:
+                value = validate_method(value)
+        except serializers.ValidationError as error:
+            errors[field.field_name] = error.detail
+        except DjangoValidationError as error:
+            errors[field.field_name] = list(error.messages)
+        except SkipField:
+            pass
+        else:
+            attrs[field.field_name] = value
+    return attrs, errors
+
+
 # An edited type reaches the accept path of every process within NOTIFIER_PROCESS_CACHE_SECONDS.
 notification_types_by_key = ProcessCache()
 
@@ -220,10 +243,23 @@ class RecipientSerializer(serializers.ModelSerializer):
                   "created_at", "updated_at"]
         read_only_fields = ["user_id", "sms_opted_out_at", "created_at", "updated_at"]
 
-    def validate(self, attrs):
-        problems = contact_errors(attrs)
-        if problems:
-            raise serializers.ValidationError({name: [problem] for name, problem in problems.items()})
+    def validate_attributes(self, attributes):
+        if not isinstance(attributes, dict):
+            raise serializers.ValidationError("Must be an object.")
+        return attributes
+
+    def to_internal_value(self, data):
+        """Validate every field, then the contact fields together (contact_errors), and raise once: a 400
+        names each bad field. (DRF's own to_internal_value stops before validate() when any field is bad,
+        so a bad email hid a bad phone number and time zone.)"""
+        if not isinstance(data, dict):
+            raise serializers.ValidationError({"request": ["Must be a JSON object."]})
+        attrs, errors = fields_validate(self, data)
+        contact = {name: attrs[name] for name in CONTACT_FIELDS if name in attrs}
+        for name, problem in contact_errors(contact).items():
+            errors[name] = [problem]
+        if errors:
+            raise serializers.ValidationError(errors)
         return attrs
 
 

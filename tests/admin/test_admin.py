@@ -342,6 +342,7 @@ class TestValidation:
         ("channel_preferences", '["push"]', "channels: Must be an object"),
         ("timezone", "Mars/Olympus", "is not an IANA time zone"),
         ("language", "English", "is not a language tag"),
+        ("attributes", '"str"', "Must be an object."),
     ])
     def test_a_recipients_bad_preference_is_refused_on_its_field(self, ops, order_type, reachable_user, field,
                                                                  value, error):

@@ -27,6 +27,31 @@ class TestUsers:
         assert field in response.json()["error"]["fields"]
         assert not Recipient.objects.exists()
 
+    def test_every_bad_contact_field_is_named_at_once(self, api):
+        response = api.put("/api/v1/users/u_1", {"email": "bad", "phone": "555", "timezone": "X/Y"}, format="json")
+
+        assert response.status_code == 400
+        assert response.json()["error"]["fields"] == {
+            "email": ["Enter a valid email address."],
+            "phone": ["Enter the number in E.164 form, e.g. +14155550100."],
+            "timezone": ["'X/Y' is not an IANA time zone (e.g. Europe/Berlin)."],
+        }
+        assert not Recipient.objects.exists()
+
+    def test_attributes_that_are_not_an_object_are_400_naming_the_field(self, api):
+        response = api.put("/api/v1/users/u_1", {"attributes": "str", "language": "English"}, format="json")
+
+        assert response.status_code == 400
+        assert response.json()["error"]["fields"] == {
+            "attributes": ["Must be an object."], "language": ["'English' is not a language tag (e.g. en, pt-BR)."]}
+        assert not Recipient.objects.exists()
+
+    def test_attributes_that_are_an_object_are_stored(self, api):
+        response = api.put("/api/v1/users/u_1", {"attributes": {"plan": "pro"}}, format="json")
+
+        assert response.status_code == 201
+        assert Recipient.objects.get().attributes == {"plan": "pro"}
+
     def test_an_unknown_user_is_404(self, api):
         assert api.get("/api/v1/users/nobody").status_code == 404
 
