@@ -1,2 +1,4 @@
-"""Settings and glue to run the peers (django-push-notifications, django-notifications-hq) on the bench
-database against the same fake provider servers. Installed only by requirements-bench.txt."""
+"""Settings and glue to run the peers on the bench data. django-push-notifications (settings.py,
+push_send.py) shares the bench database and the fake provider servers, installed by requirements-bench.txt.
+django-notifications-hq (notifications_hq/) has its own database and virtualenv, since it needs Django 5.0
+(requirements-notifications-hq.txt)."""

@@ -1,0 +1,5 @@
+from django.urls import path
+
+from bench.peers.notifications_hq.views import inbox
+
+urlpatterns = [path("inbox/<str:username>", inbox)]
