@@ -50,9 +50,11 @@ test: $(VENV)/.installed-test check-redis check-postgres
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # SCENARIO=all (default), smoke, ingest, transactional, naive, push or inbox; results in BENCHMARKS.md.
+# inbox builds .venv-peer-notifications on its first run (django-notifications-hq needs Django 5.0, see
+# bench/peers/requirements-notifications-hq.txt); BENCH_INBOX_ROWS=200000 seeds a small inbox of its own.
 SCENARIO ?= all
 bench: $(VENV)/.installed-bench check-redis check-postgres
 	$(BIN)/python -m bench.run --scenario $(SCENARIO)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) .venv-peer-notifications var .pytest_cache

@@ -6,6 +6,7 @@ Redis db 9 (BENCH_REDIS_URL), both reset by the scenarios that need it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -30,7 +31,15 @@ RESULTS = ROOT / "bench" / "results"
 LOGS = RESULTS / "logs"
 
 DATABASE_URL = os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/notifier_bench")
-INBOX_DATABASE_URL = os.environ.get("BENCH_INBOX_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/notifier_bench_inbox")
+# The inbox scenario's rows (10,000,000 by default; BENCH_INBOX_ROWS=200000 to develop with). Another count gets
+# databases of its own (notifier_bench_inbox_200000, …), so a small run never reuses or truncates the big seed.
+INBOX_ROWS = int(os.environ.get("BENCH_INBOX_ROWS", "10000000"))
+_INBOX_SUFFIX = "" if INBOX_ROWS == 10_000_000 else f"_{INBOX_ROWS}"
+INBOX_DATABASE_URL = os.environ.get("BENCH_INBOX_DATABASE_URL",
+                                    f"postgres://postgres@127.0.0.1:5432/notifier_bench_inbox{_INBOX_SUFFIX}")
+# django-notifications-hq's copy of the same inbox, in its own database (bench/peers/notifications_hq).
+INBOX_PEER_DATABASE_URL = os.environ.get("BENCH_INBOX_PEER_DATABASE_URL",
+                                         f"postgres://postgres@127.0.0.1:5432/notifier_bench_inbox_peer{_INBOX_SUFFIX}")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 PROVIDERS = ("apns", "fcm", "sendgrid", "twilio")
 DATA_TABLES = ["notifier_delivery", "notifier_inboxitem", "notifier_notification", "notifier_idempotencykey",
@@ -61,12 +70,17 @@ def base_env(database_url: str = DATABASE_URL, **overrides) -> dict:
 
 # --- database and Redis ---------------------------------------------------------------------------------
 
-def database_create(url: str) -> None:
-    """Create the database if it does not exist, then apply notifier's migrations."""
+def database_ensure(url: str) -> None:
+    """Create the database if it does not exist (empty)."""
     server, name = url.rsplit("/", 1)
     with psycopg.connect(server + "/postgres", autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def database_create(url: str) -> None:
+    """Create the database if it does not exist, then apply notifier's migrations."""
+    database_ensure(url)
     subprocess.run([str(BIN / "python"), "manage.py", "migrate", "--no-input", "-v", "0"], cwd=ROOT,
                    env=base_env(url), check=True)
 
@@ -166,15 +180,16 @@ def _expand(command: str, overrides: dict) -> str:
 
 
 def api_start(env: dict, name: str = "api", workers: int | None = None, wsgi: str = "notifier_project.wsgi",
-              extra: list[str] | None = None) -> Process:
+              extra: list[str] | None = None, bin_dir: Path = BIN) -> Process:
     """gunicorn exactly as the Procfile's `api` line ships it (worker count and class, threads, access log),
-    on a free port; `workers` and `extra` arguments override it for a measured proposal."""
+    on a free port; `workers` and `extra` arguments override it for a measured proposal. A peer passes its
+    own `wsgi` module and the `bin_dir` of its virtualenv, and is served the same way."""
     port = free_port()
     overrides = {"API_BIND": f"127.0.0.1:{port}"}
     if workers:
         overrides["API_WORKERS"] = workers
     args = shlex.split(_expand(procfile()["api"], overrides))
-    args[0] = str(BIN / args[0])
+    args[0] = str(bin_dir / args[0])
     args = [wsgi if a == "notifier_project.wsgi" else a for a in args] + (extra or [])
     url = f"http://127.0.0.1:{port}"
     process = Process(name, args, env, ready=_answers(url))
@@ -187,6 +202,28 @@ def api_start(env: dict, name: str = "api", workers: int | None = None, wsgi: st
     threads = args[args.index("--threads") + 1] if "--threads" in args and worker_class == "gthread" else ""
     process.description = f"gunicorn {process.workers} {worker_class} workers" + (f" × {threads} threads" if threads else "")
     return process
+
+
+def peer_venv(path: Path, requirements: Path) -> Path:
+    """A bench-only virtualenv for a peer that cannot share notifier's (django-notifications-hq needs an older
+    Django): created at `path` with `requirements` installed by pip from its configured index, rebuilt when
+    the requirements file changes. Returns its bin directory; RuntimeError with pip's own words on failure."""
+    stamp = path / ".installed"
+    wanted = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text().strip() == wanted:
+        return path / "bin"
+    if not (path / "bin" / "python").exists():
+        out = subprocess.run([sys.executable, "-m", "venv", str(path)], capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"python -m venv {path.name} failed: {(out.stderr or out.stdout).strip()[-300:]}")
+    out = subprocess.run([str(path / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check", "-r",
+                          str(requirements)], capture_output=True, text=True, timeout=1200)
+    if out.returncode != 0:
+        errors = [line for line in (out.stderr or out.stdout).strip().splitlines() if "ERROR" in line]
+        reason = errors[-1] if errors else (out.stderr or out.stdout).strip()[-300:]
+        raise RuntimeError(f"pip install -r {os.path.relpath(requirements, ROOT)} into {path.name} failed: {reason}")
+    stamp.write_text(wanted + "\n")
+    return path / "bin"
 
 
 def workers_start(env: dict, prefix: str = "worker") -> list[Process]:
