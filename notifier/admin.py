@@ -277,9 +277,13 @@ class TemplateAdmin(admin.ModelAdmin):
         template = get_object_or_404(models.Template.objects.select_related("type"), pk=pk)
         if not self.has_view_permission(request, template):
             raise Http404
-        initial = {"data": json.dumps(admin_tools.sample_data(template.type), indent=2, ensure_ascii=False)}
+        # The sample data and user id of the last test sent from this page, kept so that the page shown after
+        # sending (a redirect, so a reload sends nothing twice) previews what was just sent.
+        last_sent_key = f"notifier.template_preview.{template.pk}"
+        last_sent = request.session.get(last_sent_key)
+        data = json.loads(last_sent["data"]) if last_sent else admin_tools.sample_data(template.type)
+        initial = last_sent or {"data": json.dumps(data, indent=2, ensure_ascii=False)}
         form = SampleDataForm(request.POST or None, initial=initial)
-        data = admin_tools.sample_data(template.type)
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data["data"]
             if "send_test" in request.POST:
@@ -293,6 +297,8 @@ class TemplateAdmin(admin.ModelAdmin):
                         messages.error(request, f"Test not sent: {error}")
                     else:
                         url = reverse("admin:notifier_notification_change", args=[notification_id])
+                        request.session[last_sent_key] = {"data": request.POST["data"],
+                                                          "user_id": form.cleaned_data["user_id"]}
                         messages.success(request, format_html(
                             'Test of version {} sent to {} on {}: <a href="{}">notification {}</a>.',
                             template.version, form.cleaned_data["user_id"], template.channel, url, notification_id,

@@ -201,6 +201,20 @@ class TestTemplates:
         assert item.body == "Order T-1 ships."
         assert Notification.objects.get().producer.name == "admin-console"
 
+    def test_after_a_test_is_sent_the_page_keeps_the_data_and_user_it_was_sent_with(self, ops, order_type):
+        in_app = Template.objects.get(channel="in_app")
+        url = reverse("admin:notifier_template_preview", args=[in_app.pk])
+
+        response = ops.post(url, {"data": '{"order_id": "T-9", "carrier": "DHL"}', "user_id": "u_test",
+                                  "send_test": "1"}, follow=True)
+
+        assert response.redirect_chain == [(url, 302)]  # a reload of the page sends nothing again
+        assert "Test of version 1 sent to u_test" in messages_of(response)
+        form = response.context["form"]
+        assert form["data"].value() == '{"order_id": "T-9", "carrier": "DHL"}'
+        assert form["user_id"].value() == "u_test"
+        assert response.context["preview"].content["body"] == "Order T-9 ships."
+
     def test_send_test_sends_the_previewed_version_whatever_the_users_language_and_settings(
         self, ops, reachable_user, settings, django_capture_on_commit_callbacks, clean_redis
     ):
