@@ -215,6 +215,18 @@ class TestTemplates:
         assert form["user_id"].value() == "u_test"
         assert response.context["preview"].content["body"] == "Order T-9 ships."
 
+    def test_a_test_send_is_seen_in_admin_not_through_a_producers_key(self, ops, api, order_type):
+        in_app = Template.objects.get(channel="in_app")
+        ops.post(reverse("admin:notifier_template_preview", args=[in_app.pk]),
+                 {"data": '{"order_id": "T-3"}', "user_id": "u_test", "send_test": "1"})
+        notification = Notification.objects.get()
+
+        assert notification.producer.name == "admin-console"
+        assert api.get(f"/api/v1/notifications/{notification.id}").status_code == 404
+        listed = ops.get(reverse("admin:notifier_notification_changelist"),
+                         {"producer__id__exact": notification.producer_id}).content.decode()
+        assert str(notification.id) in listed
+
     def test_send_test_sends_the_previewed_version_whatever_the_users_language_and_settings(
         self, ops, reachable_user, settings, django_capture_on_commit_callbacks, clean_redis
     ):
