@@ -20,7 +20,7 @@ from functools import cache
 import orjson
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from notifier.models import InboxItem
@@ -53,10 +53,26 @@ def inbox_page(recipient_id: int, cursor: str | None, limit: int, archived: bool
 
 
 def inbox_unread_count(recipient_id: int) -> tuple[int, bool]:
-    """The unread badge: (count, capped). Counts at most the cap + 1 entries of the `inbox_unread` index."""
+    """The unread badge: (count, capped). Counts at most the cap + 1 entries of the `inbox_unread` index.
+
+    Plain SQL: the ORM compiles a sliced .count() into an aggregation over a subquery, which cost about a
+    third of an inbox read's CPU; the conditions are the partial index's own."""
     cap = settings.NOTIFIER_INBOX_UNREAD_COUNT_CAP
-    count = InboxItem.objects.filter(recipient_id=recipient_id, read_at=None, archived_at=None)[: cap + 1].count()
+    with connection.cursor() as cursor:
+        cursor.execute(_UNREAD_COUNT_SQL, [recipient_id, cap + 1])
+        count = cursor.fetchone()[0]
     return min(count, cap), count > cap
+
+
+def _column(name: str) -> str:
+    return connection.ops.quote_name(InboxItem._meta.get_field(name).column)
+
+
+_UNREAD_COUNT_SQL = (
+    f"SELECT count(*) FROM (SELECT 1 FROM {connection.ops.quote_name(InboxItem._meta.db_table)} "
+    f"WHERE {_column('recipient')} = %s AND {_column('read_at')} IS NULL AND {_column('archived_at')} IS NULL "
+    f"LIMIT %s) AS unread"
+)
 
 
 def cursor_encode(item: InboxItem) -> str:
