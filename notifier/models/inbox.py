@@ -1,5 +1,6 @@
 from django.db import models
 from django.db.models import Q
+from django.utils.text import Truncator
 
 
 class InboxItem(models.Model):
@@ -25,4 +26,7 @@ class InboxItem(models.Model):
             # Retention: the purge deletes the oldest rows in batches.
             models.Index(fields=["created_at"], name="inbox_created"),
         ]
+
+    def __str__(self):
+        return self.title or Truncator(self.body).chars(60) or f"inbox item {self.pk}"
 

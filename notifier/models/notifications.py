@@ -58,3 +58,6 @@ class IdempotencyKey(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["producer", "key"], name="idempotency_key_per_producer")]
+
+    def __str__(self):
+        return self.key

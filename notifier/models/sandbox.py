@@ -19,3 +19,6 @@ class SandboxMessage(models.Model):
             # serves user_id alone, so user_id needs no index of its own.
             models.Index(fields=["user_id", "channel", "-id"], name="sandbox_user_channel"),
         ]
+
+    def __str__(self):
+        return f"{self.channel} to {self.to}"

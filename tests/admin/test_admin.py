@@ -3,7 +3,9 @@ sent, tests and resends go through the real pipeline, keys are shown once."""
 import re
 
 import pytest
+from django.apps import apps
 from django.core.exceptions import ValidationError
+from django.db import models
 from django.db.models import ProtectedError
 from django.urls import reverse
 from django.utils import timezone
@@ -93,6 +95,19 @@ class TestHistory:
 
         delivery.refresh_from_db()
         assert delivery.template_id == template.pk  # not set to NULL
+
+    def test_every_row_is_named_by_what_it_holds_not_by_its_class_and_id(self, ops, history):
+        sandbox = SandboxMessage.objects.create(channel="email", user_id="u_42", to="u_42@example.com",
+                                                notification_id=history[Notification].id, delivery_id=999, message={})
+        rows = {**history, SandboxMessage: sandbox}
+
+        assert (str(rows[InboxItem]), str(rows[SandboxMessage]), str(rows[IdempotencyKey])) == (
+            "Order shipped", "email to u_42@example.com", "k-1")
+        assert [model.__name__ for model in apps.get_app_config("notifier").get_models()
+                if model.__str__ is models.Model.__str__] == []
+        for model, row in rows.items():
+            page = ops.get(reverse(f"admin:notifier_{model._meta.model_name}_change", args=[row.pk])).content.decode()
+            assert f"{model.__name__} object" not in page
 
     def test_idempotency_keys_are_listed_read_only(self, ops, history):
         key = history[IdempotencyKey]
