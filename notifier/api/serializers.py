@@ -139,22 +139,8 @@ class NotificationRequestSerializer(serializers.Serializer):
         own to_internal_value stops before validate() when any field is bad.)"""
         if not isinstance(data, dict):
             raise serializers.ValidationError({"request": ["Must be a JSON object."]})
-        errors: dict = {name: ["Unknown field."] for name in sorted(set(data) - self.ALLOWED)}
-        attrs: dict = {}
-        for field in self._writable_fields:
-            validate_method = getattr(self, "validate_" + field.field_name, None)
-            try:
-                value = field.run_validation(field.get_value(data))
-                if validate_method is not None:
-                    value = validate_method(value)
-            except serializers.ValidationError as error:
-                errors[field.field_name] = error.detail
-            except DjangoValidationError as error:
-                errors[field.field_name] = list(error.messages)
-            except SkipField:
-                pass
-            else:
-                attrs[field.field_name] = value
+        attrs, field_errors = fields_validate(self, data)
+        errors: dict = {name: ["Unknown field."] for name in sorted(set(data) - self.ALLOWED)} | field_errors
         self._cross_field_errors(data, attrs, errors)
         if errors:
             raise serializers.ValidationError(errors)
