@@ -159,7 +159,23 @@ def targets_gone(deliveries: list[Delivery]) -> None:
 
 def notifications_refresh_status(notification_ids) -> None:
     """Close the notifications whose deliveries have all finished: delivered, partially delivered or
-    failed. One aggregate query and at most three updates, whatever the number of notifications."""
+    failed. Two queries and at most three updates, whatever the number of notifications.
+
+    The open notifications are locked first. Two workers recording the last two deliveries of one
+    notification at once would otherwise each count the other's as still in flight (not committed yet),
+    and neither would close it; with the lock, the second counts after the first has committed."""
+    with transaction.atomic(savepoint=False):
+        open_ids = list(
+            Notification.objects.select_for_update()
+            .filter(id__in=notification_ids, status=NotificationStatus.PROCESSING)
+            .order_by("id")  # one lock order for every worker: no deadlock between overlapping batches
+            .values_list("id", flat=True)
+        )
+        if open_ids:
+            _notifications_close_finished(open_ids)
+
+
+def _notifications_close_finished(notification_ids: list) -> None:
     counts = (
         Delivery.objects.filter(notification_id__in=notification_ids)
         .values("notification_id")
