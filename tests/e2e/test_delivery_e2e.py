@@ -12,7 +12,7 @@ from notifier.models import Delivery, InboxItem, Notification, SandboxMessage
 from notifier.pipeline.sweep import release_expired_claims, sweep
 from tests.e2e.conftest import free_port, wait_until
 from tests.support import scripted_provider
-from tests.support.scripted_provider import script
+from tests.support.scripted_provider import script, scripted_left
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -113,6 +113,9 @@ def test_a_delivery_whose_worker_is_killed_mid_send_is_sent_by_another_worker(
                                                          "data": {"order_id": "1"}, "channels": ["push"]},
                                format="json").json()["notifications"][0]["id"]
     wait_until(lambda: Delivery.objects.filter(target="ios-token-1", status="sending").exists())
+    # Claimed is not yet sending: kill only once the worker has taken the scripted 60 s send, or the next
+    # worker would take it instead and sleep past this test's wait.
+    wait_until(lambda: scripted_left("ios-token-1") == 0)
 
     doomed.kill()  # SIGKILL mid-send: no chance to record anything
 

@@ -26,6 +26,11 @@ def script(target: str, *outcomes: dict) -> None:
     _redis().rpush(SCRIPT_KEY + target, *[json.dumps(o) for o in outcomes])
 
 
+def scripted_left(target: str) -> int:
+    """How many scripted answers for `target` no send has taken yet."""
+    return _redis().llen(SCRIPT_KEY + target)
+
+
 def sent() -> list[dict]:
     return [json.loads(item) for item in _redis().lrange(SENT_KEY, 0, -1)]
 
