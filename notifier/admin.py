@@ -109,10 +109,11 @@ class RecipientForm(forms.ModelForm):
         try:
             preferences_validate(document, partial=True)
         except ValidationError as error:
-            for path, problems in error.detail.items():
-                field = self.PREFERENCE_FIELDS.get(path) or self.PREFERENCE_FIELDS.get(path.split(".")[0])
+            for field_path, problems in error.detail.items():
+                field = (self.PREFERENCE_FIELDS.get(field_path)
+                         or self.PREFERENCE_FIELDS.get(field_path.split(".")[0]))
                 for problem in problems:
-                    self.add_error(field, f"{path}: {problem}")
+                    self.add_error(field, f"{field_path}: {problem}")
         return cleaned
 
 

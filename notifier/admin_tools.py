@@ -27,8 +27,8 @@ from notifier.models import (
 )
 from notifier.models.producers import hash_key
 from notifier.pipeline.accept import AcceptRequest, RecipientEntry, notifications_accept
-from notifier.pipeline.render import PUSH_FIELDS
 from notifier.pipeline.render import (
+    PUSH_FIELDS,
     TEMPLATE_FIELDS,
     RenderError,
     fcm_payload_size,

@@ -17,7 +17,7 @@ import orjson
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.http import Http404, StreamingHttpResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import authentication, exceptions, serializers
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
