@@ -144,7 +144,7 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["notifier.api.auth.ProducerKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["notifier.api.auth.HasSendScope"],
+    "DEFAULT_PERMISSION_CLASSES": ["notifier.api.auth.HasRequiredScope"],
     "DEFAULT_RENDERER_CLASSES": ["notifier.api.renderers.ORJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["notifier.api.renderers.ORJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -6,8 +6,9 @@
      "language": "en", "marketing_opt_in": true, "digest": "realtime|hourly|daily"}
 
 PUT replaces the document (what it leaves out returns to the default); PATCH changes only what it gives,
-merging `channels` and each entry of `types` key by key. A producer, or a recipient token of the same user
-(another user's id answers 404), may call it. Every bad value is a 400 naming its field.
+merging `channels` and each entry of `types` key by key. A producer key (users:read to read, users:write to
+change), or a recipient token of the same user (another user's id answers 404), may call it. Every bad
+value is a 400 naming its field.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from rest_framework.views import APIView
 from notifier.api.auth import IsProducerOrSameRecipient
 from notifier.api.serializers import LANGUAGE, _known_timezones
 from notifier.models import Category, Channel, Digest, NotificationType, Recipient
+from notifier.models.producers import SCOPE_USERS_READ, SCOPE_USERS_WRITE
 from notifier.pipeline.preferences import preferences_document
 
 FIELDS = ("channels", "types", "quiet_hours", "language", "marketing_opt_in", "digest")
@@ -141,6 +143,7 @@ def preferences_update(user_id: str, document, partial: bool) -> Recipient:
 
 class NotificationPreferencesView(APIView):
     permission_classes = [IsProducerOrSameRecipient]
+    required_scopes = {"GET": SCOPE_USERS_READ, "PUT": SCOPE_USERS_WRITE, "PATCH": SCOPE_USERS_WRITE}
 
     @extend_schema(responses={200: dict})
     def get(self, request, user_id):
