@@ -443,8 +443,8 @@ class DigestBatchAdmin(ReadOnlyAdmin):
 
 @admin.register(models.SandboxMessage)
 class SandboxMessageAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "channel", "user_id", "to", "notification_id"]
-    list_filter = ["channel"]
+    list_display = ["created_at", "producer", "channel", "user_id", "to", "notification_id"]
+    list_filter = ["channel", "producer"]
     search_fields = ["=user_id", "to", "=notification_id"]
 
     def has_delete_permission(self, request, obj=None):

@@ -149,6 +149,7 @@ class SandboxMessageListView(APIView):
     @extend_schema(responses=s.SandboxMessageSerializer(many=True))
     def get(self, request):
         messages = selectors.sandbox_messages(
+            request.user,
             user_id=request.query_params.get("user_id"),
             channel=request.query_params.get("channel"),
             notification_id=request.query_params.get("notification_id"),
