@@ -27,6 +27,7 @@ from notifier.api.serializers import LANGUAGE, _known_timezones
 from notifier.models import Category, Channel, Digest, NotificationType, Recipient
 from notifier.models.producers import SCOPE_USERS_READ, SCOPE_USERS_WRITE
 from notifier.pipeline.preferences import preferences_document
+from notifier.services import recipient_upsert
 
 FIELDS = ("channels", "types", "quiet_hours", "language", "marketing_opt_in", "digest")
 HH_MM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -126,7 +127,7 @@ def preferences_update(user_id: str, document, partial: bool) -> Recipient:
     """Validate and store a user's preferences (creating the user if needed); PATCH merges maps."""
     values = preferences_validate(document, partial)
     with transaction.atomic():
-        recipient, _ = Recipient.objects.get_or_create(user_id=user_id)
+        recipient, _ = recipient_upsert(user_id)
         recipient = Recipient.objects.select_for_update().get(pk=recipient.pk)
         if partial and "channel_preferences" in values:
             values["channel_preferences"] = {**recipient.channel_preferences, **values["channel_preferences"]}

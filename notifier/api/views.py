@@ -75,7 +75,7 @@ class RecipientTokenView(APIView):
 
     @extend_schema(request=None, responses={201: dict})
     def post(self, request, user_id):
-        recipient, _ = Recipient.objects.get_or_create(user_id=user_id)
+        recipient, _ = services.recipient_upsert(user_id)
         return Response(
             {"token": recipient_token_issue(user_id, recipient.id), "expires_in": settings.NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS},
             status=201,
@@ -94,7 +94,7 @@ class DeviceListView(APIView):
     def post(self, request, user_id):
         serializer = s.DeviceSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        recipient, _ = Recipient.objects.get_or_create(user_id=user_id)
+        recipient, _ = services.recipient_upsert(user_id)
         device, created = services.device_register(recipient, **serializer.validated_data)
         return Response(s.DeviceSerializer(device).data, status=201 if created else 200)
 
