@@ -38,7 +38,12 @@ check-postgres: $(VENV)/.installed
 	@$(BIN)/python -c "import psycopg; psycopg.connect('$(TEST_DATABASE_URL)'.rsplit('/',1)[0] + '/postgres', connect_timeout=3).close()" 2>/dev/null \
 	  || { echo "PostgreSQL is not reachable at $(TEST_DATABASE_URL): start it, or set TEST_DATABASE_URL."; exit 1; }
 
-run: check-redis
+# The key that signs recipient tokens and sessions (settings.py reads it when SECRET_KEY is not set): random,
+# made on the first start, kept across restarts so that tokens and admin sessions stay valid.
+var/secret-key:
+	@mkdir -p var && umask 077 && $(PYTHON) -c "import secrets; print(secrets.token_urlsafe(50))" > $@.tmp && mv $@.tmp $@
+
+run: check-redis var/secret-key
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py collectstatic --no-input -v 0
 	$(BIN)/python manage.py seeddemo

@@ -11,6 +11,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shlex
 import signal
 import socket
@@ -42,6 +43,8 @@ INBOX_PEER_DATABASE_URL = os.environ.get("BENCH_INBOX_PEER_DATABASE_URL",
                                          f"postgres://postgres@127.0.0.1:5432/notifier_bench_inbox_peer{_INBOX_SUFFIX}")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 PROVIDERS = ("apns", "fcm", "sendgrid", "twilio")
+# With DEBUG off the settings need a real key: one per bench run, the same in every process it starts.
+SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)
 DATA_TABLES = ["notifier_delivery", "notifier_inboxitem", "notifier_notification", "notifier_idempotencykey",
                "notifier_sandboxmessage"]
 
@@ -58,6 +61,7 @@ def base_env(database_url: str = DATABASE_URL, **overrides) -> dict:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "notifier_project.settings",
         "DEBUG": "0",
+        "SECRET_KEY": SECRET_KEY,
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
         "CELERY_BROKER_URL": REDIS_URL,

@@ -35,7 +35,7 @@ class Context:
 
 def django_setup() -> None:
     os.environ.update({k: v for k, v in harness.base_env().items() if k in (
-        "DJANGO_SETTINGS_MODULE", "DEBUG", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")})
+        "DJANGO_SETTINGS_MODULE", "DEBUG", "SECRET_KEY", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")})
     import django
 
     django.setup()

@@ -25,7 +25,8 @@ def producer_key(name: str = "bench") -> str:
     """A fresh key for the bench producer (created on first use)."""
     producer = Producer.objects.filter(name=name).first()
     if producer is None:
-        producer, key = Producer.create_with_key(name, ["send", "admin"])
+        producer, key = Producer.create_with_key(
+            name, ["send", "users:read", "users:write", "inbox:read", "tokens", "admin"])
     else:
         key = producer.rotate_key()
     if hasattr(producer, "quota_requests"):

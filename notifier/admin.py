@@ -19,6 +19,7 @@ from rest_framework.exceptions import ValidationError
 from notifier import admin_tools, models, services
 from notifier.api.preferences import preferences_validate
 from notifier.api.serializers import NotificationTypeSerializer, contact_errors
+from notifier.models.producers import SCOPE_SEND, SCOPES, scopes_ordered
 from notifier.pipeline.render import template_problems
 
 
@@ -35,8 +36,25 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class ProducerForm(forms.ModelForm):
+    """Scopes as checkboxes, one per scope with what it allows; a new producer starts with "send"."""
+
+    scopes = forms.MultipleChoiceField(
+        choices=[(name, f"{name}: {what}") for name, what in SCOPES.items()], widget=forms.CheckboxSelectMultiple,
+        required=False, initial=[SCOPE_SEND], help_text="What the key may do; each API endpoint needs one scope.",
+    )
+
+    class Meta:
+        model = models.Producer
+        exclude = ["key_hash"]
+
+    def clean_scopes(self):
+        return scopes_ordered(self.cleaned_data["scopes"])
+
+
 @admin.register(models.Producer)
 class ProducerAdmin(admin.ModelAdmin):
+    form = ProducerForm
     list_display = ["name", "key_hint", "scopes", "is_active", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "key_hint"]
@@ -425,8 +443,8 @@ class DigestBatchAdmin(ReadOnlyAdmin):
 
 @admin.register(models.SandboxMessage)
 class SandboxMessageAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "channel", "user_id", "to", "notification_id"]
-    list_filter = ["channel"]
+    list_display = ["created_at", "producer", "channel", "user_id", "to", "notification_id"]
+    list_filter = ["channel", "producer"]
     search_fields = ["=user_id", "to", "=notification_id"]
 
     def has_delete_permission(self, request, obj=None):

@@ -16,8 +16,6 @@ from notifier.channels import CHANNELS
 from notifier.models import (
     Channel,
     Delivery,
-    DeliveryStatus,
-    Device,
     Notification,
     NotificationStatus,
     Priority,
@@ -27,6 +25,7 @@ from notifier.models import (
 )
 from notifier.models.producers import hash_key
 from notifier.pipeline.accept import AcceptRequest, RecipientEntry, notifications_accept
+from notifier.pipeline.deliveries import active_devices, deliveries_build
 from notifier.pipeline.render import (
     PUSH_FIELDS,
     TEMPLATE_FIELDS,
@@ -37,6 +36,7 @@ from notifier.pipeline.render import (
     variables_schema,
 )
 from notifier.pipeline.wake import wake_deliver
+from notifier.services import recipient_upsert
 
 ADMIN_PRODUCER = "admin-console"
 _SAMPLES = {"string": "Alice", "number": 3, "integer": 3, "boolean": True, "object": {}, "array": []}
@@ -71,8 +71,6 @@ class Preview:
 
 def template_preview(template: Template, data: dict, user_id: str = "preview-user") -> Preview:
     """Render `template` with `data` through the same code the route step uses (sandbox, layout, limits)."""
-    from notifier.models import Recipient
-
     preview = Preview(channel=template.channel)
     recipient = Recipient(user_id=user_id)
     try:
@@ -156,14 +154,13 @@ def template_send_test(template: Template, user_id: str, data: dict, sent_by: st
     Raises SendTestError, having stored nothing."""
     notification_id = uuid.uuid4()
     with transaction.atomic():
-        recipient, _ = Recipient.objects.get_or_create(user_id=user_id)
+        recipient, _ = recipient_upsert(user_id)
         try:
             content = template_render(template, template.type, data, recipient=recipient,
                                       notification_id=notification_id)
         except RenderError as error:
             raise SendTestError(str(error)) from error
-        devices = list(Device.objects.filter(recipient=recipient, active=True).order_by("id"))
-        targets, reason = CHANNELS[template.channel].targets(recipient, devices)
+        targets, reason = CHANNELS[template.channel].targets(recipient, active_devices([recipient.id])[recipient.id])
         if not targets:
             raise SendTestError(f"{user_id} cannot be reached on {template.channel}: {reason}")
         now = timezone.now()
@@ -175,12 +172,9 @@ def template_send_test(template: Template, user_id: str, data: dict, sent_by: st
             decisions=[{"channel": template.channel, "decision": "queued", "reason": "", "targets": len(targets),
                         "template_version": template.version, "language": template.language, "note": note}],
         )
-        Delivery.objects.bulk_create([
-            Delivery(notification=notification, channel=template.channel, priority=Priority.HIGH,
-                     target=target.address, device=target.device, template=template, content=content,
-                     status=DeliveryStatus.QUEUED, next_attempt_at=now)
-            for target in targets
-        ])
+        Delivery.objects.bulk_create(
+            deliveries_build(notification, template.channel, targets, template, content=content, next_attempt_at=now)
+        )
         transaction.on_commit(lambda: wake_deliver(template.channel, Priority.HIGH), robust=True)
     return str(notification_id)
 

@@ -1,4 +1,5 @@
-"""`manage.py check` warns about settings that would make deliveries fail or go out twice."""
+"""`manage.py check` warns about settings that would make deliveries fail or go out twice, and
+`check --deploy` about what a production deployment must set."""
 from django.conf import settings
 from django.core.checks import Warning, register
 
@@ -34,3 +35,23 @@ def claim_lease_outlasts_tasks(app_configs, **kwargs):
         "another worker, and its messages would go out twice.",
         hint="Raise NOTIFIER_CLAIM_LEASE_SECONDS above the time limit.", id="notifier.W002",
     )]
+
+
+@register(deploy=True)
+def production_settings(app_configs, **kwargs):
+    """`manage.py check --deploy`: what a production deployment must set beyond Django's own HTTPS
+    settings (README, 'Production'). SECRET_KEY needs no check: with DEBUG off, settings.py refuses to start
+    without one."""
+    problems = []
+    if "*" in settings.ALLOWED_HOSTS:
+        problems.append(("ALLOWED_HOSTS is '*', so any Host header is accepted (and used in absolute URLs).",
+                         "Set ALLOWED_HOSTS to the host names the API is served at.", "notifier.W003"))
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        problems.append(("DATABASE_URL is not set: the database is SQLite in var/, one writer at a time on one machine.",
+                         "Set DATABASE_URL to a PostgreSQL database.", "notifier.W004"))
+    if not settings.NOTIFIER_PUBLIC_URL.startswith("https://"):
+        problems.append((f"NOTIFIER_PUBLIC_URL is {settings.NOTIFIER_PUBLIC_URL}: unsubscribe links and provider "
+                         "callbacks must reach this server over HTTPS.",
+                         "Set NOTIFIER_PUBLIC_URL to the https:// address users and providers reach.", "notifier.W005"))
+    return [Warning(message, hint=f"{hint} See README, 'Production'.", id=check_id)
+            for message, hint, check_id in problems]

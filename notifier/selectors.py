@@ -22,8 +22,10 @@ def notification_for_producer(producer, notification_id) -> Notification | None:
     )
 
 
-def sandbox_messages(user_id=None, channel=None, notification_id=None):
-    messages = SandboxMessage.objects.order_by("-id")
+def sandbox_messages(producer, user_id=None, channel=None, notification_id=None):
+    """What the sandbox recorded for this producer's notifications, newest first (another producer's
+    messages are not listed)."""
+    messages = SandboxMessage.objects.filter(producer=producer).order_by("-id")
     if user_id:
         messages = messages.filter(user_id=user_id)
     if channel:

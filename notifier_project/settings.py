@@ -2,11 +2,13 @@
 
 DATABASE_URL unset means SQLite (the embedded default for a quick local run); tests and production use
 PostgreSQL. REDIS_URL holds rate-limit windows, wake-up flags and caches; CELERY_BROKER_URL defaults to it.
+The one setting without a default is SECRET_KEY when DEBUG is off (`make run` keeps one in var/secret-key).
 """
 import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -23,9 +25,49 @@ def env_list(name, default=""):
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "notifier-insecure-development-key-change-me-in-production")
+
+# SECRET_KEY signs recipient tokens, unsubscribe links and admin sessions: whoever knows it can read any
+# user's inbox. It comes from SECRET_KEY, else from the file SECRET_KEY_FILE names (default var/secret-key,
+# which `make run` fills with a random key on its first start). With DEBUG off there is no fallback: a
+# public key is refused here, where every process (gunicorn, Celery, manage.py) loads the settings; a
+# system check would not stop gunicorn, which runs none.
+DEVELOPMENT_SECRET_KEY = "notifier-insecure-development-key-change-me-in-production"  # public: DEBUG only
+
+
+def _secret_key() -> str:
+    if os.environ.get("SECRET_KEY", "").strip():
+        return os.environ["SECRET_KEY"].strip()
+    try:
+        return Path(os.environ.get("SECRET_KEY_FILE") or BASE_DIR / "var" / "secret-key").read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+SECRET_KEY = _secret_key()
+if SECRET_KEY in ("", DEVELOPMENT_SECRET_KEY):
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set (or is the public development key) and DEBUG is off: set SECRET_KEY to a random "
+            "string made once with `python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`, or SECRET_KEY_FILE "
+            "to a file holding one (`make run` keeps one in var/secret-key; see README, 'Production')."
+        )
+    SECRET_KEY = DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "*")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+
+# HTTPS (README, "Production"). Off by default, so that `make run` serves plain HTTP on 127.0.0.1.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Health probes (load balancers, docker-compose) call /healthz over plain HTTP from inside the network.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Behind a proxy that terminates TLS: the header it sets to "https" on HTTPS requests (e.g.
+# X-Forwarded-Proto). Only with a proxy that overwrites the client's own copy of that header.
+if os.environ.get("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + os.environ["SECURE_PROXY_SSL_HEADER"].upper().replace("-", "_"), "https")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -102,7 +144,7 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["notifier.api.auth.ProducerKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["notifier.api.auth.HasSendScope"],
+    "DEFAULT_PERMISSION_CLASSES": ["notifier.api.auth.HasRequiredScope"],
     "DEFAULT_RENDERER_CLASSES": ["notifier.api.renderers.ORJSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["notifier.api.renderers.ORJSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

@@ -7,7 +7,7 @@ setting.
 import pytest
 from django.db import connection, transaction
 
-from notifier.models import Delivery, Recipient
+from notifier.models import Delivery, Producer, Recipient
 from notifier.selectors import sandbox_messages
 
 pytestmark = pytest.mark.django_db
@@ -28,10 +28,18 @@ def test_recording_sms_opt_outs_by_number_uses_the_phone_index():
     assert "recipient_phone" in plan, plan
 
 
-def test_listing_sandbox_messages_of_a_user_on_a_channel_uses_one_index_in_order():
-    plan = plan_of(sandbox_messages(user_id="u_42", channel="push"))
+@pytest.mark.parametrize("filters, index", [
+    ({}, "sandbox_producer"),
+    ({"channel": "push"}, "sandbox_producer"),
+    ({"user_id": "u_42"}, "sandbox_producer_user"),
+    ({"user_id": "u_42", "channel": "push"}, "sandbox_producer_user"),
+])
+def test_listing_a_producers_sandbox_messages_uses_one_index_in_order(filters, index):
+    producer, _ = Producer.create_with_key("shop", ["send"])
 
-    assert "sandbox_user_channel" in plan, plan
+    plan = plan_of(sandbox_messages(producer, **filters))
+
+    assert f" {index} " in plan, plan
     assert "Sort" not in plan, plan
 
 

@@ -1,11 +1,12 @@
 """Two kinds of caller, both as `Authorization: Bearer <secret>`:
 
-- a producer key (`nk_…`): a backend, with scopes `send` and `admin`;
+- a producer key (`nk_…`): a backend, with scopes (models/producers.py SCOPES). Every API view names the
+  one scope each of its methods needs in `required_scopes`, e.g. {"GET": SCOPE_USERS_READ};
 - a recipient token (`rt_…`): an app or browser acting for one user, issued by
   POST /api/v1/users/{user_id}/token, signed and expiring. It reaches only that user's own endpoints;
   any other user's ids answer 404, as if they did not exist.
 
-401 for a missing, wrong or expired secret; 403 for a missing scope.
+401 for a missing, wrong or expired secret; 403 for a missing scope, naming it.
 """
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ from django.db.models.signals import post_delete, post_save
 from rest_framework import authentication, exceptions, permissions
 
 from notifier.models import Producer
-from notifier.models.producers import SCOPE_ADMIN, SCOPE_SEND, hash_key
+from notifier.models.producers import hash_key
 from notifier.process_cache import ProcessCache
 
 RECIPIENT_TOKEN_PREFIX = "rt_"
@@ -29,9 +30,6 @@ class RecipientPrincipal:
     user_id: str
     # The recipient's row id, carried in the token so that inbox reads need not look the user up.
     recipient_id: int | None = None
-
-    def has_scope(self, scope: str) -> bool:
-        return False
 
 
 def recipient_token_issue(user_id: str, recipient_id: int | None = None) -> str:
@@ -98,33 +96,41 @@ class ProducerKeyAuthentication(authentication.BaseAuthentication):
 RECIPIENT_TOKEN_REACH = "A recipient token reaches only its own user's inbox and preferences."
 
 
-class _HasScope(permissions.BasePermission):
-    scope = ""
+def scope_required(view, method: str) -> str | None:
+    """The scope a producer key needs to call this method of this view. HEAD is GET; OPTIONS (the endpoint's
+    description, as public as the OpenAPI schema) and a method the view lacks (405 follows) need none. A
+    handler missing from the view's `required_scopes` raises KeyError: a forgotten scope is a bug that
+    answers 500, never an open door."""
+    method = "GET" if method == "HEAD" else method
+    if method == "OPTIONS" or not hasattr(view, method.lower()):
+        return None
+    return view.required_scopes[method]
+
+
+def _producer_may(permission, request, view) -> bool:
+    scope = scope_required(view, request.method)
+    if scope is not None and not request.user.has_scope(scope):
+        permission.message = f"This producer key lacks the '{scope}' scope."
+        return False
+    return True
+
+
+class HasRequiredScope(permissions.BasePermission):
+    """The default: a producer key with the scope the view names for the method."""
 
     def has_permission(self, request, view):
-        producer = request.user
-        if producer is None:
+        if request.user is None:
             return False  # DRF answers 401, since authenticate_header is set
-        if isinstance(producer, RecipientPrincipal):
+        if isinstance(request.user, RecipientPrincipal):
             self.message = RECIPIENT_TOKEN_REACH
             return False
-        if not producer.has_scope(self.scope):
-            self.message = f"This producer key lacks the '{self.scope}' scope."
-            return False
-        return True
-
-
-class HasSendScope(_HasScope):
-    scope = SCOPE_SEND
-
-
-class HasAdminScope(_HasScope):
-    scope = SCOPE_ADMIN
+        return _producer_may(self, request, view)
 
 
 class IsProducerOrSameRecipient(permissions.BasePermission):
-    """For /users/{user_id}/… endpoints an end user's app may call: a producer with the send scope, or a
-    recipient token of that same user. Another user's id answers 404, so ids cannot be probed."""
+    """For /users/{user_id}/… endpoints an end user's app may call: a producer key with the scope the view
+    names for the method, or a recipient token of that same user. Another user's id answers 404, so ids
+    cannot be probed."""
 
     def has_permission(self, request, view):
         caller = request.user
@@ -134,7 +140,4 @@ class IsProducerOrSameRecipient(permissions.BasePermission):
             if caller.user_id != view.kwargs.get("user_id"):
                 raise exceptions.NotFound()
             return True
-        if not caller.has_scope(SCOPE_SEND):
-            self.message = f"This producer key lacks the '{SCOPE_SEND}' scope."
-            return False
-        return True
+        return _producer_may(self, request, view)

@@ -1,4 +1,4 @@
-"""The in-app inbox API, for a producer (send scope) or the user's own recipient token.
+"""The in-app inbox API, for a producer key with the inbox:read scope or the user's own recipient token.
 
     GET   /api/v1/users/{user_id}/notifications?cursor=&limit=&archived=   newest first, with unread_count
     GET   /api/v1/users/{user_id}/notifications/unread-count                 the badge alone
@@ -32,6 +32,7 @@ from notifier.api.auth import (
 )
 from notifier.api.renderers import ORJSONRenderer
 from notifier.models import InboxItem, Recipient
+from notifier.models.producers import SCOPE_INBOX_READ
 
 PAGE_DEFAULT = 20
 PAGE_MAX = 100
@@ -74,6 +75,7 @@ def _badge(recipient_id: int) -> dict:
 
 class InboxView(APIView):
     permission_classes = [IsProducerOrSameRecipient]
+    required_scopes = {"GET": SCOPE_INBOX_READ}
 
     @extend_schema(parameters=[InboxPageQuery], responses={200: dict})
     def get(self, request, user_id):
@@ -94,6 +96,7 @@ class InboxView(APIView):
 
 class InboxUnreadCountView(APIView):
     permission_classes = [IsProducerOrSameRecipient]
+    required_scopes = {"GET": SCOPE_INBOX_READ}
 
     @extend_schema(responses={200: dict})
     def get(self, request, user_id):
@@ -102,6 +105,7 @@ class InboxUnreadCountView(APIView):
 
 class InboxItemView(APIView):
     permission_classes = [IsProducerOrSameRecipient]
+    required_scopes = {"PATCH": SCOPE_INBOX_READ}
 
     @extend_schema(request=InboxItemChange, responses={200: dict})
     def patch(self, request, user_id, notification_id):
@@ -120,6 +124,7 @@ class InboxItemView(APIView):
 
 class InboxMarkAllReadView(APIView):
     permission_classes = [IsProducerOrSameRecipient]
+    required_scopes = {"POST": SCOPE_INBOX_READ}
 
     @extend_schema(request=None, responses={200: dict})
     def post(self, request, user_id):
@@ -166,6 +171,7 @@ class InboxStreamView(APIView):
     authentication_classes = [ProducerKeyAuthentication, RecipientTokenQueryAuthentication]
     renderer_classes = [ORJSONRenderer, EventStreamRenderer]
     permission_classes = [IsProducerOrSameRecipient]
+    required_scopes = {"GET": SCOPE_INBOX_READ}
 
     @extend_schema(responses={(200, "text/event-stream"): str})
     def get(self, request, user_id):

@@ -6,8 +6,9 @@
      "language": "en", "marketing_opt_in": true, "digest": "realtime|hourly|daily"}
 
 PUT replaces the document (what it leaves out returns to the default); PATCH changes only what it gives,
-merging `channels` and each entry of `types` key by key. A producer, or a recipient token of the same user
-(another user's id answers 404), may call it. Every bad value is a 400 naming its field.
+merging `channels` and each entry of `types` key by key. A producer key (users:read to read, users:write to
+change), or a recipient token of the same user (another user's id answers 404), may call it. Every bad
+value is a 400 naming its field.
 """
 from __future__ import annotations
 
@@ -24,7 +25,9 @@ from rest_framework.views import APIView
 from notifier.api.auth import IsProducerOrSameRecipient
 from notifier.api.serializers import LANGUAGE, _known_timezones
 from notifier.models import Category, Channel, Digest, NotificationType, Recipient
+from notifier.models.producers import SCOPE_USERS_READ, SCOPE_USERS_WRITE
 from notifier.pipeline.preferences import preferences_document
+from notifier.services import recipient_upsert
 
 FIELDS = ("channels", "types", "quiet_hours", "language", "marketing_opt_in", "digest")
 HH_MM = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
@@ -124,7 +127,7 @@ def preferences_update(user_id: str, document, partial: bool) -> Recipient:
     """Validate and store a user's preferences (creating the user if needed); PATCH merges maps."""
     values = preferences_validate(document, partial)
     with transaction.atomic():
-        recipient, _ = Recipient.objects.get_or_create(user_id=user_id)
+        recipient, _ = recipient_upsert(user_id)
         recipient = Recipient.objects.select_for_update().get(pk=recipient.pk)
         if partial and "channel_preferences" in values:
             values["channel_preferences"] = {**recipient.channel_preferences, **values["channel_preferences"]}
@@ -141,6 +144,7 @@ def preferences_update(user_id: str, document, partial: bool) -> Recipient:
 
 class NotificationPreferencesView(APIView):
     permission_classes = [IsProducerOrSameRecipient]
+    required_scopes = {"GET": SCOPE_USERS_READ, "PUT": SCOPE_USERS_WRITE, "PATCH": SCOPE_USERS_WRITE}
 
     @extend_schema(responses={200: dict})
     def get(self, request, user_id):

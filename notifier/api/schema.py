@@ -11,8 +11,9 @@ class BearerAuthenticationScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "A producer key (nk_…, from `manage.py createproducer`) or, on /users/{user_id}/ "
-                           "inbox and preference endpoints, that user's recipient token (rt_…).",
+            "description": "A producer key (nk_…, from `manage.py createproducer`) with the scope the endpoint "
+                           "needs, or, on /users/{user_id}/ inbox and preference endpoints, that user's "
+                           "recipient token (rt_…).",
         }
 
 

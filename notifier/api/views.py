@@ -10,9 +10,10 @@ from rest_framework.views import APIView
 
 from notifier import selectors, services
 from notifier.api import serializers as s
-from notifier.api.auth import HasAdminScope, recipient_token_issue
+from notifier.api.auth import recipient_token_issue
 from notifier.api.quota import ProducerQuotaThrottle
 from notifier.models import NotificationType, Recipient, Template
+from notifier.models.producers import SCOPE_ADMIN, SCOPE_SEND, SCOPE_TOKENS, SCOPE_USERS_READ, SCOPE_USERS_WRITE
 from notifier.pipeline.accept import IdempotencyConflict, notifications_accept, request_fingerprint
 
 
@@ -23,6 +24,7 @@ class IdempotencyKeyReused(APIException):
 
 
 class NotificationCreateView(APIView):
+    required_scopes = {"POST": SCOPE_SEND}
     throttle_classes = [ProducerQuotaThrottle]
 
     @extend_schema(request=s.NotificationRequestSerializer, responses={202: dict})
@@ -41,6 +43,8 @@ class NotificationCreateView(APIView):
 
 
 class NotificationDetailView(APIView):
+    required_scopes = {"GET": SCOPE_SEND}
+
     @extend_schema(responses=s.NotificationSerializer)
     def get(self, request, notification_id):
         notification = selectors.notification_for_producer(request.user, notification_id)
@@ -50,6 +54,8 @@ class NotificationDetailView(APIView):
 
 
 class UserView(APIView):
+    required_scopes = {"GET": SCOPE_USERS_READ, "PUT": SCOPE_USERS_WRITE}
+
     @extend_schema(responses=s.RecipientSerializer)
     def get(self, request, user_id):
         return Response(s.RecipientSerializer(get_object_or_404(Recipient, user_id=user_id)).data)
@@ -65,9 +71,11 @@ class UserView(APIView):
 class RecipientTokenView(APIView):
     """Issue a recipient token for an app or browser to read this user's own inbox and preferences."""
 
+    required_scopes = {"POST": SCOPE_TOKENS}
+
     @extend_schema(request=None, responses={201: dict})
     def post(self, request, user_id):
-        recipient, _ = Recipient.objects.get_or_create(user_id=user_id)
+        recipient, _ = services.recipient_upsert(user_id)
         return Response(
             {"token": recipient_token_issue(user_id, recipient.id), "expires_in": settings.NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS},
             status=201,
@@ -75,6 +83,8 @@ class RecipientTokenView(APIView):
 
 
 class DeviceListView(APIView):
+    required_scopes = {"GET": SCOPE_USERS_READ, "POST": SCOPE_USERS_WRITE}
+
     @extend_schema(responses=s.DeviceSerializer(many=True))
     def get(self, request, user_id):
         recipient = get_object_or_404(Recipient, user_id=user_id)
@@ -84,12 +94,14 @@ class DeviceListView(APIView):
     def post(self, request, user_id):
         serializer = s.DeviceSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        recipient, _ = Recipient.objects.get_or_create(user_id=user_id)
+        recipient, _ = services.recipient_upsert(user_id)
         device, created = services.device_register(recipient, **serializer.validated_data)
         return Response(s.DeviceSerializer(device).data, status=201 if created else 200)
 
 
 class DeviceDetailView(APIView):
+    required_scopes = {"DELETE": SCOPE_USERS_WRITE}
+
     @extend_schema(responses={204: None})
     def delete(self, request, user_id, token):
         recipient = get_object_or_404(Recipient, user_id=user_id)
@@ -99,7 +111,7 @@ class DeviceDetailView(APIView):
 
 
 class NotificationTypeListView(APIView):
-    permission_classes = [HasAdminScope]
+    required_scopes = {"GET": SCOPE_ADMIN, "POST": SCOPE_ADMIN}
 
     @extend_schema(responses=s.NotificationTypeSerializer(many=True))
     def get(self, request):
@@ -114,7 +126,7 @@ class NotificationTypeListView(APIView):
 
 
 class TemplateListView(APIView):
-    permission_classes = [HasAdminScope]
+    required_scopes = {"GET": SCOPE_ADMIN, "POST": SCOPE_ADMIN}
 
     @extend_schema(responses=s.TemplateSerializer(many=True))
     def get(self, request):
@@ -132,9 +144,12 @@ class TemplateListView(APIView):
 
 
 class SandboxMessageListView(APIView):
+    required_scopes = {"GET": SCOPE_SEND}
+
     @extend_schema(responses=s.SandboxMessageSerializer(many=True))
     def get(self, request):
         messages = selectors.sandbox_messages(
+            request.user,
             user_id=request.query_params.get("user_id"),
             channel=request.query_params.get("channel"),
             notification_id=request.query_params.get("notification_id"),

@@ -1,11 +1,39 @@
 import hashlib
 import secrets
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
+# What a producer key may do. Every API endpoint needs exactly one of these (README, "The API", producer keys).
 SCOPE_SEND = "send"
+SCOPE_USERS_READ = "users:read"
+SCOPE_USERS_WRITE = "users:write"
+SCOPE_INBOX_READ = "inbox:read"
+SCOPE_TOKENS = "tokens"
 SCOPE_ADMIN = "admin"
+SCOPES = {
+    SCOPE_SEND: "send notifications, read their status and the sandbox",
+    SCOPE_USERS_READ: "read users, their devices and preferences",
+    SCOPE_USERS_WRITE: "create and change users, register and remove devices, change preferences",
+    SCOPE_INBOX_READ: "read any user's inbox and mark it read",
+    SCOPE_TOKENS: "issue recipient tokens (each reads its own user's inbox and preferences)",
+    SCOPE_ADMIN: "manage notification types and templates",
+}
 KEY_PREFIX = "nk_"
+
+
+def scopes_validate(value) -> None:
+    if not isinstance(value, list) or not all(isinstance(scope, str) for scope in value):
+        raise ValidationError("Scopes are a list of names.")
+    unknown = [scope for scope in value if scope not in SCOPES]
+    if unknown:
+        raise ValidationError(f"Unknown scope {', '.join(map(repr, unknown))}; choose from {', '.join(SCOPES)}.")
+
+
+def scopes_ordered(scopes) -> list[str]:
+    """Scopes without repeats, in the order of SCOPES, so that a producer's list reads the same everywhere."""
+    wanted = set(scopes)
+    return [scope for scope in SCOPES if scope in wanted]
 
 
 def hash_key(key: str) -> str:
@@ -19,7 +47,7 @@ class Producer(models.Model):
     name = models.CharField(max_length=100, unique=True)
     key_hash = models.CharField(max_length=64, unique=True)
     key_hint = models.CharField(max_length=16, help_text="The first characters of the key, to recognise it.")
-    scopes = models.JSONField(default=list, help_text='"send" to send notifications, "admin" to manage types.')
+    scopes = models.JSONField(default=list, validators=[scopes_validate], help_text="What the key may do.")
     is_active = models.BooleanField(default=True)
     quota_requests = models.PositiveIntegerField(
         null=True, blank=True,
@@ -42,7 +70,8 @@ class Producer(models.Model):
 
     @classmethod
     def create_with_key(cls, name: str, scopes: list[str]) -> tuple["Producer", str]:
-        producer = cls(name=name, scopes=scopes)
+        scopes_validate(list(scopes))
+        producer = cls(name=name, scopes=scopes_ordered(scopes))
         key = producer.rotate_key()
         producer.save()
         return producer, key

@@ -15,8 +15,9 @@ import orjson
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from notifier.models import IdempotencyKey, Notification, NotificationStatus, NotificationType, Recipient
+from notifier.models import IdempotencyKey, Notification, NotificationStatus, NotificationType
 from notifier.pipeline.wake import wake_route
+from notifier.services import recipients_upsert
 
 # Contact fields a request may set inline on a recipient entry.
 CONTACT_FIELDS = ("email", "phone", "timezone", "language")
@@ -102,7 +103,7 @@ def _claim_idempotency_key(producer, key: str, fingerprint: str) -> dict | None:
 
 
 def _store(producer, request: AcceptRequest) -> list[Notification]:
-    recipients = recipients_upsert(request.recipients)
+    recipients, _ = recipients_upsert((entry.user_id, entry.contact) for entry in request.recipients)
     now = timezone.now()
     scheduled = request.schedule_at is not None and request.schedule_at > now
     notifications = [
@@ -127,28 +128,3 @@ def _store(producer, request: AcceptRequest) -> list[Notification]:
     else:
         Notification.objects.bulk_create(notifications)
     return notifications
-
-
-def recipients_upsert(entries: list[RecipientEntry]) -> dict[str, Recipient]:
-    """Find or create the recipients of a request, applying inline contact fields. Three queries at most
-    whatever the number of entries; an unknown user without contact fields is reachable in-app only."""
-    by_user_id = Recipient.objects.in_bulk([entry.user_id for entry in entries], field_name="user_id")
-    missing = [Recipient(user_id=e.user_id, **e.contact) for e in entries if e.user_id not in by_user_id]
-    if missing:
-        # ignore_conflicts: a concurrent request may create the same user; we read back whichever won.
-        Recipient.objects.bulk_create(missing, ignore_conflicts=True)
-        by_user_id.update(Recipient.objects.in_bulk([r.user_id for r in missing], field_name="user_id"))
-    changed = []
-    for entry in entries:
-        recipient = by_user_id[entry.user_id]
-        updates = {k: v for k, v in entry.contact.items() if getattr(recipient, k) != v}
-        if updates:
-            for name, value in updates.items():
-                if name == "phone":
-                    recipient.set_phone(value)
-                else:
-                    setattr(recipient, name, value)
-            changed.append(recipient)
-    if changed:
-        Recipient.objects.bulk_update(changed, [*CONTACT_FIELDS, "sms_opted_out_at"])
-    return by_user_id

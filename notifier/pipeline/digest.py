@@ -15,7 +15,6 @@ The window is the user's digest setting when it is "hourly" or "daily", else the
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
@@ -27,13 +26,13 @@ from notifier.models import (
     Channel,
     Delivery,
     DeliveryStatus,
-    Device,
     Digest,
     DigestBatch,
     Notification,
     NotificationStatus,
     Priority,
 )
+from notifier.pipeline.deliveries import active_devices, deliveries_build
 from notifier.pipeline.quiet_hours import describe_release, quiet_hours_release_at
 from notifier.pipeline.render import (
     RenderError,
@@ -112,9 +111,7 @@ def digests_flush(now=None, batch_size: int = FLUSH_BATCH_SIZE) -> int:
         if not batches:
             return 0
         templates = active_templates(b.type_id for b in batches)
-        devices = defaultdict(list)
-        for device in Device.objects.filter(recipient_id__in={b.recipient_id for b in batches}, active=True):
-            devices[device.recipient_id].append(device)
+        devices = active_devices(b.recipient_id for b in batches)
         deliveries, by_batch, notifications = [], {}, []
         for batch in batches:
             batch.status, batch.flushed_at = DigestBatch.FLUSHED, now
@@ -166,13 +163,11 @@ def _digest_deliveries(batch: DigestBatch, templates: dict, devices: list) -> tu
                                         recipient.timezone)
     held = release_at is not None and batch.channel in settings.NOTIFIER_QUIET_HOURS_CHANNELS
     status_reason = f"held for quiet hours until {describe_release(release_at, recipient.timezone)}" if held else ""
-    deliveries = [
-        Delivery(notification=notification, channel=batch.channel, priority=notification.priority,
-                 target=target.address, device=target.device, template=template, content=content,
-                 status=DeliveryStatus.HELD if held else DeliveryStatus.QUEUED, status_reason=status_reason,
-                 next_attempt_at=release_at if held else now)
-        for target in targets
-    ]
+    deliveries = deliveries_build(
+        notification, batch.channel, targets, template, content=content,
+        status=DeliveryStatus.HELD if held else DeliveryStatus.QUEUED, status_reason=status_reason,
+        next_attempt_at=release_at if held else now,
+    )
     reason = f"digest of {batch.count} notifications" + (f"; {status_reason}" if held else "")
     return deliveries, {**decision, "decision": "held" if held else "queued", "reason": reason,
                         "targets": len(targets), "template_version": template.version}

@@ -23,7 +23,8 @@ from django.template.loader import render_to_string
 from django.utils.html import strip_tags
 from django.utils.safestring import mark_safe
 
-from notifier.models import Category, Channel, Delivery, DeliveryStatus, Template
+from notifier.models import Category, Channel, DeliveryStatus, Template
+from notifier.pipeline.deliveries import deliveries_build
 from notifier.templating import render_capped, sandboxed_engine
 
 _TEXT_FIELDS = ("subject", "title", "body", "action_url")
@@ -274,12 +275,8 @@ def fcm_payload_size(content: dict, data: dict, notification_id=None) -> int:
 def render_failed_deliveries(notification, channel: str, targets, template, error: Exception, now) -> list:
     """What a render failure leaves: a failed Delivery per target carrying the error in last_error, so the
     notification's API view and admin page show it on its channel, like a provider's permanent error."""
-    return [
-        Delivery(notification=notification, channel=channel, priority=notification.priority, target=target.address,
-                 device=target.device, template=template, status=DeliveryStatus.FAILED, next_attempt_at=now,
-                 failed_at=now, last_error=f"render failed: {error}")
-        for target in targets
-    ]
+    return deliveries_build(notification, channel, targets, template, status=DeliveryStatus.FAILED,
+                            next_attempt_at=now, failed_at=now, last_error=f"render failed: {error}")
 
 
 def sms_max_segments() -> int:

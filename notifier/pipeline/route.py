@@ -31,6 +31,7 @@ from notifier.models import (
     RateLimitAction,
 )
 from notifier.pipeline import digest
+from notifier.pipeline.deliveries import active_devices, deliveries_build
 from notifier.pipeline.preferences import channel_verdict
 from notifier.pipeline.quiet_hours import describe_release, quiet_hours_release_at
 from notifier.pipeline.rate_limits import LimitCheck, rate_limits_check
@@ -68,7 +69,7 @@ def notifications_route(notifications: list[Notification]) -> list[Delivery]:
     """Create the deliveries of some notifications and record each channel's decision. Runs in the
     caller's transaction; wakes the deliver queues after commit. A fixed number of queries per batch."""
     now = timezone.now()
-    devices = _active_devices([n.recipient_id for n in notifications])
+    devices = active_devices([n.recipient_id for n in notifications])
     templates = active_templates(n.type_id for n in notifications)
     created = {notification.id: _route_one_guarded(notification, devices[notification.recipient_id], templates, now)
                for notification in notifications}
@@ -163,21 +164,11 @@ def _route_one(notification: Notification, devices: list[Device], templates: dic
             continue
         held = release_at is not None and channel_name in settings.NOTIFIER_QUIET_HOURS_CHANNELS
         status_reason = f"held for quiet hours until {describe_release(release_at, recipient.timezone)}" if held else ""
-        for target in targets:
-            deliveries.append(
-                Delivery(
-                    notification=notification,
-                    channel=channel_name,
-                    priority=notification.priority,
-                    target=target.address,
-                    device=target.device,
-                    template=template,
-                    content=content,
-                    status=DeliveryStatus.HELD if held else DeliveryStatus.QUEUED,
-                    status_reason=status_reason,
-                    next_attempt_at=release_at if held else now,
-                )
-            )
+        deliveries.extend(deliveries_build(
+            notification, channel_name, targets, template, content=content,
+            status=DeliveryStatus.HELD if held else DeliveryStatus.QUEUED, status_reason=status_reason,
+            next_attempt_at=release_at if held else now,
+        ))
         extra = {"release_at": release_at.isoformat()} if held else {}
         if verdict.reason:  # a critical type, sent despite an opt-out
             extra["note"] = verdict.reason
@@ -230,10 +221,3 @@ def _status_after_routing(deliveries: list, decisions: list[dict]) -> str:
     if any(d["decision"] == "suppressed" for d in decisions):
         return NotificationStatus.SUPPRESSED
     return NotificationStatus.UNROUTABLE
-
-
-def _active_devices(recipient_ids) -> dict[int, list[Device]]:
-    devices = defaultdict(list)
-    for device in Device.objects.filter(recipient_id__in=set(recipient_ids), active=True).order_by("id"):
-        devices[device.recipient_id].append(device)
-    return devices

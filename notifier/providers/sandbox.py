@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from django.core.serializers.json import DjangoJSONEncoder
 
-from notifier.models import SandboxMessage
+from notifier.models import Notification, SandboxMessage
 
 from .base import Message, Provider, SendResult
 
@@ -23,10 +23,18 @@ class SandboxProvider(Provider):
         return self.send_batch([message])[0]
 
     def send_batch(self, messages: list[Message]) -> list[SendResult]:
+        # Each message is listed to the producer of its notification only (GET /api/v1/sandbox/messages).
+        producers = {
+            str(notification_id): producer_id
+            for notification_id, producer_id in Notification.objects.filter(
+                id__in={m.notification_id for m in messages}
+            ).values_list("id", "producer_id")
+        }
         # ignore_conflicts: a delivery re-sent after its worker died is recorded once.
         SandboxMessage.objects.bulk_create(
             [
                 SandboxMessage(
+                    producer_id=producers.get(str(m.notification_id)),
                     channel=m.channel,
                     user_id=m.user_id,
                     to=m.to,

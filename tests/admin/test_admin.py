@@ -353,10 +353,34 @@ class TestActions:
 
     def test_adding_a_producer_shows_its_key_once(self, ops):
         response = ops.post(reverse("admin:notifier_producer_add"),
-                            {"name": "billing", "scopes": '["send"]', "is_active": "on"}, follow=True)
+                            {"name": "billing", "scopes": ["send"], "is_active": "on"}, follow=True)
 
         key = re.search(r"<code>(nk_[^<]+)</code>", messages_of(response)).group(1)
         assert Producer.objects.get(name="billing").key_hash == hash_key(key)
+
+    def test_a_producers_scopes_are_checkboxes_that_start_at_send(self, ops):
+        page = ops.get(reverse("admin:notifier_producer_add")).content.decode()
+
+        for scope in ("send", "users:read", "users:write", "inbox:read", "tokens", "admin"):
+            assert re.search(rf'<input type="checkbox" name="scopes" value="{scope}"', page), scope
+        assert re.search(r'<input type="checkbox" name="scopes" value="send"[^>]* checked', page)
+
+    def test_editing_a_producers_scopes_saves_them_in_order(self, ops, producer):
+        ops.post(reverse("admin:notifier_producer_change", args=[producer.pk]),
+                 {"name": producer.name, "scopes": ["tokens", "send"], "is_active": "on"})
+
+        producer.refresh_from_db()
+        assert producer.scopes == ["send", "tokens"]
+
+    def test_an_unknown_scope_is_refused(self, ops, producer):
+        before = list(producer.scopes)
+
+        response = ops.post(reverse("admin:notifier_producer_change", args=[producer.pk]),
+                            {"name": producer.name, "scopes": ["send", "everything"], "is_active": "on"})
+
+        assert response.status_code == 200 and "Select a valid choice" in response.content.decode()
+        producer.refresh_from_db()
+        assert producer.scopes == before
 
 
 

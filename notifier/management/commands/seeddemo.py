@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from notifier.models import NotificationType, Producer, Template
-from notifier.models.producers import SCOPE_ADMIN, SCOPE_SEND, hash_key
+from notifier.models.producers import SCOPES, hash_key
 
 KEY_FILE = settings.BASE_DIR / "var" / "demo-producer-key"
 
@@ -43,7 +43,7 @@ class Command(BaseCommand):
         producer = Producer.objects.filter(name="demo").first()
         kept = KEY_FILE.read_text().strip() if KEY_FILE.exists() else ""
         if producer is None:
-            producer, key = Producer.create_with_key("demo", [SCOPE_SEND, SCOPE_ADMIN])
+            producer, key = Producer.create_with_key("demo", list(SCOPES))  # the walk-through uses them all
         elif kept and hash_key(kept) == producer.key_hash and producer.is_active:
             key = kept
         else:  # the key was rotated in admin, or the file is gone: the key itself cannot be shown again
