@@ -63,7 +63,10 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 worker_detect_quorum_queues = True
 broker_connection_retry_on_startup = True
 # Publishing must never hang a request (celery/celery#6046): fail fast, the sweeper publishes later.
-broker_connection_timeout = float(os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
+# NOTIFIER_REDIS_TIMEOUT_SECONDS as settings.py reads it (NOTIFIER_PUBLISH_TIMEOUT_SECONDS: its old name).
+broker_connection_timeout = float(
+    os.environ.get("NOTIFIER_REDIS_TIMEOUT_SECONDS", os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
+)
 broker_transport_options = {
     # Longer than any task may run (task_time_limit), so Redis does not redeliver a running task.
     "visibility_timeout": 3600,

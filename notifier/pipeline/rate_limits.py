@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
-from notifier.pipeline.wake import redis_client
+from notifier.redis_client import redis_client
 
 KEY_PREFIX = "notifier:rl:"
 
