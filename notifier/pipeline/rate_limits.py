@@ -12,6 +12,9 @@ Over a limit, the type's `rate_limit_action` decides: `suppress` drops the deliv
 delivery waits, status held, until the beat task releases it (pipeline/holds.py). Deliveries held for
 quiet hours are counted when they are routed. Critical types are exempt. Limits are a table in settings
 (NOTIFIER_RATE_LIMITS).
+
+Redis unreachable: rate_limits_check raises redis.RedisError, and the route step admits the batch and says
+so in each decision (pipeline/route.py).
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from notifier.pipeline.holds import release_due_holds
 from notifier.pipeline.quiet_hours import quiet_hours_release_at
 from notifier.pipeline.rate_limits import KEY_PREFIX, LimitCheck, rate_limits_check
 from notifier.pipeline.route import route_due
+from tests.api.test_health import closed_port
 from tests.conftest import make_order_type, make_reachable_user
 from tests.pipeline.test_route import make_notification
 
@@ -252,6 +253,21 @@ class TestRateLimits:
         assert sum(not v.limited for v in verdicts) == limit == 30
         assert {v.reason for v in verdicts if v.limited} == {"rate limited: 30/hour push"}
         assert clean_redis.zcard(f"{KEY_PREFIX}7:channel:push") == limit
+
+    def test_routing_goes_on_when_redis_refuses_and_the_decision_says_limits_were_not_checked(
+        self, order_type, reachable_user, settings, caplog
+    ):
+        settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"  # every connect is refused
+        notification = make_notification(order_type, reachable_user, channels=["push", "email"])
+
+        route()
+
+        decisions = {d["channel"]: d for d in Notification.objects.get(id=notification.id).decisions}
+        assert {channel: d["decision"] for channel, d in decisions.items()} == {"push": "queued", "email": "queued"}
+        for decision in decisions.values():
+            assert decision["note"].startswith("rate limits not checked: Redis unreachable"), decision
+        assert Delivery.objects.filter(notification=notification, status="queued").count() == 3
+        assert "rate limits not checked" in caplog.text
 
     def test_a_type_set_to_hold_waits_until_the_window_has_room_and_is_released_then(self, reachable_user,
                                                                                     settings):
