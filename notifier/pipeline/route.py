@@ -202,7 +202,7 @@ def _apply_rate_limits(notifications: list[Notification], created: dict, now) ->
             if decision["channel"] in by_channel and decision["decision"] in ("queued", "held"):
                 groups.append((notification, decision["channel"], by_channel[decision["channel"]], decision))
     checks = [
-        LimitCheck(recipient_id=n.recipient_id, channel=channel, type_key=n.type.key, category=n.type.category,
+        LimitCheck(user_id=n.recipient.user_id, channel=channel, type_key=n.type.key, category=n.type.category,
                    member=str(n.id), hold=n.type.rate_limit_action == RateLimitAction.HOLD)
         for n, channel, _, _ in groups
     ]

@@ -240,7 +240,7 @@ class TestRateLimits:
         def check(index):
             start.wait()
             verdicts.extend(rate_limits_check(
-                [LimitCheck(recipient_id=7, channel="push", type_key="order_shipped", category="transactional",
+                [LimitCheck(user_id="u_7", channel="push", type_key="order_shipped", category="transactional",
                             member=f"notification-{index}", hold=False)], timezone.now()))
 
         threads = [threading.Thread(target=check, args=(i,)) for i in range(90)]
@@ -252,7 +252,21 @@ class TestRateLimits:
         assert len(verdicts) == 90
         assert sum(not v.limited for v in verdicts) == limit == 30
         assert {v.reason for v in verdicts if v.limited} == {"rate limited: 30/hour push"}
-        assert clean_redis.zcard(f"{KEY_PREFIX}7:channel:push") == limit
+        assert clean_redis.zcard(f"{KEY_PREFIX}channel:push:u_7") == limit
+
+    def test_windows_belong_to_the_user_id_not_the_row_so_a_fresh_database_inherits_nothing(
+        self, order_type, clean_redis
+    ):
+        # Redis outlived the database: the old database's recipient with this row id filled its push window.
+        newcomer = make_reachable_user("u_new")
+        now_ms = int(timezone.now().timestamp() * 1000)
+        clean_redis.zadd(f"{KEY_PREFIX}{newcomer.id}:channel:push", {f"old-{i}": now_ms for i in range(30)})
+        notification = make_notification(order_type, newcomer, channels=["push"])
+
+        route()
+
+        assert reasons(notification)["push"] == ("queued", "")
+        assert clean_redis.zcard(f"{KEY_PREFIX}channel:push:u_new") == 1
 
     def test_routing_goes_on_when_redis_refuses_and_the_decision_says_limits_were_not_checked(
         self, order_type, reachable_user, settings, caplog
