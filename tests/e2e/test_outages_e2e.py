@@ -1,10 +1,11 @@
-"""Outages of Redis under a real gunicorn: requests keep their deadline, nothing accepted is
+"""Outages of Redis and PostgreSQL under a real gunicorn: requests keep their deadline, nothing accepted is
 lost, and the service recovers by itself."""
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from django.db import connection
 
 from notifier.models import Notification
 from tests.e2e.conftest import wait_until
@@ -73,3 +74,28 @@ def test_a_hanging_redis_holds_no_request_past_its_deadline_and_loses_nothing(
     ids.append(response.json()["notifications"][0]["id"])
     wait_until(lambda: Notification.objects.filter(id__in=ids, status="delivered").count() == len(ids), timeout=60)
 
+
+def test_api_threads_whose_database_connections_were_terminated_answer_the_next_requests(
+    producer, order_type, reachable_user, start_api
+):
+    app_name = f"notifier-e2e-{connection.settings_dict['NAME']}"
+    api = start_api(GTHREAD, DB_CONN_MAX_AGE=60, PGAPPNAME=app_name)
+
+    def notify(index):
+        # With an idempotency key the request's first query is in a transaction (producer and type are
+        # cached), which must not begin on a dead connection either.
+        fields = {"idempotency_key": f"{phase}-{index}"} if index % 2 else {}
+        return notify_in_app(api.url, producer.key, **fields)[2]
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        phase = "warm"
+        assert {r.status_code for r in pool.map(notify, range(64))} == {202}
+        with connection.cursor() as cursor:  # only this gunicorn's backends, on this test database
+            cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND application_name = %s", [app_name])
+            assert cursor.fetchone()[0] >= 1
+
+        phase = "after"
+        answers = list(pool.map(notify, range(64)))
+
+    assert [(r.status_code, r.headers["Content-Type"]) for r in answers] == [(202, "application/json")] * 64
