@@ -1,7 +1,7 @@
 """Celery configuration: queues, routes, the beat schedule and the reliability settings, in one place.
 
-Messages are wake-ups, not work items (DESIGN.md, "Throughput rules"): `notifier.route` drains due
-notifications of one priority, `notifier.deliver` drains due deliveries of one channel × priority. The
+Messages are wake-ups, not work items (docs/architecture.md, "Throughput rules"): `notifier.route` drains
+due notifications of one priority, `notifier.deliver` drains due deliveries of one channel × priority. The
 queue is chosen from those arguments, so transactional traffic never waits behind a campaign.
 """
 import os
@@ -43,7 +43,7 @@ def route_task(name, args, kwargs, options, task=None, **kw):
 
 task_routes = (route_task,)
 
-# --- reliability (DESIGN.md, "Reliability rules") -----------------------------------------------------
+# --- reliability (docs/architecture.md, "Reliability rules") ------------------------------------------
 # Ack after the task ran, and give the message back when the worker process dies (SIGKILL, OOM):
 # otherwise a killed child acks its task and the wake-up is lost (the sweeper would still recover it).
 task_acks_late = True

@@ -141,7 +141,7 @@ LOGGING = {
 
 # The most recipients one POST /api/v1/notifications may carry.
 NOTIFIER_MAX_RECIPIENTS_PER_REQUEST = 1000
-# How many rows one route or deliver task claims at once (DESIGN.md, "Throughput rules").
+# How many rows one route or deliver task claims at once (docs/architecture.md, "Throughput rules").
 NOTIFIER_ROUTE_BATCH_SIZE = int(os.environ.get("NOTIFIER_ROUTE_BATCH_SIZE", "500"))
 NOTIFIER_DELIVER_BATCH_SIZE = int(os.environ.get("NOTIFIER_DELIVER_BATCH_SIZE", "200"))
 # A delivery claimed (status "sending") longer than this is taken to belong to a dead worker. It must

@@ -1,7 +1,7 @@
 """Wake-ups: a Celery message tells a worker "this queue has due rows", and at most one is pending per queue.
 
-The rows are the queue (DESIGN.md, "Throughput rules"): a burst of 10,000 accepted notifications costs a
-handful of messages, not 10,000. A Redis flag (SET NX with a TTL) marks a pending wake-up; the task clears
+The rows are the queue (docs/architecture.md, "Throughput rules"): a burst of 10,000 accepted notifications
+costs a handful of messages, not 10,000. A Redis flag (SET NX with a TTL) marks a pending wake-up; the task clears
 it before it claims rows, so a row committed after the claim always finds the flag clear and wakes again.
 A lost wake-up (broker down, Redis flushed) costs at most one sweep interval: the beat sweeper wakes every
 queue that has due rows.
