@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import logging
 from datetime import datetime, timedelta
-from functools import cache
 
 import orjson
 import redis
@@ -24,7 +23,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from notifier.models import InboxItem
-from notifier.pipeline.wake import redis_client
+from notifier.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +182,3 @@ def inbox_items_published(notification_ids: list, user_ids: dict) -> None:
         pipe.execute()
     except redis.RedisError as error:
         log.warning("inbox: could not publish %s new items: %s", len(notification_ids), error)
-
-
-@cache
-def stream_redis() -> redis.Redis:
-    """A client for long-lived subscriptions: no read timeout (a stream waits on purpose), a bounded
-    connect, and health checks so a dead connection is noticed."""
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_keepalive=True,
-                                health_check_interval=30)

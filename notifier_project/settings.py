@@ -82,6 +82,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "notifier.middleware.RedisBudgetMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -115,6 +116,9 @@ DATABASES = {
         env="DATABASE_URL",
         default=f"sqlite:///{BASE_DIR / 'var' / 'notifier.sqlite3'}",
         conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
+        # A kept connection the server has dropped (a restart, a failover, pg_terminate_backend) is noticed
+        # and replaced before a request's first query or transaction uses it, instead of failing the request.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -179,14 +183,21 @@ LOGGING = {
 
 # The most recipients one POST /api/v1/notifications may carry.
 NOTIFIER_MAX_RECIPIENTS_PER_REQUEST = 1000
-# How many rows one route or deliver task claims at once (DESIGN.md, "Throughput rules").
+# How many rows one route or deliver task claims at once (docs/architecture.md, "Throughput rules").
 NOTIFIER_ROUTE_BATCH_SIZE = int(os.environ.get("NOTIFIER_ROUTE_BATCH_SIZE", "500"))
 NOTIFIER_DELIVER_BATCH_SIZE = int(os.environ.get("NOTIFIER_DELIVER_BATCH_SIZE", "200"))
 # A delivery claimed (status "sending") longer than this is taken to belong to a dead worker. It must
 # outlast a deliver task's hard time limit (celeryconfig.task_time_limit, 330 s by default).
 NOTIFIER_CLAIM_LEASE_SECONDS = int(os.environ.get("NOTIFIER_CLAIM_LEASE_SECONDS", "360"))
-# Publishing a wake-up must never hang a request (celery/celery#6046): bounded, then left to the sweeper.
-NOTIFIER_PUBLISH_TIMEOUT_SECONDS = float(os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
+# Redis and the broker never hold a request (notifier/redis_client.py): all of one request's Redis calls and
+# its wait on the wake-up publish (celery/celery#6046) take at most this long together, and outside a
+# request each call at most this long. NOTIFIER_PUBLISH_TIMEOUT_SECONDS is its old name, still read.
+NOTIFIER_REDIS_TIMEOUT_SECONDS = float(
+    os.environ.get("NOTIFIER_REDIS_TIMEOUT_SECONDS", os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
+)
+# After a Redis server (or the broker) times out or refuses, each process stops asking it for this long:
+# calls fail at once and their fallbacks apply; then one call tries again.
+NOTIFIER_REDIS_BREAKER_SECONDS = float(os.environ.get("NOTIFIER_REDIS_BREAKER_SECONDS", "5"))
 
 # Provider settings, from the environment. Only what is set is passed on, so each adapter's defaults
 # apply to the rest (see the docstring of each module in notifier/providers/).

@@ -12,3 +12,4 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]
+handler500 = "notifier.api.errors.server_error"

@@ -1,9 +1,13 @@
-"""Every error answer has one shape, and validation errors name each bad field by its path:
+"""Every error answer under /api/ has one shape, and validation errors name each bad field by its path:
 
     {"error": {"code": "invalid", "message": "...", "fields": {"recipients[2].user_id": ["..."]}}}
+
+An unexpected exception, in a DRF view or a plain one (webhooks), is a 500 in the same shape, with no
+internals in it (the traceback goes to the log, as Django logs every 500).
 """
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -27,6 +31,13 @@ def exception_handler(exc, context):
         body = {"code": code, "message": str(detail)}
     response.data = {"error": body}
     return response
+
+
+def server_error(request):
+    """handler500: the JSON envelope under /api/, Django's page elsewhere (admin)."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"code": "server_error", "message": "Internal server error."}}, status=500)
+    return defaults.server_error(request)
 
 
 def flatten_errors(detail, prefix="") -> dict[str, list[str]]:

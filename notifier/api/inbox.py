@@ -33,6 +33,7 @@ from notifier.api.auth import (
 from notifier.api.renderers import ORJSONRenderer
 from notifier.models import InboxItem, Recipient
 from notifier.models.producers import SCOPE_INBOX_READ
+from notifier.redis_client import stream_redis
 
 PAGE_DEFAULT = 20
 PAGE_MAX = 100
@@ -187,7 +188,7 @@ class InboxStreamView(APIView):
 
 
 def _events(user_id: str, recipient_id: int, last_event_id: int | None):
-    pubsub = inbox.stream_redis().pubsub(ignore_subscribe_messages=True)
+    pubsub = stream_redis().pubsub(ignore_subscribe_messages=True)
     # Subscribe before reading the rows, so nothing committed in between is missed.
     pubsub.subscribe(inbox.inbox_channel(user_id))
     try:

@@ -1,8 +1,12 @@
-"""GET /healthz when the database is down: 503, naming the database, while the broker still answers."""
+"""GET /healthz when the database is down: 503, naming the database, while the broker still answers; and
+when the broker hangs: 503 naming it, within the request's Redis budget."""
 import socket
+import time
 
 import pytest
 from django.db import connection
+
+from notifier_project.celery import app
 
 
 def closed_port() -> int:
@@ -39,3 +43,19 @@ def test_healthz_is_503_naming_the_database_when_it_is_down(client, database_dow
 
 def test_healthz_recovers_when_the_database_is_back(client, db):
     assert client.get("/healthz").json()["checks"]["database"] == "ok"
+
+
+@pytest.mark.django_db
+def test_healthz_answers_within_its_budget_naming_the_broker_when_it_hangs(client, own_redis, monkeypatch,
+                                                                          settings):
+    monkeypatch.setattr(app.conf, "broker_url", own_redis.url)
+    own_redis.hang()  # accepts connections, never answers
+
+    started = time.monotonic()
+    response = client.get("/healthz")
+    seconds = time.monotonic() - started
+
+    assert seconds < settings.NOTIFIER_REDIS_TIMEOUT_SECONDS + 0.5, f"/healthz took {seconds:.1f} s"
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "ok"
+    assert response.json()["checks"]["broker"].startswith("down")
