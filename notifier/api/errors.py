@@ -3,7 +3,7 @@
     {"error": {"code": "invalid", "message": "...", "fields": {"recipients[2].user_id": ["..."]}}}
 
 An unexpected exception, in a DRF view or a plain one (webhooks), is a 500 in the same shape, with no
-internals in it (the traceback goes to the log, as Django logs every 500).
+internals in it (the traceback goes to the log, as Django logs every 500); an unknown path is a 404 in it.
 """
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
@@ -38,6 +38,13 @@ def server_error(request):
     if request.path.startswith("/api/"):
         return JsonResponse({"error": {"code": "server_error", "message": "Internal server error."}}, status=500)
     return defaults.server_error(request)
+
+
+def page_not_found(request, exception):
+    """handler404: an unknown path under /api/ answers the JSON envelope, like every other API error."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"code": "not_found", "message": f"No endpoint at {request.path}."}}, status=404)
+    return defaults.page_not_found(request, exception)
 
 
 def flatten_errors(detail, prefix="") -> dict[str, list[str]]:

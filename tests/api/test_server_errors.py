@@ -48,3 +48,18 @@ def test_outside_the_api_a_500_is_still_django_s_page(monkeypatch, client_that_s
 
     assert response.status_code == 500
     assert response["Content-Type"].startswith("text/html")
+
+
+def test_an_unknown_path_under_the_api_is_a_json_404(client):
+    response = client.get("/api/v1/no-such-endpoint")
+
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"error": {"code": "not_found", "message": "No endpoint at /api/v1/no-such-endpoint."}}
+
+
+def test_outside_the_api_an_unknown_path_is_still_django_s_page(client):
+    response = client.get("/no-such-page")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("text/html")
