@@ -3,7 +3,9 @@ each outcome.
 
 A claim is a conditional update (queued → sending, stamped with a claim token), so a second run of the
 same task, or a second worker, never sends a row twice. A claim is a lease: if the worker dies, the
-sweeper returns the row to the queue after NOTIFIER_CLAIM_LEASE_SECONDS (counting the attempt).
+sweeper returns the row to the queue after NOTIFIER_CLAIM_LEASE_SECONDS (counting the attempt). Outcomes
+are written where the claim token still holds: a worker that outlived its lease finds its rows given back
+to the queue (or claimed by another) and changes nothing.
 """
 from __future__ import annotations
 
@@ -77,7 +79,8 @@ def deliveries_claim(channel: str, priority: str, limit: int) -> list[Delivery]:
 
 
 def deliveries_send(deliveries: list[Delivery]) -> None:
-    """Send claimed deliveries (all of one channel) and record the outcomes."""
+    """Send the deliveries of one claim (all of one channel) and record the outcomes."""
+    token = deliveries[0].claim_token
     now = timezone.now()
     live = []
     for delivery in deliveries:
@@ -93,9 +96,15 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
         _apply_outcome(delivery, outcome, now)
         _log_outcome(delivery, outcome)
     with transaction.atomic():
-        rows_update(deliveries, _RECORDED_FIELDS)
-        targets_gone([d for d, o in zip(live, outcomes) if isinstance(o, ProviderError) and o.target_gone])
-        notifications_refresh_status({d.notification_id for d in deliveries})
+        written = rows_update(deliveries, _RECORDED_FIELDS, where={"claim_token": token})
+        for delivery in deliveries:
+            if delivery.id not in written:
+                log.warning("dispatch: lost the claim on delivery %s of notification %s (its lease ran out and "
+                            "the sweeper gave it back to the queue): its outcome here (%s) is not recorded",
+                            delivery.id, delivery.notification_id, delivery.status)
+        targets_gone([d for d, o in zip(live, outcomes)
+                      if d.id in written and isinstance(o, ProviderError) and o.target_gone])
+        notifications_refresh_status({d.notification_id for d in deliveries if d.id in written})
 
 
 def retry_delay(priority: str, attempts: int) -> float:

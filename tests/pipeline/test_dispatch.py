@@ -6,7 +6,7 @@ from django.db import connection
 from django.utils import timezone
 
 from notifier.models import Delivery, DeliveryStatus, Device, InboxItem, NotificationStatus, Recipient, SandboxMessage
-from notifier.pipeline.dispatch import deliver_due, deliveries_claim, retry_delay
+from notifier.pipeline.dispatch import deliver_due, deliveries_claim, deliveries_send, retry_delay
 from notifier.pipeline.route import route_due
 from notifier.pipeline.sweep import release_expired_claims, wake_due_queues
 from tests.pipeline.test_route import make_notification
@@ -254,3 +254,29 @@ def test_the_last_two_deliveries_recorded_at_once_by_two_workers_close_the_notif
     assert errors == []
     notification.refresh_from_db()
     assert notification.status == NotificationStatus.DELIVERED
+
+
+def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_next_claims_outcome(scripted, routed, caplog):
+    stale = deliveries_claim("sms", "high", 10)  # worker A claims, then stalls past its lease
+    release_expired_claims(now=timezone.now() + timedelta(days=1))
+    script("+14155550100", {"kind": "permanent", "code": "21211"})
+    deliver_due("sms", "high")  # worker B takes it again: the provider refuses the number for good
+
+    deliveries_send(stale)  # worker A wakes up, and its send succeeds
+
+    sms = Delivery.objects.get(channel="sms")
+    assert (sms.status, sms.attempts) == (DeliveryStatus.FAILED, 2)
+    assert "21211" in sms.last_error
+    assert f"lost the claim on delivery {sms.id}" in caplog.text
+
+
+def test_a_stale_workers_outcome_has_no_side_effects(scripted, routed):
+    stale = deliveries_claim("push", "high", 10)
+    release_expired_claims(now=timezone.now() + timedelta(days=1))  # back in the queue
+    script("ios-token-1", {"kind": "permanent", "code": "Unregistered", "target_gone": True})
+    script("android-token-1", {"kind": "permanent", "code": "UNREGISTERED", "target_gone": True})
+
+    deliveries_send(stale)
+
+    assert set(Delivery.objects.filter(channel="push").values_list("status", flat=True)) == {"queued"}
+    assert Device.objects.filter(active=True).count() == 2  # the next claim decides, not the stale one
