@@ -154,16 +154,19 @@ def _log_outcome(delivery: Delivery, outcome) -> None:
 
 
 def targets_gone(deliveries: list[Delivery]) -> None:
-    """The provider said these targets are gone for good: never send to them again."""
+    """The provider said these targets are gone for good: never send to them again. Two queries at most
+    for the devices and one for the phones, whatever their number."""
     now = timezone.now()
     tokens = {d.target: d.last_error[:100] for d in deliveries if d.channel == "push"}
-    for token, reason in tokens.items():
-        Device.objects.filter(token=token, active=True).update(active=False, deactivated_at=now, deactivated_reason=reason)
+    devices = list(Device.objects.filter(token__in=tokens, active=True))
+    for device in devices:
+        device.active, device.deactivated_at, device.deactivated_reason = False, now, tokens[device.token]
+    rows_update(devices, ["active", "deactivated_at", "deactivated_reason"], where={"active": True})
     phones = {d.target for d in deliveries if d.channel == "sms"}
     if phones:
         Recipient.objects.filter(phone__in=phones, sms_opted_out_at=None).update(sms_opted_out_at=now)
-    for token in tokens:
-        log.info("push: deactivated device %s… (%s)", token[:12], tokens[token])
+    for device in devices:
+        log.info("push: deactivated device %s… (%s)", device.token[:12], device.deactivated_reason)
 
 
 def notifications_refresh_status(notification_ids) -> None:

@@ -280,3 +280,27 @@ def test_a_stale_workers_outcome_has_no_side_effects(scripted, routed):
 
     assert set(Delivery.objects.filter(channel="push").values_list("status", flat=True)) == {"queued"}
     assert Device.objects.filter(active=True).count() == 2  # the next claim decides, not the stale one
+
+
+def notifications_for_many_users(order_type, count, channels):
+    from tests.conftest import make_reachable_user
+
+    for i in range(count):
+        make_notification(order_type, make_reachable_user(f"user-{i}", devices=[("ios", f"token-{i}")]),
+                          channels=channels)
+    route_due("high", batch_size=count)
+
+
+def test_gone_tokens_are_deactivated_in_a_fixed_number_of_queries(scripted, order_type, django_assert_max_num_queries):
+    from notifier.pipeline.dispatch import targets_gone
+
+    notifications_for_many_users(order_type, 30, ["push"])
+    deliveries = list(Delivery.objects.filter(channel="push"))
+    for delivery in deliveries:
+        delivery.last_error = "apns permanent: Unregistered"
+
+    with django_assert_max_num_queries(2):
+        targets_gone(deliveries)
+
+    assert not Device.objects.filter(active=True).exists()
+    assert set(Device.objects.values_list("deactivated_reason", flat=True)) == {"apns permanent: Unregistered"}
