@@ -36,6 +36,6 @@ class InAppChannel(Channel):
         user_ids = {d.notification.recipient_id: d.notification.recipient.user_id for d in deliveries}
         notification_ids = [d.notification_id for d in deliveries]
         transaction.on_commit(lambda: inbox_items_published(notification_ids, user_ids), robust=True)
-        for d in deliveries:
+        for index, d in enumerate(deliveries):
             d.provider = "inbox"
-        return [SendResult(provider_message_id=f"inbox-{d.notification_id}", status="delivered") for d in deliveries]
+            yield index, SendResult(provider_message_id=f"inbox-{d.notification_id}", status="delivered")

@@ -3,14 +3,19 @@ each outcome.
 
 A claim is a conditional update (queued → sending, stamped with a claim token), so a second run of the
 same task, or a second worker, never sends a row twice. A claim is a lease: if the worker dies, the
-sweeper returns the row to the queue after NOTIFIER_CLAIM_LEASE_SECONDS (counting the attempt). Outcomes
-are written where the claim token still holds: a worker that outlived its lease finds its rows given back
-to the queue (or claimed by another) and changes nothing.
+sweeper returns the row to the queue after NOTIFIER_CLAIM_LEASE_SECONDS (counting the attempt).
+
+Outcomes are recorded while the batch is still being sent, in groups of at most RECORD_GROUP_SIZE or
+RECORD_INTERVAL_SECONDS, so a worker killed mid-batch leaves unrecorded (and sends again on the next claim)
+only the sends in flight and the last group's outcomes, not everything it had sent. Each write matches the
+claim token: a worker that outlived its lease finds its rows given back to the queue (or claimed by
+another) and changes nothing.
 """
 from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from datetime import timedelta
 
@@ -40,6 +45,10 @@ _RECORDED_FIELDS = [
     "status", "provider", "provider_message_id", "last_error", "next_attempt_at", "claim_token", "sent_at",
     "failed_at",
 ]
+# A group of outcomes is written when it has this many, or when its first is this old: a few queries per
+# group, never one per delivery, and a kill re-sends at most a group plus the sends in flight.
+RECORD_GROUP_SIZE = 50
+RECORD_INTERVAL_SECONDS = 0.25
 
 
 def deliver_due(channel: str, priority: str, batch_size: int | None = None) -> int:
@@ -79,8 +88,10 @@ def deliveries_claim(channel: str, priority: str, limit: int) -> list[Delivery]:
 
 
 def deliveries_send(deliveries: list[Delivery]) -> None:
-    """Send the deliveries of one claim (all of one channel) and record the outcomes."""
+    """Send the deliveries of one claim (all of one channel), recording outcomes in groups as sends
+    complete."""
     token = deliveries[0].claim_token
+    group: list[tuple[Delivery, object]] = []
     now = timezone.now()
     live = []
     for delivery in deliveries:
@@ -89,12 +100,30 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
             delivery.status = DeliveryStatus.EXPIRED
             delivery.last_error = f"expired at {expires_at.isoformat()} before it could be sent"
             delivery.failed_at, delivery.claim_token = now, None
+            group.append((delivery, None))
         else:
             live.append(delivery)
-    outcomes = CHANNELS[deliveries[0].channel].deliver(live) if live else []
-    for delivery, outcome in zip(live, outcomes):
-        _apply_outcome(delivery, outcome, now)
+    group_started = time.monotonic()
+    for index, outcome in CHANNELS[deliveries[0].channel].deliver(live):
+        delivery = live[index]
+        _apply_outcome(delivery, outcome, timezone.now())
         _log_outcome(delivery, outcome)
+        if not group:
+            group_started = time.monotonic()
+        group.append((delivery, outcome))
+        if len(group) >= RECORD_GROUP_SIZE or time.monotonic() - group_started >= RECORD_INTERVAL_SECONDS:
+            outcomes_record(group, token)
+            group = []
+    outcomes_record(group, token)
+
+
+def outcomes_record(group: list[tuple[Delivery, object]], token) -> None:
+    """Write a group of (delivery, outcome) where the claim `token` still holds, then the outcomes' side
+    effects (gone targets, finished notifications) for the rows written. A constant number of queries per
+    group. A row whose claim was lost (the sweeper gave it back to the queue) is logged and left alone."""
+    if not group:
+        return
+    deliveries = [delivery for delivery, _ in group]
     with transaction.atomic():
         written = rows_update(deliveries, _RECORDED_FIELDS, where={"claim_token": token})
         for delivery in deliveries:
@@ -102,9 +131,9 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
                 log.warning("dispatch: lost the claim on delivery %s of notification %s (its lease ran out and "
                             "the sweeper gave it back to the queue): its outcome here (%s) is not recorded",
                             delivery.id, delivery.notification_id, delivery.status)
-        targets_gone([d for d, o in zip(live, outcomes)
-                      if d.id in written and isinstance(o, ProviderError) and o.target_gone])
-        notifications_refresh_status({d.notification_id for d in deliveries if d.id in written})
+        kept = [(d, o) for d, o in group if d.id in written]
+        targets_gone([d for d, o in kept if isinstance(o, ProviderError) and o.target_gone])
+        notifications_refresh_status({d.notification_id for d, _ in kept})
 
 
 def retry_delay(priority: str, attempts: int) -> float:

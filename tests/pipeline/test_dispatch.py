@@ -304,3 +304,42 @@ def test_gone_tokens_are_deactivated_in_a_fixed_number_of_queries(scripted, orde
 
     assert not Device.objects.filter(active=True).exists()
     assert set(Device.objects.values_list("deactivated_reason", flat=True)) == {"apns permanent: Unregistered"}
+
+
+def test_outcomes_are_recorded_as_sends_complete_so_a_worker_dying_mid_batch_loses_few(scripted, order_type):
+    from notifier.pipeline.dispatch import RECORD_GROUP_SIZE
+    from notifier.providers.registry import provider_get
+
+    notifications_for_many_users(order_type, 150, ["email"])
+    script("user-120@example.com", {"kind": "die"})
+
+    with pytest.raises(scripted_provider.WorkerDied):
+        deliver_due("email", "high")
+
+    sent = {s["delivery_id"] for s in scripted_provider.sent()}
+    recorded = set(Delivery.objects.filter(channel="email", status="sent").values_list("id", flat=True))
+    assert recorded <= sent and len(sent) >= 100
+    # What a crash costs: the sends in flight and the outcomes not yet recorded, never the whole batch.
+    in_flight = provider_get(SCRIPTED, "email").batch_concurrency
+    assert len(sent - recorded) <= in_flight + RECORD_GROUP_SIZE
+
+
+def test_a_batch_costs_a_few_queries_per_group_of_outcomes_whatever_its_size(
+    scripted, order_type, django_assert_max_num_queries, monkeypatch
+):
+    from notifier.pipeline import dispatch
+    from notifier.pipeline.dispatch import RECORD_GROUP_SIZE
+
+    monkeypatch.setattr(dispatch, "RECORD_INTERVAL_SECONDS", 60)  # groups by size only, however slow the machine
+    notifications_for_many_users(order_type, 200, ["push"])
+    for i in range(0, 200, 2):  # half the tokens are gone: deactivating them is set-based too
+        script(f"token-{i}", {"kind": "permanent", "code": "Unregistered", "target_gone": True})
+    groups = -(-200 // RECORD_GROUP_SIZE)
+
+    # The claim: 3, and its savepoint 2. Per group: its transaction's and the outcomes' savepoints 4, the
+    # outcomes 1, the devices 2, the notifications up to 5.
+    with django_assert_max_num_queries(5 + groups * 12):
+        assert deliver_due("push", "high") == 200
+
+    assert Device.objects.filter(active=False).count() == 100
+    assert Delivery.objects.filter(status="sent").count() == 100
