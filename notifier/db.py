@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import re
 
-from django.db import connections, router
+from django.db import DataError, IntegrityError, connections, router, transaction
 
 # Rows per UPDATE statement: keeps a statement's parameters far below PostgreSQL's limit of 65,535.
 ROWS_PER_STATEMENT = 1000
+
+# What the database raises for a row it cannot store (a value too long for its column, a character it
+# cannot hold, a constraint): the row's fault, not the database's. Anything else (a lost connection) is.
+ROW_REFUSED_ERRORS = (DataError, IntegrityError)
 
 
 def rows_update(objects: list, field_names: list[str], where: dict | None = None) -> set:
@@ -60,3 +64,26 @@ def rows_update(objects: list, field_names: list[str], where: dict | None = None
             written.update(pk.to_python(row[0]) for row in cursor.fetchall())
     return written
 
+
+def rows_write_isolated(rows: list, write) -> dict[int, Exception]:
+    """Call `write(rows)`; if the database refuses it because of a row (ROW_REFUSED_ERRORS), call
+    `write([row])` for each row instead, each in its own savepoint, so that a row that cannot be stored
+    fails alone and the others are written. Returns {index in rows: the database's error} for the rows
+    it refused. The happy path stays one set-based write."""
+    try:
+        with transaction.atomic():
+            write(rows)
+    except ROW_REFUSED_ERRORS:
+        return _rows_write_one_by_one(rows, write)
+    return {}
+
+
+def _rows_write_one_by_one(rows: list, write) -> dict[int, Exception]:
+    refused = {}
+    for index, row in enumerate(rows):
+        try:
+            with transaction.atomic():
+                write([row])
+        except ROW_REFUSED_ERRORS as error:
+            refused[index] = error
+    return refused

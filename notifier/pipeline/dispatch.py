@@ -25,7 +25,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from notifier.channels import CHANNELS
-from notifier.db import rows_update
+from notifier.db import rows_update, rows_write_isolated
 from notifier.models import (
     DELIVERY_IN_FLIGHT_STATUSES,
     DELIVERY_SUCCESS_STATUSES,
@@ -45,6 +45,8 @@ _RECORDED_FIELDS = [
     "status", "provider", "provider_message_id", "last_error", "next_attempt_at", "claim_token", "sent_at",
     "failed_at",
 ]
+# What is written when a delivery's outcome cannot be: none of the fields the provider's answer filled.
+_UNRECORDABLE_FIELDS = ["status", "last_error", "claim_token", "failed_at"]
 # A group of outcomes is written when it has this many, or when its first is this old: a few queries per
 # group, never one per delivery, and a kill re-sends at most a group plus the sends in flight.
 RECORD_GROUP_SIZE = 50
@@ -120,12 +122,26 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
 def outcomes_record(group: list[tuple[Delivery, object]], token) -> None:
     """Write a group of (delivery, outcome) where the claim `token` still holds, then the outcomes' side
     effects (gone targets, finished notifications) for the rows written. A constant number of queries per
-    group. A row whose claim was lost (the sweeper gave it back to the queue) is logged and left alone."""
+    group. A row whose claim was lost (the sweeper gave it back to the queue) is logged and left alone; a
+    row the database cannot store (a provider's id too long for its column) fails alone, permanently."""
     if not group:
         return
     deliveries = [delivery for delivery, _ in group]
+    written: set = set()
+
+    def write(rows):
+        written.update(rows_update(rows, _RECORDED_FIELDS, where={"claim_token": token}))
+
     with transaction.atomic():
-        written = rows_update(deliveries, _RECORDED_FIELDS, where={"claim_token": token})
+        refused = rows_write_isolated(deliveries, write)
+        for index, error in refused.items():
+            delivery = deliveries[index]
+            log.error("dispatch: the outcome of delivery %s (%s) could not be recorded: %s", delivery.id,
+                      delivery.status, error)
+            delivery.last_error = f"the outcome ({delivery.status}) could not be recorded: {str(error).strip()}"
+            delivery.status, delivery.failed_at = DeliveryStatus.FAILED, timezone.now()
+        unrecordable = [deliveries[index] for index in refused]
+        written.update(rows_update(unrecordable, _UNRECORDABLE_FIELDS, where={"claim_token": token}))
         for delivery in deliveries:
             if delivery.id not in written:
                 log.warning("dispatch: lost the claim on delivery %s of notification %s (its lease ran out and "

@@ -343,3 +343,32 @@ def test_a_batch_costs_a_few_queries_per_group_of_outcomes_whatever_its_size(
 
     assert Device.objects.filter(active=False).count() == 100
     assert Delivery.objects.filter(status="sent").count() == 100
+
+
+def test_an_inbox_item_that_cannot_be_stored_fails_alone_and_the_rest_of_its_batch_is_delivered(order_type):
+    notifications_for_many_users(order_type, 100, ["in_app"])
+    # Rendered before its title was checked against the inbox's column (255 characters).
+    bad = Delivery.objects.filter(channel="in_app").order_by("id")[50]
+    Delivery.objects.filter(id=bad.id).update(content={**bad.content, "title": "t" * 300})
+
+    assert deliver_due("in_app", "high") == 100
+
+    bad.refresh_from_db()
+    assert (bad.status, bad.attempts) == (DeliveryStatus.FAILED, 1)
+    assert "value too long" in bad.last_error
+    others = Delivery.objects.filter(channel="in_app").exclude(id=bad.id)
+    assert set(others.values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+    assert InboxItem.objects.count() == 99
+    assert bad.notification.status == NotificationStatus.FAILED
+
+
+def test_an_outcome_that_cannot_be_recorded_fails_alone_and_the_rest_are_recorded(scripted, order_type):
+    notifications_for_many_users(order_type, 20, ["email"])
+    script("user-7@example.com", {"kind": "ok", "provider_message_id": "m" * 300})  # over the 255 column
+
+    assert deliver_due("email", "high") == 20
+
+    bad = Delivery.objects.get(target="user-7@example.com")
+    assert bad.status == DeliveryStatus.FAILED
+    assert "could not be recorded" in bad.last_error and "value too long" in bad.last_error
+    assert Delivery.objects.filter(channel="email", status="sent").count() == 19

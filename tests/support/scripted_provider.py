@@ -22,8 +22,8 @@ def _redis():
 
 def script(target: str, *outcomes: dict) -> None:
     """Queue answers for a target, used one per send; once used up, sends succeed.
-    An outcome is {"kind": "transient" | "permanent" | "rate_limited" | "sleep" | "die", ...}: "die" raises
-    WorkerDied, as if the worker died mid-send."""
+    An outcome is {"kind": "transient" | "permanent" | "rate_limited" | "sleep" | "ok" | "die", ...}:
+    "ok" may set the "provider_message_id"; "die" raises WorkerDied, as if the worker died mid-send."""
     _redis().rpush(SCRIPT_KEY + target, *[json.dumps(o) for o in outcomes])
 
 
@@ -64,7 +64,7 @@ class ScriptedProvider(Provider):
             raise WorkerDied(message.to)
         _redis().rpush(SENT_KEY, json.dumps({"to": message.to, "delivery_id": message.delivery_id,
                                              "title": message.title, "body": message.body}))
-        return SendResult(provider_message_id=f"scripted-{message.delivery_id}")
+        return SendResult(provider_message_id=outcome.get("provider_message_id", f"scripted-{message.delivery_id}"))
 
 
 def build(config):
