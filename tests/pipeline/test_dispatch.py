@@ -372,3 +372,25 @@ def test_an_outcome_that_cannot_be_recorded_fails_alone_and_the_rest_are_recorde
     assert bad.status == DeliveryStatus.FAILED
     assert "could not be recorded" in bad.last_error and "value too long" in bad.last_error
     assert Delivery.objects.filter(channel="email", status="sent").count() == 19
+
+
+def test_a_delivery_that_dies_through_the_lease_closes_its_notification_and_keeps_its_last_error(
+    scripted, order_type, reachable_user, settings
+):
+    notification = make_notification(order_type, reachable_user, channels=["email"])
+    route_due("high")
+    script("u_42@example.com", {"kind": "transient", "code": "503"})
+    deliver_due("email", "high")  # a real error, then retries until the last allowed attempt
+    max_attempts = settings.NOTIFIER_RETRY_POLICY["high"]["max_attempts"]
+    Delivery.objects.filter(channel="email").update(attempts=max_attempts - 1, next_attempt_at=timezone.now())
+    deliveries_claim("email", "high", 10)  # the last attempt; its worker dies
+
+    release_expired_claims(now=timezone.now() + timedelta(days=1))
+
+    email = Delivery.objects.get(channel="email")
+    assert email.status == DeliveryStatus.DEAD
+    assert "scripted outage" in email.last_error and "503" in email.last_error
+    assert "worker lost during the last allowed attempt" in email.last_error
+    notification.refresh_from_db()
+    assert notification.status == NotificationStatus.FAILED
+    assert notification.completed_at is not None
