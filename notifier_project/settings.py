@@ -145,6 +145,9 @@ NOTIFIER_DELIVER_BATCH_SIZE = int(os.environ.get("NOTIFIER_DELIVER_BATCH_SIZE", 
 NOTIFIER_CLAIM_LEASE_SECONDS = int(os.environ.get("NOTIFIER_CLAIM_LEASE_SECONDS", "360"))
 # Publishing a wake-up must never hang a request (celery/celery#6046): bounded, then left to the sweeper.
 NOTIFIER_PUBLISH_TIMEOUT_SECONDS = float(os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
+# How often beat runs the sweeper (celeryconfig.py reads the same variable). Rows due for longer than this
+# get a wake-up even when one seems pending: its message may have been lost after its flag was set.
+NOTIFIER_SWEEP_INTERVAL_SECONDS = float(os.environ.get("NOTIFIER_SWEEP_INTERVAL_SECONDS", "5"))
 
 # Provider settings, from the environment. Only what is set is passed on, so each adapter's defaults
 # apply to the rest (see the docstring of each module in notifier/providers/).

@@ -1,9 +1,11 @@
-"""The sweeper, run by beat every few seconds: nothing accepted is ever left behind.
+"""The sweeper, run by beat every NOTIFIER_SWEEP_INTERVAL_SECONDS: nothing accepted is ever left behind.
 
 - Deliveries claimed by a worker that died (still `sending` past the lease) go back to the queue, or to the
   dead letter when their attempts are used up, closing their notification as the deliver step would.
 - Every queue that has due rows gets a wake-up: scheduled sends whose time came, retries whose backoff
-  ended, and rows whose wake-up was lost because the broker was down when they were accepted.
+  ended, and rows whose wake-up was lost because the broker was down when they were accepted. A queue
+  whose rows have been due for longer than a sweep interval gets one even if its flag says one is
+  pending: the message may have been lost after the flag was set, and a spare wake-up finds nothing to do.
 - Idempotency keys older than their retention are deleted.
 """
 import logging
@@ -74,19 +76,27 @@ def _noted(note: str):
 
 
 def wake_due_queues(now=None) -> list[str]:
+    """Wake every queue that has due rows. One query per queue."""
     now = now or timezone.now()
+    overdue = now - timedelta(seconds=settings.NOTIFIER_SWEEP_INTERVAL_SECONDS)
     woken = []
     for priority in Priority.values:
-        due = Notification.objects.filter(status__in=NOTIFICATION_OPEN_STATUSES, priority=priority, due_at__lte=now)
-        if due.exists() and wake_route(priority):
+        oldest = _oldest(Notification.objects.filter(status__in=NOTIFICATION_OPEN_STATUSES, priority=priority,
+                                                     due_at__lte=now), "due_at")
+        if oldest is not None and wake_route(priority, force=oldest <= overdue):
             woken.append(f"route.{priority}")
         for channel in Channel.values:
-            due = Delivery.objects.filter(
-                status=DeliveryStatus.QUEUED, channel=channel, priority=priority, next_attempt_at__lte=now
-            )
-            if due.exists() and wake_deliver(channel, priority):
+            oldest = _oldest(Delivery.objects.filter(status=DeliveryStatus.QUEUED, channel=channel, priority=priority,
+                                                     next_attempt_at__lte=now), "next_attempt_at")
+            if oldest is not None and wake_deliver(channel, priority, force=oldest <= overdue):
                 woken.append(f"{channel}.{priority}")
     return woken
+
+
+def _oldest(due, field: str):
+    """When the longest-waiting of these due rows became due, or None if there are none (an index scan
+    of the queue's partial index, like exists())."""
+    return due.order_by(field).values_list(field, flat=True).first()
 
 
 def purge_idempotency_keys(now=None) -> int:
