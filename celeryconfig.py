@@ -83,10 +83,12 @@ task_send_sent_event = True
 
 # --- beat ----------------------------------------------------------------------------------------------
 _RELEASE_HOLDS_INTERVAL = float(os.environ.get("NOTIFIER_RELEASE_HOLDS_INTERVAL_SECONDS", "60"))
+# settings.NOTIFIER_SWEEP_INTERVAL_SECONDS reads the same variable: the sweeper knows how often it runs.
+_SWEEP_INTERVAL = float(os.environ.get("NOTIFIER_SWEEP_INTERVAL_SECONDS", "5"))
 beat_schedule = {
     # Wakes queues that have due rows (scheduled sends, retries whose backoff ended, anything whose
     # wake-up was lost to a broker outage) and returns deliveries whose worker died to the queue.
-    "sweep": {"task": "notifier.sweep", "schedule": 5.0, "options": {"expires": 30}},
+    "sweep": {"task": "notifier.sweep", "schedule": _SWEEP_INTERVAL, "options": {"expires": 30}},
     # Releases deliveries held for quiet hours or a rate-limit window whose moment has come
     # (notifier/pipeline/holds.py); on the maintenance queue, like every task that is not route or deliver.
     # A hold waits at most one interval past its moment (the e2e test shortens it to see a real tick).

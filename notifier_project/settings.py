@@ -198,6 +198,9 @@ NOTIFIER_REDIS_TIMEOUT_SECONDS = float(
 # After a Redis server (or the broker) times out or refuses, each process stops asking it for this long:
 # calls fail at once and their fallbacks apply; then one call tries again.
 NOTIFIER_REDIS_BREAKER_SECONDS = float(os.environ.get("NOTIFIER_REDIS_BREAKER_SECONDS", "5"))
+# How often beat runs the sweeper (celeryconfig.py reads the same variable). Rows due for longer than this
+# get a wake-up even when one seems pending: its message may have been lost after its flag was set.
+NOTIFIER_SWEEP_INTERVAL_SECONDS = float(os.environ.get("NOTIFIER_SWEEP_INTERVAL_SECONDS", "5"))
 
 # Provider settings, from the environment. Only what is set is passed on, so each adapter's defaults
 # apply to the rest (see the docstring of each module in notifier/providers/).

@@ -4,7 +4,8 @@ The rows are the queue (docs/architecture.md, "Throughput rules"): a burst of 10
 costs a handful of messages, not 10,000. A Redis flag (SET NX with a TTL) marks a pending wake-up; the task clears
 it before it claims rows, so a row committed after the claim always finds the flag clear and wakes again.
 A lost wake-up (broker down, Redis flushed) costs at most one sweep interval: the beat sweeper wakes every
-queue that has due rows.
+queue that has due rows, and for rows due longer than a sweep interval it publishes even when the flag is
+set (`force`), since the flag's message may be the one that was lost.
 """
 import logging
 import os
@@ -33,16 +34,16 @@ def deliver_queue(channel: str, priority: str) -> str:
     return f"{channel}.{priority}"
 
 
-def wake_route(priority: str) -> bool:
+def wake_route(priority: str, force: bool = False) -> bool:
     from notifier.tasks import route
 
-    return _wake(route_queue(priority), route, (priority,))
+    return _wake(route_queue(priority), route, (priority,), force)
 
 
-def wake_deliver(channel: str, priority: str) -> bool:
+def wake_deliver(channel: str, priority: str, force: bool = False) -> bool:
     from notifier.tasks import deliver
 
-    return _wake(deliver_queue(channel, priority), deliver, (channel, priority))
+    return _wake(deliver_queue(channel, priority), deliver, (channel, priority), force)
 
 
 def clear_flag(queue: str) -> None:
@@ -53,9 +54,9 @@ def clear_flag(queue: str) -> None:
         log.warning("wake: could not clear flag of %s: %s", queue, error)
 
 
-def _wake(queue: str, task, args: tuple) -> bool:
-    """Publish a wake-up for `queue` unless one is pending. Never raises, and returns within what is left
-    of the request's Redis budget (notifier/redis_client.py) even when the broker accepts connections but
+def _wake(queue: str, task, args: tuple, force: bool = False) -> bool:
+    """Publish a wake-up for `queue` unless one is pending, or even then with `force`. Never raises, and
+    returns within what is left of the request's Redis budget (notifier/redis_client.py) even when the broker accepts connections but
     never answers (then the publish goes on in the background, the broker's breaker opens, and the sweeper
     covers the gap). Returns whether it published or found a wake-up pending."""
     wait = redis_time_left()
@@ -72,7 +73,7 @@ def _wake(queue: str, task, args: tuple) -> bool:
             log.warning("wake: earlier publishes are stuck; leaving %s to the sweeper", queue)
             return False
         _publishes_in_flight += 1
-    future = _publisher().submit(_publish, queue, task, args, broker)
+    future = _publisher().submit(_publish, queue, task, args, broker, force)
     started = time.monotonic()
     try:
         return future.result(timeout=wait)
@@ -84,12 +85,12 @@ def _wake(queue: str, task, args: tuple) -> bool:
         redis_budget_charge(time.monotonic() - started)
 
 
-def _publish(queue: str, task, args: tuple, broker) -> bool:
+def _publish(queue: str, task, args: tuple, broker, force: bool) -> bool:
     global _publishes_in_flight
     flag = FLAG_PREFIX + queue
     try:
         try:
-            if not redis_client().set(flag, "1", nx=True, ex=FLAG_TTL_SECONDS):
+            if not redis_client().set(flag, "1", nx=not force, ex=FLAG_TTL_SECONDS):
                 return True  # one is pending already
         except redis.RedisError as error:
             log.warning("wake: Redis unreachable (%s); publishing to %s without the flag", error, queue)
