@@ -2,8 +2,9 @@
 
     {"error": {"code": "invalid", "message": "...", "fields": {"recipients[2].user_id": ["..."]}}}
 """
+import orjson
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -50,3 +51,9 @@ def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
             flat.update(flatten_errors(value, f"{prefix}[{index}]"))
         return flat
     return {prefix or "request": [str(detail)]}
+
+
+def error_response(status: int, code: str, message: str, fields: dict | None = None) -> HttpResponse:
+    """The same error shape, for answers given before a DRF view runs (notifier/api/middleware.py)."""
+    body = {"code": code, "message": message, **({"fields": fields} if fields else {})}
+    return HttpResponse(orjson.dumps({"error": body}), status=status, content_type="application/json")

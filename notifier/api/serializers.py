@@ -337,6 +337,8 @@ class TemplateSerializer(serializers.ModelSerializer):
         fields = ["id", "type", "channel", "language", "version", "active", "subject", "title", "body",
                   "html_body", "action_url", "badge", "sound", "created_at"]
         read_only_fields = ["id", "version", "active", "created_at"]
+        # The model's default ("en") is for the admin form; a request says which language it publishes.
+        extra_kwargs = {"language": {"required": True}}
         validators = []  # posting the same type × channel × language publishes a new version
 
     def validate_language(self, language):
@@ -350,6 +352,14 @@ class TemplateSerializer(serializers.ModelSerializer):
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
+
+
+class SandboxMessageQuery(serializers.Serializer):
+    """GET /api/v1/sandbox/messages?user_id=&channel=&notification_id= (each optional)."""
+
+    user_id = serializers.CharField(required=False)
+    channel = serializers.ChoiceField(Channel.choices, required=False)
+    notification_id = serializers.UUIDField(required=False)
 
 
 class SandboxMessageSerializer(serializers.Serializer):

@@ -132,11 +132,9 @@ class TemplateListView(APIView):
 
 
 class SandboxMessageListView(APIView):
-    @extend_schema(responses=s.SandboxMessageSerializer(many=True))
+    @extend_schema(parameters=[s.SandboxMessageQuery], responses=s.SandboxMessageSerializer(many=True))
     def get(self, request):
-        messages = selectors.sandbox_messages(
-            user_id=request.query_params.get("user_id"),
-            channel=request.query_params.get("channel"),
-            notification_id=request.query_params.get("notification_id"),
-        )
+        query = s.SandboxMessageQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        messages = selectors.sandbox_messages(**query.validated_data)
         return Response({"messages": s.SandboxMessageSerializer(messages, many=True).data})
