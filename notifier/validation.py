@@ -4,7 +4,9 @@ check of its own and a field added later is covered the day it is added:
 - every JSON body (notifier/api/renderers.py, ORJSONParser) goes through `json_problem`: at most
   MAX_JSON_DEPTH levels deep, and no key or string with a control character;
 - every query parameter and path segment of the API (notifier/api/middleware.py) goes through
-  `text_problem`.
+  `text_problem`, and a `user_id` path segment through `validate_user_id`;
+- a user id, wherever it enters (POST notifications, PUT users, every /users/{user_id}/… path, the admin),
+  is checked by `validate_user_id` against USER_ID.
 
 Why: PostgreSQL refuses NUL in text and jsonb (a 500 at the INSERT, or at a filter of a read), and Python
 code that walks JSON recursively (serializers, orjson's encoder, the request fingerprint) fails on documents
@@ -15,11 +17,32 @@ from __future__ import annotations
 
 import re
 
+from django.core.exceptions import ValidationError
+
 # JSON bodies nest at most this deep (the body itself is level 1, so `data` may nest 30 levels more).
 MAX_JSON_DEPTH = 32
 
 # Control characters other than tab, newline and carriage return (which template texts and data use).
 _CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+# A user id is a path segment of /api/v1/users/{user_id}/…: only characters that need no escaping there
+# (and no "/", which would split the path). ASCII letters and digits cover UUIDs and database ids; the
+# punctuation covers e-mail addresses (a.b+c@example.com), URNs (user:42) and identity providers' ids
+# (auth0|5f7c…, google-oauth2|1234).
+USER_ID_MAX_LENGTH = 255
+USER_ID_CHARACTERS = "letters A-Z and a-z, digits, and _ - . : @ + |"
+USER_ID = re.compile(rf"\A[A-Za-z0-9_\-.:@+|]{{1,{USER_ID_MAX_LENGTH}}}\Z")
+
+USER_ID_PROBLEM = (f"A user id is 1 to {USER_ID_MAX_LENGTH} characters: {USER_ID_CHARACTERS} "
+                   f"(no '/', spaces or control characters).")
+
+
+def validate_user_id(value) -> None:
+    """Raises ValidationError unless `value` is a user id (USER_ID). A plain function, so that forms,
+    serializers and the model field (and its migration) all name this one definition."""
+    if not isinstance(value, str) or not USER_ID.match(value):
+        raise ValidationError(USER_ID_PROBLEM, code="invalid")
 
 
 def text_problem(value: str) -> str | None:

@@ -1,10 +1,13 @@
 """Checks on what a request to /api/ brings besides its JSON body (which ORJSONParser checks), made before
 any view runs, so that every endpoint, including one added later, is covered: every query parameter and
-path segment goes through notifier.validation.text_problem. A 400 names the parameter or segment
+path segment goes through notifier.validation.text_problem, and a `user_id` path segment must be a user id
+(validate_user_id). A 400 names the parameter or segment
 (`cursor`, `user_id`).
 """
+from django.core.exceptions import ValidationError
+
 from notifier.api.errors import error_response
-from notifier.validation import text_problem
+from notifier.validation import text_problem, validate_user_id
 
 API_PREFIX = "/api/"
 
@@ -23,6 +26,11 @@ class ApiInputMiddleware:
         for name, value in view_kwargs.items():
             if problem := text_problem(value):
                 errors[name] = [problem]
+            elif name == "user_id":
+                try:
+                    validate_user_id(value)
+                except ValidationError as error:
+                    errors[name] = list(error.messages)
         for name, values in request.GET.lists():
             problems = [problem for value in values if (problem := text_problem(value))]
             if problems:

@@ -22,6 +22,7 @@ from notifier.models.templates import CRITICAL_ONLY_TRANSACTIONAL
 from notifier.pipeline.accept import CONTACT_FIELDS, AcceptRequest, RecipientEntry
 from notifier.pipeline.render import VARIABLE_TYPES, template_problems, variable_errors
 from notifier.process_cache import ProcessCache
+from notifier.validation import USER_ID_MAX_LENGTH, validate_user_id
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
@@ -116,7 +117,7 @@ class NotificationRequestSerializer(serializers.Serializer):
                "schedule_at", "expires_at", "collapse_key"}
 
     type = NotificationTypeKeyField()
-    user_id = serializers.CharField(max_length=255, required=False)
+    user_id = serializers.CharField(max_length=USER_ID_MAX_LENGTH, required=False, validators=[validate_user_id])
     recipients = serializers.ListField(child=serializers.DictField(), required=False, allow_empty=False)
     data = serializers.DictField(required=False, default=dict)
     channels = serializers.ListField(child=serializers.ChoiceField(Channel.choices), required=False,
@@ -202,8 +203,13 @@ class NotificationRequestSerializer(serializers.Serializer):
             for name in sorted(set(raw) - allowed):
                 errors[f"{path}.{name}"] = ["Unknown field."]
             user_id = raw.get("user_id")
-            if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 255:
-                errors[f"{path}.user_id"] = ["Required: a non-empty string of at most 255 characters."]
+            if not isinstance(user_id, str):
+                errors[f"{path}.user_id"] = ["Required: a user id (a string)."]
+                continue
+            try:
+                validate_user_id(user_id)
+            except DjangoValidationError as error:
+                errors[f"{path}.user_id"] = list(error.messages)
                 continue
             if user_id in seen:
                 errors[f"{path}.user_id"] = [f"Duplicate recipient '{user_id}' in this request."]
@@ -357,7 +363,7 @@ class TemplateSerializer(serializers.ModelSerializer):
 class SandboxMessageQuery(serializers.Serializer):
     """GET /api/v1/sandbox/messages?user_id=&channel=&notification_id= (each optional)."""
 
-    user_id = serializers.CharField(required=False)
+    user_id = serializers.CharField(required=False, validators=[validate_user_id])
     channel = serializers.ChoiceField(Channel.choices, required=False)
     notification_id = serializers.UUIDField(required=False)
 

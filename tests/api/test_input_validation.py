@@ -76,6 +76,8 @@ BAD_INPUTS = {
     "NUL in a query parameter (inbox)": ("get", "/api/v1/users/u_42/notifications?cursor=%00", None, {}, "cursor"),
     "sandbox notification_id not a UUID": ("get", "/api/v1/sandbox/messages?notification_id=42", None, {},
                                            "notification_id"),
+    "sandbox user_id outside the alphabet": ("get", "/api/v1/sandbox/messages?user_id=a%20b", None, {},
+                                             "user_id"),
     "inbox cursor with an out-of-range UTC offset": (
         "get", f"/api/v1/users/u_42/notifications?cursor={cursor('2026-01-01T00:00:00+20:00', 1)}", None, {},
         "cursor"),
