@@ -6,6 +6,7 @@ import re
 import zoneinfo
 from functools import cache
 
+import orjson
 from django.conf import settings
 from django.core.validators import validate_email
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -110,6 +111,15 @@ def _channels_errors(channels) -> str | None:
     return None
 
 
+def _data_size_problem(data: dict) -> str | None:
+    """A notification's data is copied into each of its rows (notification, inbox item, sandbox message,
+    stream event): it is bounded on its own, below the request's limit."""
+    size = len(orjson.dumps(data))
+    if size > settings.NOTIFIER_MAX_DATA_BYTES:
+        return f"At most {settings.NOTIFIER_MAX_DATA_BYTES} bytes of JSON; this is {size}."
+    return None
+
+
 class NotificationRequestSerializer(serializers.Serializer):
     """POST /api/v1/notifications. Either `user_id` or `recipients` (up to 1,000 entries)."""
 
@@ -146,6 +156,11 @@ class NotificationRequestSerializer(serializers.Serializer):
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
+
+    def validate_data(self, data):
+        if problem := _data_size_problem(data):
+            raise serializers.ValidationError(problem)
+        return data
 
     def validate_recipients(self, entries):
         limit = settings.NOTIFIER_MAX_RECIPIENTS_PER_REQUEST
@@ -218,6 +233,8 @@ class NotificationRequestSerializer(serializers.Serializer):
             if not isinstance(data, dict):
                 errors[f"{path}.data"] = ["Must be an object."]
                 data = {}
+            elif problem := _data_size_problem(data):
+                errors[f"{path}.data"] = [problem]
             channels = raw.get("channels")
             if channels is not None and (problem := _channels_errors(channels)):
                 errors[f"{path}.channels"] = [problem]
