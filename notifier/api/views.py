@@ -13,13 +13,19 @@ from notifier.api import serializers as s
 from notifier.api.auth import HasAdminScope, recipient_token_issue
 from notifier.api.quota import ProducerQuotaThrottle
 from notifier.models import NotificationType, Recipient, Template
-from notifier.pipeline.accept import IdempotencyConflict, notifications_accept, request_fingerprint
+from notifier.pipeline.accept import IdempotencyConflict, IdempotencyKeyInFlight, notifications_accept, request_fingerprint
 
 
 class IdempotencyKeyReused(APIException):
     status_code = 422
     default_code = "idempotency_key_reused"
     default_detail = "This idempotency key was used with a different request body."
+
+
+class IdempotencyKeyInFlightError(APIException):
+    status_code = 409
+    default_code = "idempotency_key_in_flight"
+    default_detail = "A request with this idempotency key is still being processed; retry once it has been answered."
 
 
 class NotificationCreateView(APIView):
@@ -36,6 +42,8 @@ class NotificationCreateView(APIView):
             result = notifications_accept(request.user, serializer.validated_data, request_fingerprint(body))
         except IdempotencyConflict:
             raise IdempotencyKeyReused()
+        except IdempotencyKeyInFlight:
+            raise IdempotencyKeyInFlightError()
         headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
         return Response(result.response, status=status.HTTP_202_ACCEPTED, headers=headers)
 
