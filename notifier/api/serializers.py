@@ -17,6 +17,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 
+from notifier.api.pagination import PageQuery
 from notifier.models import Channel, Delivery, Device, Notification, NotificationType, Platform, Priority, Recipient, Template
 from notifier.models.choices import Category
 from notifier.models.templates import CRITICAL_ONLY_TRANSACTIONAL
@@ -298,17 +299,26 @@ class DeliverySerializer(serializers.ModelSerializer):
         return serializers.DateTimeField().to_representation(delivery.next_attempt_at) if delivery.status == "held" else None
 
 
+class DeliveryPageSerializer(serializers.Serializer):
+    deliveries = DeliverySerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+
+
 class NotificationSerializer(serializers.ModelSerializer):
+    """A notification with the first page of its deliveries (the view sets deliveries_page and
+    deliveries_next_cursor: GET notifications/{id}/deliveries?cursor= pages the rest)."""
+
     type = serializers.CharField(source="type.key")
     user_id = serializers.CharField(source="recipient.user_id")
-    deliveries = DeliverySerializer(many=True)
+    deliveries = DeliverySerializer(many=True, source="deliveries_page")
+    deliveries_next_cursor = serializers.CharField(allow_null=True)
 
     class Meta:
         model = Notification
         fields = ["id", "type", "user_id", "status", "priority", "channels", "data", "decisions",
                   "idempotency_key", "collapse_key", "schedule_at", "expires_at", "created_at", "routed_at",
                   "completed_at",
-                  "deliveries"]
+                  "deliveries", "deliveries_next_cursor"]
 
 
 class NotificationTypeSerializer(serializers.ModelSerializer):
@@ -351,6 +361,11 @@ class NotificationTypeSerializer(serializers.ModelSerializer):
         return variables
 
 
+class NotificationTypePageSerializer(serializers.Serializer):
+    notification_types = NotificationTypeSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+
+
 class TemplateSerializer(serializers.ModelSerializer):
     type = serializers.SlugRelatedField(slug_field="key", queryset=NotificationType.objects.all())
     channel = serializers.ChoiceField(Channel.choices)
@@ -375,6 +390,15 @@ class TemplateSerializer(serializers.ModelSerializer):
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
+
+
+class TemplateListQuery(PageQuery):
+    type = serializers.CharField(required=False, help_text="Only this notification type's templates.")
+
+
+class TemplatePageSerializer(serializers.Serializer):
+    templates = TemplateSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
 
 
 class SandboxMessageQuery(serializers.Serializer):

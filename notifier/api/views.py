@@ -11,9 +11,18 @@ from rest_framework.views import APIView
 from notifier import selectors, services
 from notifier.api import serializers as s
 from notifier.api.auth import HasAdminScope, recipient_token_issue
+from notifier.api.pagination import Keyset, PageQuery
 from notifier.api.quota import ProducerQuotaThrottle
 from notifier.models import NotificationType, Recipient, Template
 from notifier.pipeline.accept import IdempotencyConflict, IdempotencyKeyInFlight, notifications_accept, request_fingerprint
+
+
+# Keyset orders of the paginated lists (notifier/api/pagination.py); each is unique.
+NOTIFICATION_TYPES = Keyset(("key",), (str,))
+TEMPLATES = Keyset(("type__key", "channel", "language", "-version"), (str, str, str, int))
+DELIVERIES = Keyset(("id",), (int,))
+# The notification detail shows this many deliveries; GET notifications/{id}/deliveries pages the rest.
+DELIVERIES_IN_DETAIL = 100
 
 
 class IdempotencyKeyReused(APIException):
@@ -48,13 +57,33 @@ class NotificationCreateView(APIView):
         return Response(result.response, status=status.HTTP_202_ACCEPTED, headers=headers)
 
 
+def _notification_or_404(producer, notification_id):
+    notification = selectors.notification_for_producer(producer, notification_id)
+    if notification is None:
+        raise Http404
+    return notification
+
+
 class NotificationDetailView(APIView):
     @extend_schema(responses=s.NotificationSerializer)
     def get(self, request, notification_id):
-        notification = selectors.notification_for_producer(request.user, notification_id)
-        if notification is None:
-            raise Http404
+        notification = _notification_or_404(request.user, notification_id)
+        notification.deliveries_page, notification.deliveries_next_cursor = DELIVERIES.page(
+            selectors.notification_deliveries(notification), None, DELIVERIES_IN_DETAIL)
         return Response(s.NotificationSerializer(notification).data)
+
+
+class NotificationDeliveryListView(APIView):
+    """The rest of a notification's deliveries, after the first DELIVERIES_IN_DETAIL its detail shows."""
+
+    @extend_schema(parameters=[PageQuery], responses=s.DeliveryPageSerializer)
+    def get(self, request, notification_id):
+        query = PageQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        notification = _notification_or_404(request.user, notification_id)
+        deliveries, next_cursor = DELIVERIES.page(selectors.notification_deliveries(notification),
+                                                  query.validated_data.get("cursor"), query.validated_data["limit"])
+        return Response({"deliveries": s.DeliverySerializer(deliveries, many=True).data, "next_cursor": next_cursor})
 
 
 class UserView(APIView):
@@ -109,9 +138,14 @@ class DeviceDetailView(APIView):
 class NotificationTypeListView(APIView):
     permission_classes = [HasAdminScope]
 
-    @extend_schema(responses=s.NotificationTypeSerializer(many=True))
+    @extend_schema(parameters=[PageQuery], responses=s.NotificationTypePageSerializer)
     def get(self, request):
-        return Response(s.NotificationTypeSerializer(NotificationType.objects.order_by("key"), many=True).data)
+        query = PageQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        types, next_cursor = NOTIFICATION_TYPES.page(NotificationType.objects.all(),
+                                                     query.validated_data.get("cursor"), query.validated_data["limit"])
+        return Response({"notification_types": s.NotificationTypeSerializer(types, many=True).data,
+                         "next_cursor": next_cursor})
 
     @extend_schema(request=s.NotificationTypeSerializer, responses={201: s.NotificationTypeSerializer})
     def post(self, request):
@@ -124,12 +158,16 @@ class NotificationTypeListView(APIView):
 class TemplateListView(APIView):
     permission_classes = [HasAdminScope]
 
-    @extend_schema(responses=s.TemplateSerializer(many=True))
+    @extend_schema(parameters=[s.TemplateListQuery], responses=s.TemplatePageSerializer)
     def get(self, request):
-        templates = Template.objects.select_related("type").order_by("type__key", "channel", "language", "-version")
-        if request.query_params.get("type"):
-            templates = templates.filter(type__key=request.query_params["type"])
-        return Response(s.TemplateSerializer(templates, many=True).data)
+        query = s.TemplateListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        templates = Template.objects.select_related("type")
+        if query.validated_data.get("type"):
+            templates = templates.filter(type__key=query.validated_data["type"])
+        templates, next_cursor = TEMPLATES.page(templates, query.validated_data.get("cursor"),
+                                                query.validated_data["limit"])
+        return Response({"templates": s.TemplateSerializer(templates, many=True).data, "next_cursor": next_cursor})
 
     @extend_schema(request=s.TemplateSerializer, responses={201: s.TemplateSerializer})
     def post(self, request):
