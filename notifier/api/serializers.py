@@ -27,7 +27,8 @@ from notifier.process_cache import ProcessCache
 from notifier.validation import USER_ID_MAX_LENGTH, validate_user_id
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+# A BCP 47 tag as the language columns hold it: at most 16 characters (Recipient.language and the others).
+LANGUAGE = re.compile(r"^(?=.{2,16}$)[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 @cache

@@ -95,6 +95,12 @@ BAD_INPUTS = {
     "a type's variables nested 300 levels": ("post", "/api/v1/notification-types",
                                              {"key": "x", "default_channels": ["sms"],
                                               "variables": {"v": {"example": nested(300)}}}, {}, "variables.v"),
+    "a language tag longer than its column (preferences)": (
+        "put", "/api/v1/users/u_42/notification-preferences", {"language": "mgo-BVO-BNlqT-v03t"}, {}, "language"),
+    "a language tag longer than its column (recipients)": (
+        "post", "/api/v1/notifications", {"type": "order_shipped", "data": {"order_id": "1"},
+                                          "recipients": [{"user_id": "u_1", "language": "en-GB-oxendict-x1"}]},
+        {}, "recipients[0].language"),
     "NUL in a preference type key": ("put", "/api/v1/users/u_42/notification-preferences",
                                      {"types": {"order\x00": {"sms": False}}}, {}, "types.order\x00"),
 }
