@@ -32,7 +32,9 @@ _CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 # (auth0|5f7c…, google-oauth2|1234).
 USER_ID_MAX_LENGTH = 255
 USER_ID_CHARACTERS = "letters A-Z and a-z, digits, and _ - . : @ + |"
-USER_ID = re.compile(rf"\A[A-Za-z0-9_\-.:@+|]{{1,{USER_ID_MAX_LENGTH}}}\Z")
+# Also the OpenAPI schema's pattern for user ids (notifier/api/schema.py), so it is written as ECMA-262 too.
+USER_ID_PATTERN = rf"^[A-Za-z0-9_.:@+|-]{{1,{USER_ID_MAX_LENGTH}}}$"
+USER_ID = re.compile(USER_ID_PATTERN)
 
 USER_ID_PROBLEM = (f"A user id is 1 to {USER_ID_MAX_LENGTH} characters: {USER_ID_CHARACTERS} "
                    f"(no '/', spaces or control characters).")
@@ -41,7 +43,7 @@ USER_ID_PROBLEM = (f"A user id is 1 to {USER_ID_MAX_LENGTH} characters: {USER_ID
 def validate_user_id(value) -> None:
     """Raises ValidationError unless `value` is a user id (USER_ID). A plain function, so that forms,
     serializers and the model field (and its migration) all name this one definition."""
-    if not isinstance(value, str) or not USER_ID.match(value):
+    if not isinstance(value, str) or not USER_ID.fullmatch(value):
         raise ValidationError(USER_ID_PROBLEM, code="invalid")
 
 

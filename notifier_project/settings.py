@@ -115,6 +115,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "notifier API",
     "DESCRIPTION": "Self-hosted notification service: push, email, SMS and in-app inbox.",
     "VERSION": "1",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "notifier.api.schema.path_parameter_schemas"],
     "ENUM_NAME_OVERRIDES": {
         "ChannelEnum": "notifier.models.choices.Channel",
         "PriorityEnum": "notifier.models.choices.Priority",

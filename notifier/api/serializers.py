@@ -24,7 +24,7 @@ from notifier.models.templates import CRITICAL_ONLY_TRANSACTIONAL
 from notifier.pipeline.accept import CONTACT_FIELDS, AcceptRequest, RecipientEntry
 from notifier.pipeline.render import VARIABLE_TYPES, template_problems, variable_errors
 from notifier.process_cache import ProcessCache
-from notifier.validation import USER_ID_MAX_LENGTH, validate_user_id
+from notifier.validation import USER_ID_MAX_LENGTH, USER_ID_PATTERN, validate_user_id
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 # A BCP 47 tag as the language columns hold it: at most 16 characters (Recipient.language and the others).
@@ -104,6 +104,32 @@ class NotificationTypeKeyField(serializers.Field):
         return value.key
 
 
+@extend_schema_field({"type": "string", "pattern": USER_ID_PATTERN, "maxLength": USER_ID_MAX_LENGTH})
+class UserIdField(serializers.CharField):
+    """A user id (notifier.validation.USER_ID)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=USER_ID_MAX_LENGTH, validators=[validate_user_id], **kwargs)
+
+
+class RecipientEntrySchema(serializers.Serializer):
+    """One entry of `recipients`, as the OpenAPI schema shows it (NotificationRequestSerializer checks the
+    entries itself, so that a 400 names every bad one: `recipients[2].phone`)."""
+
+    user_id = UserIdField()
+    data = serializers.DictField(required=False, help_text="Merged over the request's data for this recipient.")
+    channels = serializers.ListField(child=serializers.ChoiceField(Channel.choices), required=False)
+    email = serializers.EmailField(required=False)
+    phone = serializers.RegexField(E164.pattern, required=False, help_text="E.164, e.g. +14155550100.")
+    timezone = serializers.CharField(required=False, help_text="An IANA time zone, e.g. Europe/Berlin.")
+    language = serializers.RegexField(LANGUAGE.pattern, required=False)
+
+
+@extend_schema_field(RecipientEntrySchema(many=True))
+class RecipientsField(serializers.ListField):
+    """`recipients`: a list of objects, shown in the schema entry by entry (RecipientEntrySchema)."""
+
+
 def _channels_errors(channels) -> str | None:
     if not isinstance(channels, list) or not channels:
         return "Must be a non-empty list of channels."
@@ -129,8 +155,8 @@ class NotificationRequestSerializer(serializers.Serializer):
                "schedule_at", "expires_at", "collapse_key"}
 
     type = NotificationTypeKeyField()
-    user_id = serializers.CharField(max_length=USER_ID_MAX_LENGTH, required=False, validators=[validate_user_id])
-    recipients = serializers.ListField(child=serializers.DictField(), required=False, allow_empty=False)
+    user_id = UserIdField(required=False)
+    recipients = RecipientsField(child=serializers.DictField(), required=False, allow_empty=False)
     data = serializers.DictField(required=False, default=dict)
     channels = serializers.ListField(child=serializers.ChoiceField(Channel.choices), required=False,
                                      allow_empty=False)
@@ -405,7 +431,7 @@ class TemplatePageSerializer(serializers.Serializer):
 class SandboxMessageQuery(serializers.Serializer):
     """GET /api/v1/sandbox/messages?user_id=&channel=&notification_id= (each optional)."""
 
-    user_id = serializers.CharField(required=False, validators=[validate_user_id])
+    user_id = UserIdField(required=False)
     channel = serializers.ChoiceField(Channel.choices, required=False)
     notification_id = serializers.UUIDField(required=False)
 
