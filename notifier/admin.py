@@ -21,6 +21,7 @@ from notifier.api.preferences import preferences_validate
 from notifier.api.serializers import NotificationTypeSerializer, contact_errors
 from notifier.models.producers import SCOPE_SEND, SCOPES, scopes_ordered
 from notifier.pipeline.render import template_problems
+from notifier.validation import validate_user_id
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -236,7 +237,7 @@ class TemplateForm(forms.ModelForm):
 
 class SampleDataForm(forms.Form):
     data = forms.CharField(widget=forms.Textarea(attrs={"rows": 6, "cols": 80}), label="Sample data (JSON)")
-    user_id = forms.CharField(required=False, label="Send a test to user id")
+    user_id = forms.CharField(required=False, label="Send a test to user id", validators=[validate_user_id])
 
     def clean_data(self):
         try:

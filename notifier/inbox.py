@@ -80,9 +80,15 @@ def cursor_encode(item: InboxItem) -> str:
 
 
 def cursor_decode(cursor: str) -> tuple[datetime, int]:
+    """The (created_at, id) a cursor_encode cursor holds. Raises BadCursor for anything else, including
+    what would fail in the query: a time that is not UTC (PostgreSQL takes offsets up to ±15:59 only,
+    Python up to ±23:59; cursors are written in UTC) or an id beyond a bigint."""
     try:
         created_at, item_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created_at), int(item_id)
+        created_at = datetime.fromisoformat(created_at)
+        if created_at.utcoffset() != timedelta(0) or type(item_id) is not int or not 0 < item_id < 2 ** 63:
+            raise ValueError(cursor)
+        return created_at, item_id
     except Exception as error:
         raise BadCursor("Not a cursor this API returned.") from error
 

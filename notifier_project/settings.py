@@ -84,6 +84,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "notifier.middleware.RedisBudgetMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The API's body size limit and its query and path checks (notifier/api/middleware.py).
+    "notifier.api.middleware.ApiInputMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -159,6 +161,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "notifier API",
     "DESCRIPTION": "Self-hosted notification service: push, email, SMS and in-app inbox.",
     "VERSION": "1",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "notifier.api.schema.path_parameter_schemas"],
     "ENUM_NAME_OVERRIDES": {
         "ChannelEnum": "notifier.models.choices.Channel",
         "PriorityEnum": "notifier.models.choices.Priority",
@@ -183,6 +187,12 @@ LOGGING = {
 
 # The most recipients one POST /api/v1/notifications may carry.
 NOTIFIER_MAX_RECIPIENTS_PER_REQUEST = 1000
+# The largest request body the API reads (a 413 beyond it, before reading). The orjson parser reads the
+# stream itself, so Django's DATA_UPLOAD_MAX_MEMORY_SIZE does not apply to API bodies.
+NOTIFIER_MAX_REQUEST_BYTES = int(os.environ.get("NOTIFIER_MAX_REQUEST_BYTES", str(1024 * 1024)))
+# The largest `data` of a notification (and of each recipient's own `data`), as JSON: it is copied into
+# every notification, inbox item and sandbox message of the request.
+NOTIFIER_MAX_DATA_BYTES = int(os.environ.get("NOTIFIER_MAX_DATA_BYTES", str(64 * 1024)))
 # How many rows one route or deliver task claims at once (docs/architecture.md, "Throughput rules").
 NOTIFIER_ROUTE_BATCH_SIZE = int(os.environ.get("NOTIFIER_ROUTE_BATCH_SIZE", "500"))
 NOTIFIER_DELIVER_BATCH_SIZE = int(os.environ.get("NOTIFIER_DELIVER_BATCH_SIZE", "200"))

@@ -5,8 +5,9 @@
 An unexpected exception, in a DRF view or a plain one (webhooks), is a 500 in the same shape, with no
 internals in it (the traceback goes to the log, as Django logs every 500); an unknown path is a 404 in it.
 """
+import orjson
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -68,3 +69,9 @@ def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
             flat.update(flatten_errors(value, f"{prefix}[{index}]"))
         return flat
     return {prefix or "request": [str(detail)]}
+
+
+def error_response(status: int, code: str, message: str, fields: dict | None = None) -> HttpResponse:
+    """The same error shape, for answers given before a DRF view runs (notifier/api/middleware.py)."""
+    body = {"code": code, "message": message, **({"fields": fields} if fields else {})}
+    return HttpResponse(orjson.dumps({"error": body}), status=status, content_type="application/json")

@@ -178,8 +178,11 @@ class InboxStreamView(APIView):
     def get(self, request, user_id):
         recipient_id = _recipient_id(request, user_id)
         last_event_id = request.headers.get("Last-Event-ID", "")
+        # Only an id this stream sent is replayed from; anything else ("²" is a digit to str.isdigit, not to
+        # int) starts afresh.
+        replay_after = int(last_event_id) if last_event_id.isascii() and last_event_id.isdigit() else None
         response = StreamingHttpResponse(
-            _events(user_id, recipient_id, int(last_event_id) if last_event_id.isdigit() else None),
+            _events(user_id, recipient_id, replay_after),
             content_type="text/event-stream; charset=utf-8",  # SSE is always UTF-8; say so for naive clients
         )
         response["Cache-Control"] = "no-cache"

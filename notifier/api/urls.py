@@ -5,6 +5,8 @@ from . import inbox, preferences, views
 urlpatterns = [
     path("notifications", views.NotificationCreateView.as_view(), name="notification-create"),
     path("notifications/<str:notification_id>", views.NotificationDetailView.as_view(), name="notification-detail"),
+    path("notifications/<str:notification_id>/deliveries", views.NotificationDeliveryListView.as_view(),
+         name="notification-deliveries"),
     path("users/<str:user_id>", views.UserView.as_view(), name="user"),
     path("users/<str:user_id>/token", views.RecipientTokenView.as_view(), name="recipient-token"),
     path("users/<str:user_id>/notifications", inbox.InboxView.as_view(), name="inbox"),
