@@ -139,6 +139,22 @@ def _channels_errors(channels) -> str | None:
     return None
 
 
+def _stored_data_problem(data: dict, entries: list) -> str | None:
+    """The shared `data` is stored again for every recipient: what one request stores in all its
+    notifications together is bounded by what it may send (NOTIFIER_MAX_REQUEST_BYTES), so 1,000 recipients
+    cannot turn 64 KB of data into 64 MB of rows."""
+    if not entries:
+        return None
+    shared = len(orjson.dumps(data)) if data else 0
+    stored = shared * len(entries) + sum(len(orjson.dumps(entry.data)) for entry in entries if entry.data)
+    limit = settings.NOTIFIER_MAX_REQUEST_BYTES
+    if stored > limit:
+        return (f"Stored once per recipient, this data comes to {stored} bytes for {len(entries)} recipients; "
+                f"one request may store at most {limit} (NOTIFIER_MAX_REQUEST_BYTES). Send fewer recipients "
+                "per request, or less data.")
+    return None
+
+
 def _data_size_problem(data: dict) -> str | None:
     """A notification's data is copied into each of its rows (notification, inbox item, sandbox message,
     stream event): it is bounded on its own, below the request's limit."""
@@ -210,6 +226,9 @@ class NotificationRequestSerializer(serializers.Serializer):
         else:
             entries = self._recipient_entries(attrs["recipients"], errors) if "recipients" in attrs else []
         attrs["entries"] = entries
+
+        if "data" not in errors and (problem := _stored_data_problem(attrs.get("data", {}), entries)):
+            add("data", problem)
 
         notification_type = attrs.get("type")
         if notification_type is not None and "data" not in errors:

@@ -50,3 +50,21 @@ def test_data_over_its_limit_is_a_400_naming_data(api, order_type):
     assert response.json()["error"]["fields"]["data"] == [f"At most 100 bytes of JSON; this is {len(orjson.dumps(big))}."]
     assert list(per_recipient.json()["error"]["fields"]) == ["recipients[1].data"]
     assert not Notification.objects.exists()
+
+
+def test_data_copied_to_many_recipients_is_bounded_by_what_one_request_may_store(api, order_type):
+    # 60 KB of data is under the data limit, and the body (data once, 100 short entries) under the body
+    # limit; stored for each of 100 recipients it would be 6 MB of rows.
+    data = {"order_id": "1", "note": "x" * (60 * 1024)}
+    recipients = [{"user_id": f"u_{i}"} for i in range(100)]
+
+    response = api.post("/api/v1/notifications", {"type": "order_shipped", "data": data, "recipients": recipients},
+                        format="json")
+    few = api.post("/api/v1/notifications", {"type": "order_shipped", "data": data, "recipients": recipients[:10]},
+                   format="json")
+
+    assert response.status_code == 400
+    assert list(response.json()["error"]["fields"]) == ["data"]
+    assert "100 recipients" in response.json()["error"]["fields"]["data"][0]
+    assert few.status_code == 202
+    assert Notification.objects.count() == 10
