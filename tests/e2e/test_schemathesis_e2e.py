@@ -1,6 +1,6 @@
 """Schemathesis against the live API: a real gunicorn, the OpenAPI schema it serves at /api/v1/schema,
-and a producer key with the admin scope, so that generated requests (valid ones, and ones that break the
-schema on purpose) reach every endpoint. No request may get a 5xx (the not_a_server_error check).
+and a producer key with every scope, so that generated requests (valid ones, and ones that break the
+schema on purpose) reach every endpoint past its scope check. No request may get a 5xx (the not_a_server_error check).
 
 Bounded: at most MAX_EXAMPLES fuzzed cases per operation after the coverage phase's boundary cases
 (about 2,400 requests in all, one to two minutes on a 2-core machine), with a fixed seed so that a run
@@ -17,6 +17,7 @@ import pytest
 from django.utils import timezone
 
 from notifier.models import Delivery, InboxItem, Notification
+from notifier.models.producers import SCOPES
 from tests.conftest import make_producer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -46,7 +47,7 @@ values = ["u_42"]
 
 
 def test_no_generated_request_gets_a_server_error(order_type, reachable_user, start_api, tmp_path):
-    producer, key = make_producer("fuzzer", ("send", "admin"))
+    producer, key = make_producer("fuzzer", list(SCOPES))
     notification = Notification.objects.create(producer=producer, type=order_type, recipient=reachable_user,
                                                priority="high", due_at=timezone.now(), data={"order_id": "1"})
     Delivery.objects.create(notification=notification, channel="sms", priority="high", target="+14155550100",
