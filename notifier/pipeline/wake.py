@@ -3,7 +3,7 @@
 The rows are the queue (docs/architecture.md, "Throughput rules"): a burst of 10,000 accepted notifications
 costs a handful of messages, not 10,000. A Redis flag (SET NX with a TTL) marks a pending wake-up; the task clears
 it before it claims rows, so a row committed after the claim always finds the flag clear and wakes again.
-A lost wake-up (broker down, Redis flushed) costs at most one sweep interval: the beat sweeper wakes every
+A lost wake-up (broker down, Redis flushed) costs at most two sweep intervals: the beat sweeper wakes every
 queue that has due rows, and for rows due longer than a sweep interval it publishes even when the flag is
 set (`force`), since the flag's message may be the one that was lost.
 """
