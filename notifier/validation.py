@@ -6,7 +6,9 @@ check of its own and a field added later is covered the day it is added:
 - every query parameter and path segment of the API (notifier/api/middleware.py) goes through
   `text_problem`, and a `user_id` path segment through `validate_user_id`;
 - a user id, wherever it enters (POST notifications, PUT users, every /users/{user_id}/… path, the admin),
-  is checked by `validate_user_id` against USER_ID.
+  is checked by `validate_user_id` against USER_ID;
+- every admin form's text and JSON fields (notifier/admin.py, CheckedInputForm) go through `input_problem`,
+  which is the two checks above.
 
 Why: PostgreSQL refuses NUL in text and jsonb (a 500 at the INSERT, or at a filter of a read), and Python
 code that walks JSON recursively (serializers, orjson's encoder, the request fingerprint) fails on documents
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import re
 
+import orjson
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
 # JSON bodies nest at most this deep (the body itself is level 1, so `data` may nest 30 levels more).
@@ -90,3 +94,23 @@ def _path(link) -> str:
         parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
     path = "".join(reversed(parts))
     return path[1:] if path.startswith(".") else path
+
+
+def input_problem(value) -> str | None:
+    """text_problem for a string, json_problem for a parsed JSON document (its path first), else None: for
+    inputs that arrive outside the API's parser, such as admin forms."""
+    if isinstance(value, str):
+        return text_problem(value)
+    if isinstance(value, (dict, list)) and (found := json_problem(value)):
+        path, problem = found
+        return f"{path}: {problem}" if path else problem
+    return None
+
+
+def data_size_problem(data: dict) -> str | None:
+    """A notification's data is copied into each of its rows (notification, inbox item, sandbox message,
+    stream event): it is bounded on its own (NOTIFIER_MAX_DATA_BYTES), below the request's limit."""
+    size = len(orjson.dumps(data))
+    if size > settings.NOTIFIER_MAX_DATA_BYTES:
+        return f"At most {settings.NOTIFIER_MAX_DATA_BYTES} bytes of JSON; this is {size}."
+    return None

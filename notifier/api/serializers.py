@@ -24,7 +24,7 @@ from notifier.models.templates import CRITICAL_ONLY_TRANSACTIONAL
 from notifier.pipeline.accept import CONTACT_FIELDS, AcceptRequest, RecipientEntry
 from notifier.pipeline.render import VARIABLE_TYPES, template_problems, variable_errors
 from notifier.process_cache import ProcessCache
-from notifier.validation import USER_ID_MAX_LENGTH, USER_ID_PATTERN, validate_user_id
+from notifier.validation import USER_ID_MAX_LENGTH, USER_ID_PATTERN, data_size_problem, validate_user_id
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 # A BCP 47 tag as the language columns hold it: at most 16 characters (Recipient.language and the others).
@@ -155,15 +155,6 @@ def _stored_data_problem(data: dict, entries: list) -> str | None:
     return None
 
 
-def _data_size_problem(data: dict) -> str | None:
-    """A notification's data is copied into each of its rows (notification, inbox item, sandbox message,
-    stream event): it is bounded on its own, below the request's limit."""
-    size = len(orjson.dumps(data))
-    if size > settings.NOTIFIER_MAX_DATA_BYTES:
-        return f"At most {settings.NOTIFIER_MAX_DATA_BYTES} bytes of JSON; this is {size}."
-    return None
-
-
 class NotificationRequestSerializer(serializers.Serializer):
     """POST /api/v1/notifications. Either `user_id` or `recipients` (up to 1,000 entries)."""
 
@@ -202,7 +193,7 @@ class NotificationRequestSerializer(serializers.Serializer):
         return attrs
 
     def validate_data(self, data):
-        if problem := _data_size_problem(data):
+        if problem := data_size_problem(data):
             raise serializers.ValidationError(problem)
         return data
 
@@ -280,7 +271,7 @@ class NotificationRequestSerializer(serializers.Serializer):
             if not isinstance(data, dict):
                 errors[f"{path}.data"] = ["Must be an object."]
                 data = {}
-            elif problem := _data_size_problem(data):
+            elif problem := data_size_problem(data):
                 errors[f"{path}.data"] = [problem]
             channels = raw.get("channels")
             if channels is not None and (problem := _channels_errors(channels)):
