@@ -57,8 +57,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 # HTTPS (README, "Production"). Off by default, so that `make run` serves plain HTTP on 127.0.0.1.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-# Health probes (load balancers, docker-compose) call /healthz over plain HTTP from inside the network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Health probes (load balancers, docker-compose) call /healthz over plain HTTP, by IP, from inside the
+# network: notifier.middleware.HealthProbeMiddleware answers them before the HTTPS redirect and the Host check.
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
@@ -83,6 +83,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "notifier.middleware.RedisBudgetMiddleware",
+    "notifier.middleware.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # The API's body size limit and its query and path checks (notifier/api/middleware.py).
     "notifier.api.middleware.ApiInputMiddleware",

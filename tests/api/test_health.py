@@ -59,3 +59,16 @@ def test_healthz_answers_within_its_budget_naming_the_broker_when_it_hangs(clien
     assert response.status_code == 503
     assert response.json()["checks"]["database"] == "ok"
     assert response.json()["checks"]["broker"].startswith("down")
+
+
+@pytest.mark.django_db
+def test_a_probe_by_ip_reaches_healthz_when_allowed_hosts_names_the_public_host(client, settings):
+    # docker-compose's healthcheck (and a load balancer's) asks http://127.0.0.1:8000/healthz, while
+    # ALLOWED_HOSTS names the host users reach, as README "Production" says to set it.
+    settings.ALLOWED_HOSTS = ["notifier.example.com"]
+
+    probe = client.get("/healthz", HTTP_HOST="127.0.0.1:8000")
+    other = client.get("/api/v1/notifications/00000000-0000-0000-0000-000000000000", HTTP_HOST="127.0.0.1:8000")
+
+    assert probe.status_code in (200, 503) and "checks" in probe.json()
+    assert other.status_code == 400  # every other path still checks the Host header
