@@ -37,21 +37,29 @@ DEVELOPMENT_SECRET_KEY = "notifier-insecure-development-key-change-me-in-product
 def _secret_key() -> str:
     if os.environ.get("SECRET_KEY", "").strip():
         return os.environ["SECRET_KEY"].strip()
+    path = Path(os.environ.get("SECRET_KEY_FILE") or BASE_DIR / "var" / "secret-key")
     try:
-        return Path(os.environ.get("SECRET_KEY_FILE") or BASE_DIR / "var" / "secret-key").read_text().strip()
+        return path.read_text().strip()
     except FileNotFoundError:
         return ""
+    except OSError as error:
+        raise ImproperlyConfigured(f"SECRET_KEY_FILE {path} cannot be read: {error.strerror}.") from None
+
+
+def _secret_key_weak(key: str) -> bool:
+    # Django's own deploy check (security.W009), which gunicorn and Celery never run.
+    return len(key) < 50 or len(set(key)) < 5
 
 
 SECRET_KEY = _secret_key()
-if SECRET_KEY in ("", DEVELOPMENT_SECRET_KEY):
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "SECRET_KEY is not set (or is the public development key) and DEBUG is off: set SECRET_KEY to a random "
-            "string made once with `python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`, or SECRET_KEY_FILE "
-            "to a file holding one (`make run` keeps one in var/secret-key; see README, 'Production')."
-        )
-    SECRET_KEY = DEVELOPMENT_SECRET_KEY
+if not DEBUG and (SECRET_KEY == DEVELOPMENT_SECRET_KEY or _secret_key_weak(SECRET_KEY)):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set, is the public development key, or is too weak (under 50 characters or fewer "
+        "than 5 distinct ones) and DEBUG is off: set SECRET_KEY to a random "
+        "string made once with `python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`, or SECRET_KEY_FILE "
+        "to a file holding one (`make run` keeps one in var/secret-key; see README, 'Production')."
+    )
+SECRET_KEY = SECRET_KEY or DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "*")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
