@@ -142,9 +142,20 @@ class _Guarded:
     breaker: Breaker
 
     def connect(self):
-        # Bounded, not charged: the handshake's reads charge themselves.
         self.socket_connect_timeout = _time_left_or_raise()
         super().connect()
+
+    def _connect(self):
+        # The socket's connect, charged to the budget (a blackholed server costs its whole connect timeout);
+        # the handshake's reads after it charge themselves.
+        started = time.monotonic()
+        try:
+            return super()._connect()
+        except OSError as error:  # refused, unreachable, or socket.timeout
+            self.breaker.failed(error)
+            raise
+        finally:
+            redis_budget_charge(time.monotonic() - started)
 
     def read_response(self, *args, **kwargs):
         kwargs["timeout"] = _time_left_or_raise()

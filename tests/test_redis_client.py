@@ -97,3 +97,24 @@ def test_each_request_gets_one_budget_for_all_its_redis_work(own_redis, settings
 
     assert time.monotonic() - started < settings.NOTIFIER_REDIS_TIMEOUT_SECONDS + 0.3
     assert [outcome for outcome, _ in outcomes] == [redis.TimeoutError, RedisBudgetSpent, RedisBudgetSpent]
+
+
+def test_a_server_that_refuses_connections_opens_its_breaker_and_the_connect_is_charged(settings):
+    import socket
+
+    from notifier.redis_client import redis_time_left
+
+    settings.NOTIFIER_REDIS_BREAKER_SECONDS = 5
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = redis_client_for(f"redis://127.0.0.1:{port}/0")
+
+    with redis_budget(1.0):
+        first = timed(client.ping)
+        left = redis_time_left()
+        second = timed(client.ping)
+
+    assert first[0] is redis.ConnectionError
+    assert left < 1.0  # the connect attempt was charged to the request's budget
+    assert second[0] is RedisUnavailable and second[1] < 0.05  # no second connect: the breaker is open
