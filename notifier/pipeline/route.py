@@ -9,6 +9,13 @@ template, quiet hours (pipeline/quiet_hours.py) and the user's rate limits (pipe
 Redis round trip per batch; with Redis unreachable the batch is admitted, as the producer quota admits
 requests, and each decision says so). Every channel's outcome is recorded in Notification.decisions with its reason;
 a held or suppressed Delivery also carries it in status_reason.
+
+Those per-channel rules are one function, `_route_channel`, used by the first routing and by every later
+step that routes a notification on one more channel (`notifications_route_step`): a fallback
+(pipeline/fallback.py: at routing when a primary channel has no target, or when the deliver step finds
+that nothing reached the user) and an escalation (pipeline/escalation.py: when beat finds the in-app item
+still unread). Routing also stores the fallback channels the notification will use and, when it has an
+escalation and an in-app delivery, the moment it escalates (Notification.escalate_at).
 """
 from __future__ import annotations
 
