@@ -94,6 +94,10 @@ beat_schedule = {
     # A hold waits at most one interval past its moment (the e2e test shortens it to see a real tick).
     "release-holds": {"task": "notifier.release_holds", "schedule": _RELEASE_HOLDS_INTERVAL,
                       "options": {"expires": max(1.0, _RELEASE_HOLDS_INTERVAL - 5)}},
+    # Sends escalations whose in-app item is still unread at their moment, and ends those read before
+    # (notifier/pipeline/escalation.py); as often as release-holds.
+    "release-escalations": {"task": "notifier.release_escalations", "schedule": _RELEASE_HOLDS_INTERVAL,
+                            "options": {"expires": max(1.0, _RELEASE_HOLDS_INTERVAL - 5)}},
     # Sends digests whose window has ended, each exactly once (notifier/pipeline/digest.py).
     "flush-digests": {"task": "notifier.flush_digests", "schedule": 30.0, "options": {"expires": 25}},
     # Deletes inbox items older than NOTIFIER_INBOX_RETENTION_DAYS, in batches.

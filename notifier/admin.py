@@ -204,6 +204,8 @@ class NotificationTypeForm(CheckedInputForm):
     def clean(self):
         cleaned = super().clean()
         _json_objects_default_to_empty(self, ["variables"])
+        if "default_fallback_channels" in cleaned and cleaned["default_fallback_channels"] is None:
+            cleaned["default_fallback_channels"] = []  # an emptied box: no fallback (the column is not null)
         data = {name: cleaned[name] for name in NotificationTypeSerializer.Meta.fields if name in cleaned}
         serializer = NotificationTypeSerializer(self.instance if self.instance.pk else None, data=data)
         if not serializer.is_valid():
@@ -219,8 +221,8 @@ class NotificationTypeForm(CheckedInputForm):
 @admin.register(models.NotificationType)
 class NotificationTypeAdmin(admin.ModelAdmin):
     form = NotificationTypeForm
-    list_display = ["key", "name", "category", "default_priority", "default_channels", "default_language",
-                    "digest_window_seconds", "template_count"]
+    list_display = ["key", "name", "category", "default_priority", "default_channels", "default_fallback_channels",
+                    "default_language", "digest_window_seconds", "template_count"]
     list_filter = ["category", "default_priority"]
     search_fields = ["key", "name"]
     inlines = [TemplateInline]
@@ -383,7 +385,8 @@ class NotificationAdmin(ReadOnlyAdmin):
     search_fields = ["=id", "=recipient__user_id", "idempotency_key"]
     list_select_related = ["type", "recipient", "producer"]
     date_hierarchy = "created_at"
-    fields = ["id", "type", "recipient", "producer", "status", "priority", "channels", "data", "decision_trail",
+    fields = ["id", "type", "recipient", "producer", "status", "priority", "channels", "fallback_channels",
+              "escalation", "escalate_at", "data", "decision_trail",
               "idempotency_key", "collapse_key", "schedule_at", "expires_at", "created_at", "routed_at",
               "completed_at"]
     readonly_fields = fields

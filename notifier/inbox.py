@@ -22,7 +22,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from notifier.models import InboxItem
+from notifier.models import InboxItem, Notification
+from notifier.pipeline.escalation import escalations_cancel_read
 from notifier.redis_client import redis_client
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,9 @@ def cursor_decode(cursor: str) -> tuple[datetime, int]:
 # --- writes --------------------------------------------------------------------------------------------
 
 def inbox_item_update(recipient, notification_id, read: bool | None = None, archived: bool | None = None):
-    """Mark one item read/unread and/or archived/unarchived. Returns the item, or None when this user has
-    no such item (another user's id is simply not found)."""
+    """Mark one item read/unread and/or archived/unarchived; reading it cancels its notification's pending
+    escalation. Returns the item, or None when this user has no such item (another user's id is simply
+    not found)."""
     now = timezone.now()
     item = InboxItem.objects.filter(recipient=recipient, notification_id=notification_id).first()
     if item is None:
@@ -109,6 +111,8 @@ def inbox_item_update(recipient, notification_id, read: bool | None = None, arch
         changes["archived_at"] = (item.archived_at or now) if archived else None
     if changes:
         InboxItem.objects.filter(id=item.id).update(**changes)
+        if read:
+            escalations_cancel_read([notification_id])
         for name, value in changes.items():
             setattr(item, name, value)
         transaction.on_commit(lambda: inbox_publish(recipient.user_id, "changed", {"id": str(notification_id)}),
@@ -117,10 +121,14 @@ def inbox_item_update(recipient, notification_id, read: bool | None = None, arch
 
 
 def inbox_mark_all_read(recipient) -> int:
-    """Mark every unread item read; returns how many changed. One UPDATE on the unread index."""
+    """Mark every unread item read, and cancel their pending escalations; returns how many changed. One
+    UPDATE on the unread index, then a fixed number of queries for the escalations, however many."""
     updated = InboxItem.objects.filter(recipient=recipient, read_at=None, archived_at=None).update(
         read_at=timezone.now()
     )
+    if updated:
+        escalations_cancel_read(Notification.objects.filter(
+            recipient=recipient, escalate_at__isnull=False, inbox_item__read_at__isnull=False).values("id"))
     if updated:
         transaction.on_commit(lambda: inbox_publish(recipient.user_id, "changed", {"all_read": True}), robust=True)
     return updated

@@ -11,6 +11,7 @@ from redis import RedisError
 from notifier.inbox import inbox_purge
 from notifier.pipeline.digest import digests_flush
 from notifier.pipeline.dispatch import deliver_due
+from notifier.pipeline.escalation import release_due_escalations
 from notifier.pipeline.holds import release_due_holds
 from notifier.pipeline.route import route_due
 from notifier.pipeline.sweep import sweep as sweep_once
@@ -42,6 +43,11 @@ def sweep() -> dict:
 @shared_task(name="notifier.release_holds", **_RETRY)
 def release_holds() -> int:
     return release_due_holds()
+
+
+@shared_task(name="notifier.release_escalations", **_RETRY)
+def release_escalations() -> int:
+    return release_due_escalations()
 
 
 @shared_task(name="notifier.flush_digests", **_RETRY)

@@ -155,11 +155,54 @@ def _stored_data_problem(data: dict, entries: list) -> str | None:
     return None
 
 
+def _fallback_channels_errors(channels) -> str | None:
+    """A list of fallback channels (it may be empty: no fallback) has known channels, each once."""
+    if not isinstance(channels, list):
+        return "Must be a list of channels."
+    unknown = [c for c in channels if c not in Channel.values]
+    if unknown:
+        return f"Unknown channel {unknown[0]!r}; choose from {', '.join(Channel.values)}."
+    if len(set(channels)) != len(channels):
+        return "Name each channel once."
+    return None
+
+
+ESCALATION_MAX_SECONDS = 7 * 24 * 3600
+
+
+class EscalateSerializer(serializers.Serializer):
+    """`escalate`: send on `channels` only if the in-app item is still unread `if_unread_after_seconds`
+    after it reached the inbox. The notification's channels must include in_app."""
+
+    channels = serializers.ListField(child=serializers.ChoiceField(Channel.choices), allow_empty=False,
+                                     help_text="Sent together, once, if the in-app item is unread then.")
+    if_unread_after_seconds = serializers.IntegerField(min_value=1, max_value=ESCALATION_MAX_SECONDS,
+                                                       help_text="1 second to 7 days.")
+
+    def validate_channels(self, channels):
+        if len(set(channels)) != len(channels):
+            raise serializers.ValidationError("Name each channel once.")
+        return channels
+
+    def to_internal_value(self, data):
+        if not isinstance(data, dict):
+            raise serializers.ValidationError(
+                'Must be an object: {"channels": ["email"], "if_unread_after_seconds": 600}.')
+        attrs, errors = fields_validate(self, data)
+        errors = {name: ["Unknown field."] for name in sorted(set(data) - set(self.fields))} | errors
+        seconds = data.get("if_unread_after_seconds")
+        if "if_unread_after_seconds" in data and (type(seconds) is not int):  # not "600", 600.0 or true
+            errors["if_unread_after_seconds"] = ["Must be an integer number of seconds."]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
 class NotificationRequestSerializer(serializers.Serializer):
     """POST /api/v1/notifications. Either `user_id` or `recipients` (up to 1,000 entries)."""
 
     ALLOWED = {"type", "user_id", "recipients", "data", "channels", "priority", "idempotency_key",
-               "schedule_at", "expires_at", "collapse_key"}
+               "schedule_at", "expires_at", "collapse_key", "fallback_channels", "escalate"}
 
     type = NotificationTypeKeyField()
     user_id = UserIdField(required=False)
@@ -173,6 +216,17 @@ class NotificationRequestSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
     # Push: apns-collapse-id (Apple allows at most 64 bytes) and FCM's android.collapse_key.
     collapse_key = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    fallback_channels = serializers.ListField(
+        child=serializers.ChoiceField(Channel.choices), required=False, allow_empty=True,
+        help_text="Tried in order, once each, when the notification's channels reach no one (all failed, dead, "
+                  "bounced or without a target); never one of its channels. Absent: the type's "
+                  "default_fallback_channels; []: none.")
+    escalate = EscalateSerializer(required=False)
+
+    def validate_fallback_channels(self, channels):
+        if problem := _fallback_channels_errors(channels):
+            raise serializers.ValidationError(problem)
+        return channels
 
     def validate_collapse_key(self, value):
         if len(value.encode()) > 64:
@@ -207,7 +261,8 @@ class NotificationRequestSerializer(serializers.Serializer):
         """Add to `errors` what is wrong across fields, using only the fields that were valid (a check that
         needs a bad field is skipped: its field already has an error). Sets attrs["entries"]."""
         def add(path, problem):
-            errors.setdefault(path, []).append(problem)
+            if problem not in errors.setdefault(path, []):
+                errors[path].append(problem)
 
         if ("user_id" in data) == ("recipients" in data):
             add("user_id", "Give either user_id or recipients, not both and not neither.")
@@ -227,11 +282,41 @@ class NotificationRequestSerializer(serializers.Serializer):
                 for name, problem in variable_errors(notification_type, {**attrs.get("data", {}), **entry.data}).items():
                     add(f"recipients[{index}].data.{name}" if "recipients" in data else f"data.{name}", problem)
 
+        if notification_type is not None and "channels" not in errors:
+            self._channel_plan_errors(data, attrs, entries, notification_type, add)
+
         expires_at, schedule_at = attrs.get("expires_at"), attrs.get("schedule_at")
         if expires_at and expires_at <= timezone.now():
             add("expires_at", "Must be in the future.")
         elif expires_at and schedule_at and expires_at <= schedule_at:
             add("expires_at", "Must be after schedule_at.")
+
+    @staticmethod
+    def _channel_plan_errors(data, attrs, entries, notification_type, add) -> None:
+        """A channel is used once per notification: as one of its channels, a fallback or an escalation;
+        and an escalation needs in_app among its channels (it waits for the in-app item to be read)."""
+        fallback = attrs.get("fallback_channels") or []
+        escalate = attrs.get("escalate")
+        if escalate:
+            for channel in escalate["channels"]:
+                if channel in fallback:
+                    add("escalate.channels", f"{channel!r} is a fallback channel too; a channel is used once.")
+        for index, entry in enumerate(entries):
+            channels = entry.channels or attrs.get("channels") or notification_type.default_channels
+            whose = f" (recipients[{index}])" if entry.channels else ""
+            for channel in fallback:
+                if channel in channels:
+                    add("fallback_channels", f"{channel!r} is one of the notification's channels{whose}; "
+                                             f"a fallback is another channel.")
+            if not escalate:
+                continue
+            if "in_app" not in channels:
+                add("escalate", f"Needs in_app among the notification's channels{whose}: an escalation waits "
+                                f"for the in-app item to be read.")
+            for channel in escalate["channels"]:
+                if channel in channels:
+                    add("escalate.channels", f"{channel!r} is one of the notification's channels{whose}; "
+                                             f"an escalation is another channel.")
 
     def validate(self, attrs):
         notification_type = attrs["type"]
@@ -246,6 +331,8 @@ class NotificationRequestSerializer(serializers.Serializer):
             expires_at=attrs.get("expires_at"),
             idempotency_key=attrs.get("idempotency_key", ""),
             collapse_key=attrs.get("collapse_key", ""),
+            fallback_channels=attrs.get("fallback_channels"),
+            escalation=dict(attrs["escalate"]) if attrs.get("escalate") else None,
         )
 
     def _recipient_entries(self, recipients: list[dict], errors) -> list[RecipientEntry]:
@@ -349,10 +436,12 @@ class NotificationSerializer(serializers.ModelSerializer):
     user_id = serializers.CharField(source="recipient.user_id")
     deliveries = DeliverySerializer(many=True, source="deliveries_page")
     deliveries_next_cursor = serializers.CharField(allow_null=True)
+    escalate = EscalateSerializer(source="escalation", allow_null=True)
 
     class Meta:
         model = Notification
-        fields = ["id", "type", "user_id", "status", "priority", "channels", "data", "decisions",
+        fields = ["id", "type", "user_id", "status", "priority", "channels", "fallback_channels", "escalate",
+                  "escalate_at", "data", "decisions",
                   "idempotency_key", "collapse_key", "schedule_at", "expires_at", "created_at", "routed_at",
                   "completed_at",
                   "deliveries", "deliveries_next_cursor"]
@@ -361,13 +450,19 @@ class NotificationSerializer(serializers.ModelSerializer):
 class NotificationTypeSerializer(serializers.ModelSerializer):
     class Meta:
         model = NotificationType
-        fields = ["key", "name", "category", "default_priority", "default_channels", "default_language",
-                  "variables", "critical", "rate_limit_action", "digest_window_seconds", "created_at"]
+        fields = ["key", "name", "category", "default_priority", "default_channels", "default_fallback_channels",
+                  "default_language", "variables", "critical", "rate_limit_action", "digest_window_seconds",
+                  "created_at"]
         read_only_fields = ["created_at"]
 
     def validate_default_channels(self, channels):
         problem = _channels_errors(channels)
         if problem:
+            raise serializers.ValidationError(problem)
+        return channels
+
+    def validate_default_fallback_channels(self, channels):
+        if problem := _fallback_channels_errors(channels):
             raise serializers.ValidationError(problem)
         return channels
 
@@ -381,6 +476,13 @@ class NotificationTypeSerializer(serializers.ModelSerializer):
         critical = attrs.get("critical", self.instance.critical if self.instance else False)
         if critical and category != Category.TRANSACTIONAL:
             raise serializers.ValidationError({"critical": [CRITICAL_ONLY_TRANSACTIONAL]})
+        channels = attrs.get("default_channels", self.instance.default_channels if self.instance else [])
+        fallback = attrs.get("default_fallback_channels",
+                             self.instance.default_fallback_channels if self.instance else [])
+        repeated = [channel for channel in fallback if channel in channels]
+        if repeated:
+            raise serializers.ValidationError({"default_fallback_channels": [
+                f"{repeated[0]!r} is one of default_channels; a fallback is another channel."]})
         return attrs
 
     def validate_variables(self, variables):

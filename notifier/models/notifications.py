@@ -16,6 +16,15 @@ class Notification(models.Model):
     recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="notifications")
     data = models.JSONField(default=dict, blank=True)
     channels = models.JSONField(default=list, blank=True, help_text="The producer's override; empty: type's.")
+    # Tried in order, once each, when every delivery so far reached no one (pipeline/fallback.py). None
+    # until routed: the type's default_fallback_channels; routing stores the list it will use.
+    fallback_channels = models.JSONField(null=True, blank=True, default=None)
+    # {"channels": ["email"], "if_unread_after_seconds": 600}: sent on those channels if the in-app item is
+    # still unread then (pipeline/escalation.py).
+    escalation = models.JSONField(null=True, blank=True, default=None)
+    # The escalation is pending until then; beat releases it, reading the item cancels it (sets it null).
+    # While set, the notification stays processing.
+    escalate_at = models.DateTimeField(null=True, blank=True)
     priority = models.CharField(max_length=8, choices=Priority.choices)
     status = models.CharField(max_length=24, choices=NotificationStatus.choices, default=NotificationStatus.ACCEPTED)
     # Why each channel was or was not used: [{"channel": "sms", "decision": "skipped", "reason": "..."}].
@@ -39,6 +48,7 @@ class Notification(models.Model):
                 condition=Q(status__in=["accepted", "scheduled"]),
                 name="notification_due",
             ),
+            models.Index(fields=["escalate_at"], condition=Q(escalate_at__isnull=False), name="notification_escalation"),
             models.Index(fields=["producer", "-created_at"], name="notification_producer"),
             models.Index(fields=["recipient", "-created_at"], name="notification_recipient"),
         ]

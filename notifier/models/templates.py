@@ -23,6 +23,9 @@ class NotificationType(models.Model):
     category = models.CharField(max_length=16, choices=Category.choices, default=Category.TRANSACTIONAL)
     default_priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.MEDIUM)
     default_channels = models.JSONField(default=list)
+    # Tried in order when a notification's channels reach no one, unless its request names its own
+    # (pipeline/fallback.py). Never one of default_channels.
+    default_fallback_channels = models.JSONField(default=list, blank=True)
     default_language = models.CharField(max_length=16, default="en")
     variables = models.JSONField(default=dict, blank=True)
     # Security alerts, verification codes: sent whatever the user's opt-outs, quiet hours and rate limits.

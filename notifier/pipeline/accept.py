@@ -44,6 +44,8 @@ class AcceptRequest:
     expires_at: datetime | None = None
     idempotency_key: str = ""
     collapse_key: str = ""  # push: a newer notification with the same key replaces the older one
+    fallback_channels: list[str] | None = None  # None: the type's default_fallback_channels
+    escalation: dict | None = None  # {"channels": [...], "if_unread_after_seconds": n}
 
 
 @dataclass
@@ -136,6 +138,8 @@ def _store(producer, request: AcceptRequest) -> list[Notification]:
             status=NotificationStatus.SCHEDULED if scheduled else NotificationStatus.ACCEPTED,
             idempotency_key=request.idempotency_key,
             collapse_key=request.collapse_key,
+            fallback_channels=request.fallback_channels,
+            escalation=request.escalation,
             schedule_at=request.schedule_at,
             expires_at=request.expires_at,
             due_at=request.schedule_at if scheduled else now,

@@ -36,6 +36,7 @@ from notifier.models import (
     NotificationStatus,
     Recipient,
 )
+from notifier.pipeline.route import notifications_fall_back
 from notifier.pipeline.wake import clear_flag, deliver_queue, wake_deliver
 from notifier.providers.base import PermanentError, ProviderError, RateLimited, SendResult
 
@@ -216,18 +217,22 @@ def targets_gone(deliveries: list[Delivery]) -> None:
 
 def notifications_refresh_status(notification_ids) -> None:
     """Close the notifications whose deliveries have all finished: delivered, partially delivered or
-    failed. Two queries and at most three updates, whatever the number of notifications.
+    failed, or, when none succeeded and a fallback channel is left, start that fallback instead
+    (pipeline/fallback.py). Two queries and at most three updates, whatever the number of notifications,
+    and a fixed number more when some fall back.
 
     The open notifications are locked first. Two workers recording the last two deliveries of one
     notification at once would otherwise each count the other's as still in flight (not committed yet),
     and neither would close it; with the lock, the second counts after the first has committed."""
     with transaction.atomic(savepoint=False):
-        open_ids = list(
+        locked = (
             Notification.objects.select_for_update()
             .filter(id__in=notification_ids, status=NotificationStatus.PROCESSING)
             .order_by("id")  # one lock order for every worker: no deadlock between overlapping batches
-            .values_list("id", flat=True)
+            .values_list("id", "escalate_at")
         )
+        # A pending escalation keeps its notification open; whoever ends it refreshes it (escalation.py).
+        open_ids = [notification_id for notification_id, escalate_at in locked if escalate_at is None]
         if open_ids:
             _notifications_close_finished(open_ids)
 
@@ -254,6 +259,10 @@ def _notifications_close_finished(notification_ids: list) -> None:
         else:
             status = NotificationStatus.FAILED
         finished.setdefault(status, []).append(row["notification_id"])
+    if finished.get(NotificationStatus.FAILED):
+        # Nothing reached these: one with a fallback channel left goes on to it, and stays open.
+        falling_back = notifications_fall_back(finished[NotificationStatus.FAILED])
+        finished[NotificationStatus.FAILED] = [i for i in finished[NotificationStatus.FAILED] if i not in falling_back]
     now = timezone.now()
     for status, ids in finished.items():
         Notification.objects.filter(id__in=ids, status=NotificationStatus.PROCESSING).update(

@@ -9,11 +9,19 @@ template, quiet hours (pipeline/quiet_hours.py) and the user's rate limits (pipe
 Redis round trip per batch; with Redis unreachable the batch is admitted, as the producer quota admits
 requests, and each decision says so). Every channel's outcome is recorded in Notification.decisions with its reason;
 a held or suppressed Delivery also carries it in status_reason.
+
+Those per-channel rules are one function, `_route_channel`, used by the first routing and by every later
+step that routes a notification on one more channel (`notifications_route_step`): a fallback
+(pipeline/fallback.py: at routing when a primary channel has no target, or when the deliver step finds
+that nothing reached the user) and an escalation (pipeline/escalation.py: when beat finds the in-app item
+still unread). Routing also stores the fallback channels the notification will use and, when it has an
+escalation and an in-app delivery, the moment it escalates (Notification.escalate_at).
 """
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from datetime import timedelta
 
 import redis
 from django.conf import settings
@@ -24,6 +32,7 @@ from notifier.channels import CHANNELS
 from notifier.db import rows_update
 from notifier.models import (
     NOTIFICATION_OPEN_STATUSES,
+    Channel,
     Delivery,
     DeliveryStatus,
     Device,
@@ -34,6 +43,13 @@ from notifier.models import (
 )
 from notifier.pipeline import digest
 from notifier.pipeline.deliveries import active_devices, deliveries_build
+from notifier.pipeline.fallback import (
+    FALLBACK,
+    fallback_channels_resolve,
+    fallback_due,
+    fallback_next_channel,
+    fallback_reason,
+)
 from notifier.pipeline.preferences import channel_verdict
 from notifier.pipeline.quiet_hours import describe_release, quiet_hours_release_at
 from notifier.pipeline.rate_limits import LimitCheck, rate_limits_check
@@ -47,6 +63,12 @@ from notifier.pipeline.render import (
 from notifier.pipeline.wake import clear_flag, route_queue, wake_deliver, wake_route
 
 log = logging.getLogger(__name__)
+
+# An escalation waiting for its moment (Notification.escalate_at): the decision each of its channels gets
+# at routing, and the start of that decision's reason.
+ESCALATION = "escalation"
+ESCALATION_PENDING = "escalation_pending"
+ESCALATION_PENDING_REASON = "escalation: sent if the in-app item is still unread at"
 
 
 def route_due(priority: str, batch_size: int | None = None) -> int:
@@ -77,6 +99,11 @@ def notifications_route(notifications: list[Notification]) -> list[Delivery]:
                for notification in notifications}
     _apply_rate_limits(notifications, created, now)
     digest.digests_collect(notifications, now)
+    for notification in notifications:
+        notification.fallback_channels = fallback_channels_resolve(notification)
+    _escalations_plan(notifications, created, now)
+    # A primary channel with no target (or whatever reached no one already) goes on to the fallback now.
+    _fallbacks_route(notifications, created, devices, templates, now)
     deliveries = []
     for notification in notifications:
         deliveries.extend(created[notification.id])
@@ -88,10 +115,9 @@ def notifications_route(notifications: list[Notification]) -> list[Delivery]:
 
     # ignore_conflicts: a Delivery is unique per notification × channel × target, so routing twice is harmless.
     Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
-    rows_update(notifications, ["status", "decisions", "routed_at", "completed_at"])
-
-    queues = {(d.channel, d.priority) for d in deliveries if d.status == DeliveryStatus.QUEUED}
-    transaction.on_commit(lambda: [wake_deliver(channel, priority) for channel, priority in queues], robust=True)
+    rows_update(notifications, ["status", "decisions", "routed_at", "completed_at", "fallback_channels",
+                                "escalate_at"])
+    _wake_after_commit(deliveries)
     return deliveries
 
 
@@ -113,70 +139,172 @@ def _route_one_guarded(notification: Notification, devices: list[Device], templa
 def _route_one(notification: Notification, devices: list[Device], templates: dict, now) -> list[Delivery]:
     notification.decisions = []
 
-    def decide(channel: str, decision: str, reason: str = "", **extra):
-        notification.decisions.append({"channel": channel, "decision": decision, "reason": reason, **extra})
-
     if notification.expires_at and notification.expires_at <= now:
         notification.status = NotificationStatus.EXPIRED
-        decide("*", "expired", f"expired at {notification.expires_at.isoformat()} before it was routed")
+        notification.decisions.append({"channel": "*", "decision": "expired",
+                                       "reason": f"expired at {notification.expires_at.isoformat()} before it was routed"})
         return []
 
-    recipient = notification.recipient
-    notification_type = notification.type
-    release_at = None
-    if notification.priority != Priority.HIGH and not notification_type.critical:
-        release_at = quiet_hours_release_at(now, recipient.quiet_hours_start, recipient.quiet_hours_end,
-                                            recipient.timezone)
-    deliveries = []
-    channel_names = notification.channels or notification_type.default_channels
+    channel_names = notification.channels or notification.type.default_channels
     if not isinstance(channel_names, list):
-        decide("*", "failed", f"type {notification_type.key}: default_channels is not a list of channels")
+        notification.decisions.append({"channel": "*", "decision": "failed", "reason":
+                                       f"type {notification.type.key}: default_channels is not a list of channels"})
         return []
+    release_at = _quiet_hours_release_at(notification, now)
+    deliveries = []
     for channel_name in channel_names:
-        channel = CHANNELS.get(channel_name) if isinstance(channel_name, str) else None
-        if channel is None:  # the API and admin refuse these; a row edited around them must not raise
-            decide(str(channel_name), "failed",
-                   f"unknown channel {channel_name!r}; known channels: {', '.join(CHANNELS)}")
-            continue
-        verdict = channel_verdict(recipient, notification_type, channel_name)
-        if not verdict.allowed:
-            decide(channel_name, "suppressed", verdict.reason)
-            continue
-        targets, reason = channel.targets(recipient, devices)
-        if not targets:
-            decide(channel_name, "skipped", reason)
-            continue
-        template = template_choose(
-            templates, notification.type_id, channel_name, recipient.language, notification.type.default_language
-        )
-        if template is None:
-            decide(channel_name, "skipped", f"no active {channel_name} template for type {notification.type.key}")
-            continue
-        window = digest.digest_window(notification, channel_name, recipient)
-        if window:  # collected into the user's digest; beat sends it when the window ends
-            decide(channel_name, "digested", f"collected into a digest sent at the end of its {window} s window",
-                   window=window)
-            continue
-        try:
-            content = template_render(template, notification.type, notification.data, recipient=recipient,
-                                      notification_id=notification.id)
-        except RenderError as error:
-            decide(channel_name, "failed", str(error), targets=len(targets), template_version=template.version)
-            deliveries.extend(render_failed_deliveries(notification, channel_name, targets, template, error, now))
-            continue
-        held = release_at is not None and channel_name in settings.NOTIFIER_QUIET_HOURS_CHANNELS
-        status_reason = f"held for quiet hours until {describe_release(release_at, recipient.timezone)}" if held else ""
-        deliveries.extend(deliveries_build(
-            notification, channel_name, targets, template, content=content,
-            status=DeliveryStatus.HELD if held else DeliveryStatus.QUEUED, status_reason=status_reason,
-            next_attempt_at=release_at if held else now,
-        ))
-        extra = {"release_at": release_at.isoformat()} if held else {}
-        if verdict.reason:  # a critical type, sent despite an opt-out
-            extra["note"] = verdict.reason
-        decide(channel_name, "held" if held else "queued", status_reason, targets=len(targets),
-               template_version=template.version, language=template.language, **extra)
+        created, decision = _route_channel(notification, channel_name, devices, templates, release_at, now)
+        deliveries.extend(created)
+        notification.decisions.append(decision)
     return deliveries
+
+
+def _quiet_hours_release_at(notification: Notification, now):
+    """When the user's quiet hours end, if they are in them now and the notification waits for them."""
+    if notification.priority == Priority.HIGH or notification.type.critical:
+        return None
+    recipient = notification.recipient
+    return quiet_hours_release_at(now, recipient.quiet_hours_start, recipient.quiet_hours_end, recipient.timezone)
+
+
+def _route_channel(notification: Notification, channel_name, devices: list[Device], templates: dict, release_at,
+                   now, digests: bool = True) -> tuple[list[Delivery], dict]:
+    """One channel of one notification, by the routing rules in order: its deliveries (unsaved) and its
+    decision. The first routing and every later step (a fallback, an escalation) decide a channel here;
+    `digests=False` leaves out the digest (a later step is late already)."""
+    def decided(decision: str, reason: str = "", **extra) -> dict:
+        return {"channel": str(channel_name), "decision": decision, "reason": reason, **extra}
+
+    channel = CHANNELS.get(channel_name) if isinstance(channel_name, str) else None
+    if channel is None:  # the API and admin refuse these; a row edited around them must not raise
+        return [], decided("failed", f"unknown channel {channel_name!r}; known channels: {', '.join(CHANNELS)}")
+    recipient, notification_type = notification.recipient, notification.type
+    verdict = channel_verdict(recipient, notification_type, channel_name)
+    if not verdict.allowed:
+        return [], decided("suppressed", verdict.reason)
+    targets, reason = channel.targets(recipient, devices)
+    if not targets:
+        return [], decided("skipped", reason)
+    template = template_choose(templates, notification.type_id, channel_name, recipient.language,
+                               notification_type.default_language)
+    if template is None:
+        return [], decided("skipped", f"no active {channel_name} template for type {notification_type.key}")
+    window = digest.digest_window(notification, channel_name, recipient) if digests else 0
+    if window:  # collected into the user's digest; beat sends it when the window ends
+        return [], decided("digested", f"collected into a digest sent at the end of its {window} s window",
+                           window=window)
+    try:
+        content = template_render(template, notification_type, notification.data, recipient=recipient,
+                                  notification_id=notification.id)
+    except RenderError as error:
+        return (render_failed_deliveries(notification, channel_name, targets, template, error, now),
+                decided("failed", str(error), targets=len(targets), template_version=template.version))
+    held = release_at is not None and channel_name in settings.NOTIFIER_QUIET_HOURS_CHANNELS
+    status_reason = f"held for quiet hours until {describe_release(release_at, recipient.timezone)}" if held else ""
+    deliveries = deliveries_build(
+        notification, channel_name, targets, template, content=content,
+        status=DeliveryStatus.HELD if held else DeliveryStatus.QUEUED, status_reason=status_reason,
+        next_attempt_at=release_at if held else now,
+    )
+    extra = {"release_at": release_at.isoformat()} if held else {}
+    if verdict.reason:  # a critical type, sent despite an opt-out
+        extra["note"] = verdict.reason
+    return deliveries, decided("held" if held else "queued", status_reason, targets=len(targets),
+                               template_version=template.version, language=template.language, **extra)
+
+
+def notifications_route_step(step: str, plans: list[tuple[Notification, str, str]], devices, templates: dict,
+                now) -> dict[object, list[Delivery]]:
+    """Route notifications on one more channel each, after their first routing: `plans` are
+    (notification, channel, why). The channel is decided by the same rules as at first routing
+    (_route_channel, then the rate limits), never digested; its decision is tagged `step`, and its reason
+    starts with `why`, also kept as its `cause`. Returns the new deliveries (unsaved) by notification id."""
+    created: dict = defaultdict(list)
+    decided = []
+    for notification, channel_name, why in plans:
+        if notification.expires_at and notification.expires_at <= now:
+            deliveries, decision = [], {"channel": channel_name, "decision": "expired",
+                                        "reason": f"expired at {notification.expires_at.isoformat()}"}
+        else:
+            deliveries, decision = _route_channel(notification, channel_name, devices[notification.recipient_id],
+                                                  templates, _quiet_hours_release_at(notification, now), now,
+                                                  digests=False)
+        decision["step"] = step
+        notification.decisions.append(decision)
+        created[notification.id].extend(deliveries)
+        decided.append((decision, why))
+    _apply_rate_limits(list({n.id: n for n, _, _ in plans}.values()), created, now)
+    for decision, why in decided:  # after the rate limits, which may replace a decision's reason
+        decision["reason"] = why + (f"; {decision['reason']}" if decision["reason"] else "")
+        decision["cause"] = why
+    return created
+
+
+def _fallbacks_route(notifications: list[Notification], deliveries: dict, devices, templates: dict,
+                     now) -> list[Delivery]:
+    """Route the next fallback channel of each notification whose deliveries so far reached no one, and
+    the next again while a fallback reaches no one at routing (no target, opted out). `deliveries` maps
+    each notification's id to its deliveries so far; the new ones are added. Returns the new ones."""
+    created = []
+    due = [n for n in notifications if fallback_due(n, deliveries[n.id])]
+    while due:  # each round decides one more fallback channel of each: it ends when none is left
+        plans = [(n, fallback_next_channel(n), f"fallback: {fallback_reason(n, deliveries[n.id])}") for n in due]
+        step = notifications_route_step(FALLBACK, plans, devices, templates, now)
+        for notification in due:
+            deliveries[notification.id] = [*deliveries[notification.id], *step[notification.id]]
+            created.extend(step[notification.id])
+        due = [n for n in due if fallback_due(n, deliveries[n.id])]
+    return created
+
+
+def _escalations_plan(notifications: list[Notification], created: dict, now) -> None:
+    """Set the moment each notification with an `escalation` escalates: its delay after its in-app item
+    is due (now, or when quiet hours release it). Beat routes the escalation's channels then, if the item
+    is still unread (pipeline/escalation.py). Without an in-app delivery to wait on, there is none."""
+    for notification in notifications:
+        if not notification.escalation or notification.status == NotificationStatus.EXPIRED:
+            continue
+        in_app = [d for d in created[notification.id] if d.channel == Channel.IN_APP
+                  and d.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD)]
+        channels = notification.escalation["channels"]
+        if not in_app:
+            notification.decisions.extend(
+                {"channel": channel, "decision": "skipped", "step": ESCALATION,
+                 "reason": "escalation: no in-app item to wait on (see the in_app decision)"} for channel in channels)
+            continue
+        delay = timedelta(seconds=notification.escalation["if_unread_after_seconds"])
+        notification.escalate_at = max(in_app[0].next_attempt_at, now) + delay
+        reason = f"{ESCALATION_PENDING_REASON} {notification.escalate_at:%Y-%m-%d %H:%M:%S} UTC"
+        notification.decisions.extend(
+            {"channel": channel, "decision": ESCALATION_PENDING, "reason": reason, "step": ESCALATION,
+             "release_at": notification.escalate_at.isoformat()} for channel in channels)
+
+
+def notifications_fall_back(notification_ids) -> set:
+    """Start the next fallback channel of those of these notifications that have one left. For the
+    deliver step, with notifications whose deliveries all ended and none succeeded, while it holds their
+    row locks (dispatch.notifications_refresh_status): so a fallback starts once, however many workers
+    record the last outcomes at once. Returns the ids of the notifications now waiting on a fallback."""
+    notifications = [n for n in Notification.objects.filter(id__in=notification_ids).select_related("type", "recipient")
+                     if fallback_next_channel(n) is not None]
+    if not notifications:
+        return set()
+    now = timezone.now()
+    deliveries = defaultdict(list)
+    for delivery in Delivery.objects.filter(notification_id__in=[n.id for n in notifications]).only(
+            "notification_id", "channel", "status", "status_reason", "last_error"):
+        deliveries[delivery.notification_id].append(delivery)
+    created = _fallbacks_route(notifications, deliveries, active_devices(n.recipient_id for n in notifications),
+                               active_templates(n.type_id for n in notifications), now)
+    Delivery.objects.bulk_create(created, ignore_conflicts=True)
+    rows_update(notifications, ["decisions"])
+    _wake_after_commit(created)
+    return {d.notification_id for d in created if d.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD)}
+
+
+def _wake_after_commit(deliveries: list[Delivery]) -> None:
+    queues = {(d.channel, d.priority) for d in deliveries if d.status == DeliveryStatus.QUEUED}
+    transaction.on_commit(lambda: [wake_deliver(channel, priority) for channel, priority in queues], robust=True)
 
 
 def _apply_rate_limits(notifications: list[Notification], created: dict, now) -> None:
