@@ -1,8 +1,8 @@
 """Django admin: every model, with the columns, filters and searches an operator needs, and the actions
-they use (send a test, deactivate a device, resend, rotate a producer key, close a provider's circuit). Rows whose edits would rewrite
-history (notifications, deliveries, inbox items, digests, idempotency keys) are read-only and cannot be
-deleted; editing a template publishes a new version, and versions are never deleted. The work behind the
-actions lives in notifier/admin_tools.py and notifier/services.py."""
+they use (send a test, deactivate a device, resend, rotate a producer key, close a provider's circuit).
+Rows whose edits would rewrite history (notifications, deliveries, inbox items, digests, idempotency
+keys) are read-only and cannot be deleted; editing a template publishes a new version, and versions are
+never deleted. The work behind the actions lives in notifier/admin_tools.py and notifier/services.py."""
 import json
 
 from django import forms

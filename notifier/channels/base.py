@@ -75,8 +75,7 @@ class ProviderChannel(Channel):
                 messages = [message_from_delivery(deliveries[i]) for i in indexes]
                 for position, outcome in send_guarded(provider, messages):
                     index = indexes[position]
-                    if not isinstance(outcome, SendDeferred):
-                        deliveries[index].provider = provider.name
+                    deliveries[index].provider = provider.name  # deferred: the provider it waits for
                     fails_over = isinstance(outcome, ProviderError) and not isinstance(outcome, PermanentError)
                     if fails_over and step + 1 < len(chains[index]):
                         pending.append(index)
@@ -98,8 +97,10 @@ def send_guarded(provider, messages: list[Message]) -> Iterator[tuple[int, SendR
         admission = circuit_admit(provider.name)
         if admission.verdict == "wait":
             until = datetime.fromtimestamp(admission.until, tz=dt_timezone.utc)
-            deferred = SendDeferred(f"{provider.name} circuit open: not sent, waiting until {iso_time(admission.until)}",
-                                    until=until, code="circuit_open")
+            deferred = SendDeferred(
+                f"{provider.name} circuit open: not sent, waiting until {iso_time(admission.until)}",
+                until=until, code="circuit_open",
+            )
             for rest in range(position, len(messages)):
                 yield rest, deferred
             return

@@ -71,7 +71,7 @@ def test_an_open_twilio_circuit_keeps_the_sms_waiting_until_it_may_close_without
     deliver_due("sms", "high")
 
     sms = Delivery.objects.get(channel="sms")
-    assert (sms.status, sms.attempts) == (DeliveryStatus.QUEUED, 0)
+    assert (sms.status, sms.attempts, sms.provider) == (DeliveryStatus.QUEUED, 0, "twilio")
     assert abs(sms.next_attempt_at.timestamp() - until) < 0.001
     assert "twilio circuit open" in sms.last_error
     assert providers["twilio"].requests == []
