@@ -17,9 +17,20 @@ OTHER_QUEUES = ["campaign", "maintenance"]
 ALL_QUEUES = ROUTE_QUEUES + DELIVER_QUEUES + OTHER_QUEUES
 
 
-def queues_for_priority(priority: str) -> list[str]:
-    """The queues one worker group consumes: `make run` starts one worker per priority."""
-    return [f"route.{priority}"] + [f"{channel}.{priority}" for channel in CHANNELS]
+# The worker groups `make run` (Procfile) and docker-compose.yml start, and the queues each consumes: every
+# queue belongs to exactly one group (tests/test_celeryconfig.py checks both files against this table).
+# High priority keeps a group of its own. At medium and low, each channel with a provider behind it has its
+# own group, so a provider that hangs holds only its own channel's processes: "if the SMS provider is down,
+# push and email continue unaffected". Within a group, provider timeouts (NOTIFIER_PROVIDER_TIMEOUT_SECONDS)
+# and the provider's circuit (notifier/providers/circuit.py) bound how long a hung provider holds a batch.
+WORKER_GROUPS = {
+    "high": ["route.high", "push.high", "email.high", "sms.high", "in_app.high"],
+    "medium": ["route.medium", "in_app.medium"],
+    "low": ["route.low", "in_app.low", "campaign", "maintenance"],
+    "push": ["push.medium", "push.low"],
+    "email": ["email.medium", "email.low"],
+    "sms": ["sms.medium", "sms.low"],
+}
 
 
 broker_url = os.environ.get("CELERY_BROKER_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))

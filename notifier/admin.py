@@ -1,8 +1,8 @@
 """Django admin: every model, with the columns, filters and searches an operator needs, and the actions
-they use (send a test, deactivate a device, resend, rotate a producer key). Rows whose edits would rewrite
-history (notifications, deliveries, inbox items, digests, idempotency keys) are read-only and cannot be
-deleted; editing a template publishes a new version, and versions are never deleted. The work behind the
-actions lives in notifier/admin_tools.py and notifier/services.py."""
+they use (send a test, deactivate a device, resend, rotate a producer key, close a provider's circuit).
+Rows whose edits would rewrite history (notifications, deliveries, inbox items, digests, idempotency
+keys) are read-only and cannot be deleted; editing a template publishes a new version, and versions are
+never deleted. The work behind the actions lives in notifier/admin_tools.py and notifier/services.py."""
 import json
 
 from django import forms
@@ -13,7 +13,9 @@ from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST
 from rest_framework.exceptions import ValidationError
 
 from notifier import admin_tools, models, services
@@ -21,6 +23,8 @@ from notifier.api.preferences import preferences_validate
 from notifier.api.serializers import NotificationTypeSerializer, contact_errors
 from notifier.models.producers import SCOPE_SEND, SCOPES, scopes_ordered
 from notifier.pipeline.render import template_problems
+from notifier.providers.circuit import circuit_close, circuit_states
+from notifier.providers.registry import configured_provider_names
 from notifier.validation import data_size_problem, input_problem, validate_user_id
 
 
@@ -428,6 +432,26 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def notification_link(self, delivery):
         return format_html('<a href="{}">{}</a>', reverse("admin:notifier_notification_change",
                                                           args=[delivery.notification_id]), delivery.notification_id)
+
+    def changelist_view(self, request, extra_context=None):
+        # Each provider's circuit above the deliveries it holds back (notifier/providers/circuit.py).
+        circuits = circuit_states(configured_provider_names())
+        return super().changelist_view(request, {**(extra_context or {}), "circuits": circuits})
+
+    def get_urls(self):
+        return [
+            path("circuits/<str:provider>/close/", self.admin_site.admin_view(self.circuit_close_view),
+                 name="notifier_circuit_close"),
+            *super().get_urls(),
+        ]
+
+    @method_decorator(require_POST)
+    def circuit_close_view(self, request, provider):
+        if not request.user.has_perm("notifier.change_delivery") or provider not in configured_provider_names():
+            raise Http404
+        circuit_close(provider)
+        messages.success(request, f"Closed the circuit of {provider}: its next sends go through.")
+        return redirect("admin:notifier_delivery_changelist")
 
 
 class ReadFilter(admin.SimpleListFilter):

@@ -1,5 +1,8 @@
 """GET /healthz: is the database reachable, is the broker reachable. 200 when both are, 503 naming the one
-that is down otherwise.
+that is down otherwise. It also names each configured provider's circuit ("providers": {"sendgrid":
+"closed", "smtp": "open until 2026-12-02T03:04:05Z"}), one Redis round trip within the same budget: an
+open circuit is an outage of someone else's service, handled (notifier/providers/circuit.py), so it does
+not make notifier unhealthy.
 
 It answers within its request's Redis budget (NOTIFIER_REDIS_TIMEOUT_SECONDS) even when the broker accepts
 connections but never answers: a Redis broker is asked PING through the shared client (its deadline and
@@ -9,6 +12,8 @@ timeout (celeryconfig.broker_transport_options). Other brokers (RabbitMQ) are ch
 from django.db import connection
 from django.http import JsonResponse
 
+from notifier.providers.circuit import circuit_states
+from notifier.providers.registry import configured_provider_names
 from notifier.redis_client import redis_client_for
 from notifier_project.celery import app
 
@@ -38,4 +43,6 @@ def _broker() -> str:
 def healthz(request):
     checks = {"database": _database(), "broker": _broker()}
     healthy = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "down", "checks": checks}, status=200 if healthy else 503)
+    providers = circuit_states(configured_provider_names())
+    return JsonResponse({"status": "ok" if healthy else "down", "checks": checks, "providers": providers},
+                        status=200 if healthy else 503)

@@ -250,6 +250,11 @@ NOTIFIER_PROVIDER_CONFIG = {
         status_callback_url="TWILIO_STATUS_CALLBACK_URL", max_segments="SMS_MAX_SEGMENTS",
     ),
 }
+# Every adapter waits at most this long for one answer from its provider (connect, and each read), far
+# below a deliver task's soft time limit (NOTIFIER_TASK_SOFT_TIME_LIMIT_SECONDS): a provider that hangs
+# costs a batch seconds, and its circuit (below) opens after a few such timeouts.
+# (notifier/providers/registry.py passes it to each adapter as its `timeout`).
+NOTIFIER_PROVIDER_TIMEOUT_SECONDS = float(os.environ.get("NOTIFIER_PROVIDER_TIMEOUT_SECONDS", "10"))
 if os.environ.get("APNS_USE_SANDBOX"):
     NOTIFIER_PROVIDER_CONFIG["apns"]["use_sandbox"] = env_bool("APNS_USE_SANDBOX")
 for _flag in ("use_tls", "use_ssl"):
@@ -268,6 +273,26 @@ NOTIFIER_CHANNEL_PROVIDERS = {
     "push": env_list("NOTIFIER_PUSH_PROVIDERS", _configured("apns", "fcm")),
     "email": env_list("NOTIFIER_EMAIL_PROVIDERS", _configured("sendgrid", "smtp")),
     "sms": env_list("NOTIFIER_SMS_PROVIDERS", _configured("twilio")),
+}
+
+# A circuit breaker per provider, shared by every worker through Redis (notifier/providers/circuit.py): this
+# many transient failures in a row open it; it stays open for the cool-down, then one probe send decides;
+# each failed probe doubles the cool-down, up to the maximum.
+NOTIFIER_CIRCUIT_FAILURE_THRESHOLD = int(os.environ.get("NOTIFIER_CIRCUIT_FAILURE_THRESHOLD", "5"))
+NOTIFIER_CIRCUIT_COOLDOWN_SECONDS = float(os.environ.get("NOTIFIER_CIRCUIT_COOLDOWN_SECONDS", "30"))
+NOTIFIER_CIRCUIT_MAX_COOLDOWN_SECONDS = float(os.environ.get("NOTIFIER_CIRCUIT_MAX_COOLDOWN_SECONDS", "600"))
+# Sends per second each provider may take, shared by every worker (notifier/providers/send_rate.py); a
+# provider not listed, or set to 0, has no limit. Twilio's usual account limit is 50 per second.
+NOTIFIER_PROVIDER_MAX_PER_SECOND = {
+    name: rate
+    for name, rate in {
+        "twilio": float(os.environ.get("TWILIO_MAX_PER_SECOND", "50")),
+        "sendgrid": float(os.environ.get("SENDGRID_MAX_PER_SECOND", "0")),
+        "smtp": float(os.environ.get("SMTP_MAX_PER_SECOND", "0")),
+        "apns": float(os.environ.get("APNS_MAX_PER_SECOND", "0")),
+        "fcm": float(os.environ.get("FCM_MAX_PER_SECOND", "0")),
+    }.items()
+    if rate > 0
 }
 
 # Retries of transient provider errors, per priority: up to max_attempts sends, waiting a random time

@@ -93,3 +93,35 @@ def test_beat_runs_the_sweeper_hold_release_digest_flush_and_inbox_purge():
     for name, entry in schedule.items():
         assert entry["task"] in app.tasks, f"beat entry {name} names an unregistered task"
         assert entry["schedule"] > 0
+
+
+def _worker_queues(path, prefix, flag) -> dict[str, list[str]]:
+    """worker name → its queues, from the command lines of the Procfile or docker-compose.yml."""
+    from pathlib import Path
+
+    groups = {}
+    for line in (Path(__file__).resolve().parents[1] / path).read_text().splitlines():
+        words = line.split()
+        if "worker" in words and flag in words:
+            name = words[0].rstrip(":") if path == "Procfile" else words[words.index("-n") + 1].split("@")[0]
+            groups[name.removeprefix(prefix)] = words[words.index(flag) + 1].split(",")
+    return groups
+
+
+def test_every_queue_belongs_to_exactly_one_worker_group():
+    queues = [queue for group in celeryconfig.WORKER_GROUPS.values() for queue in group]
+
+    assert sorted(queues) == sorted(EXPECTED_QUEUES)
+
+
+@pytest.mark.parametrize("path, prefix, flag", [("Procfile", "worker_", "--queues"), ("docker-compose.yml", "", "-Q")])
+def test_make_run_and_docker_compose_start_the_worker_groups(path, prefix, flag):
+    assert _worker_queues(path, prefix, flag) == celeryconfig.WORKER_GROUPS
+
+
+@pytest.mark.parametrize("channel", ["push", "email", "sms"])
+@pytest.mark.parametrize("priority", ["medium", "low"])
+def test_below_high_priority_a_channel_shares_its_worker_with_no_other_channel(channel, priority):
+    [group] = [g for g in celeryconfig.WORKER_GROUPS.values() if f"{channel}.{priority}" in g]
+
+    assert {queue.split(".")[0] for queue in group} == {channel}

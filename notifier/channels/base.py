@@ -9,11 +9,18 @@ channels/__init__.py.
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
-from notifier.providers.base import Message, PermanentError, ProviderError, SendResult
+from django.utils import timezone
+
+from notifier.providers.base import Message, PermanentError, ProviderError, RateLimited, SendDeferred, SendResult
+from notifier.providers.circuit import circuit_admit, circuit_record, iso_time
 from notifier.providers.registry import providers_for
+from notifier.providers.send_rate import send_tokens_take
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,11 @@ class ProviderChannel(Channel):
     Each delivery has a chain of providers, first choice first (email: SendGrid, then SMTP). A transient
     or rate-limited failure moves the delivery to the next provider in the same attempt; a permanent
     error does not (an invalid address is invalid everywhere). Deliveries are sent in one batch per
-    provider.
+    provider, handed over a group at a time (Provider.group_size): before each group the provider's
+    circuit (providers/circuit.py) and send rate (providers/send_rate.py) are asked, one Redis round trip
+    each. While the circuit is open, the deliveries go to the next provider at once, without waiting for a
+    timeout; with none left they are deferred (SendDeferred) until the circuit may close, which is no
+    attempt. Over the send rate, a group waits for its tokens (a second at most) or is deferred likewise.
     """
 
     def providers_chain(self, delivery) -> list:
@@ -62,15 +73,69 @@ class ProviderChannel(Channel):
             pending = []
             for provider, indexes in by_provider.items():
                 messages = [message_from_delivery(deliveries[i]) for i in indexes]
-                for position, outcome in provider.send_as_completed(messages):
+                for position, outcome in send_guarded(provider, messages):
                     index = indexes[position]
-                    deliveries[index].provider = provider.name
+                    deliveries[index].provider = provider.name  # deferred: the provider it waits for
                     fails_over = isinstance(outcome, ProviderError) and not isinstance(outcome, PermanentError)
                     if fails_over and step + 1 < len(chains[index]):
                         pending.append(index)
                     else:
                         yield index, outcome
             step += 1
+
+
+# A group over the provider's send rate sleeps for its tokens when the next one is due within this many
+# seconds, and is deferred (in the database, like a retry) when it is due later.
+MAX_SEND_RATE_SLEEP_SECONDS = 1.0
+
+
+def send_guarded(provider, messages: list[Message]) -> Iterator[tuple[int, SendResult | ProviderError]]:
+    """provider.send_as_completed(messages), a group at a time, behind the provider's circuit and send
+    rate: yields (position, outcome) for every message, SendDeferred for those not sent."""
+    position = 0
+    while position < len(messages):
+        admission = circuit_admit(provider.name)
+        if admission.verdict == "wait":
+            until = datetime.fromtimestamp(admission.until, tz=dt_timezone.utc)
+            deferred = SendDeferred(
+                f"{provider.name} circuit open: not sent, waiting until {iso_time(admission.until)}",
+                until=until, code="circuit_open",
+            )
+            for rest in range(position, len(messages)):
+                yield rest, deferred
+            return
+        probe = admission.verdict == "probe"
+        wanted = 1 if probe else min(provider.group_size, len(messages) - position)
+        granted, wait = send_tokens_wait(provider.name, wanted)
+        if not granted:
+            until = timezone.now() + timedelta(seconds=wait)
+            deferred = SendDeferred(f"{provider.name} over its send rate: not sent, waiting {wait:.1f} s",
+                                    until=until, code="send_rate")
+            # A probe claimed here and not sent reports nothing: its lease lets another worker probe later.
+            for rest in range(position, len(messages)):
+                yield rest, deferred
+            return
+        group = messages[position:position + granted]
+        succeeded, trailing_failures = False, 0
+        for offset, outcome in provider.send_as_completed(group):
+            if isinstance(outcome, (SendResult, PermanentError)):  # an answer: the provider is up
+                succeeded, trailing_failures = True, 0
+            elif not isinstance(outcome, RateLimited):  # a 429 is no outage
+                trailing_failures += 1
+            yield position + offset, outcome
+        if probe or trailing_failures or admission.failures:
+            circuit_record(provider.name, succeeded=succeeded, trailing_failures=trailing_failures, probe=probe)
+        position += granted
+
+
+def send_tokens_wait(provider: str, wanted: int) -> tuple[int, float]:
+    """Take up to `wanted` send tokens, sleeping for them while the next is due within
+    MAX_SEND_RATE_SLEEP_SECONDS: (granted, 0) or, when none could be had that soon, (0, seconds to wait)."""
+    while True:
+        granted, wait = send_tokens_take(provider, wanted)
+        if granted or wait > MAX_SEND_RATE_SLEEP_SECONDS:
+            return granted, wait
+        time.sleep(wait)
 
 
 def message_from_delivery(delivery) -> Message:

@@ -38,13 +38,13 @@ from notifier.models import (
 )
 from notifier.pipeline.route import notifications_fall_back
 from notifier.pipeline.wake import clear_flag, deliver_queue, wake_deliver
-from notifier.providers.base import PermanentError, ProviderError, RateLimited, SendResult
+from notifier.providers.base import PermanentError, ProviderError, RateLimited, SendDeferred, SendResult
 
 log = logging.getLogger(__name__)
 
 _RECORDED_FIELDS = [
     "status", "provider", "provider_message_id", "last_error", "next_attempt_at", "claim_token", "sent_at",
-    "failed_at",
+    "failed_at", "attempts",  # a deferred send gives its attempt back
 ]
 # What is written when a delivery's outcome cannot be: none of the fields the provider's answer filled.
 _UNRECORDABLE_FIELDS = ["status", "last_error", "claim_token", "failed_at"]
@@ -167,6 +167,13 @@ def _apply_outcome(delivery: Delivery, outcome, now) -> None:
         delivery.provider_message_id = outcome.provider_message_id
         delivery.sent_at = now
         delivery.last_error = ""
+        return
+    if isinstance(outcome, SendDeferred):
+        # Nothing was sent (an open circuit, the provider's send rate): wait, and give the attempt back.
+        delivery.status = DeliveryStatus.QUEUED
+        delivery.next_attempt_at = outcome.until
+        delivery.attempts -= 1
+        delivery.last_error = str(outcome)
         return
     delivery.last_error = f"{delivery.provider or 'provider'} {outcome.kind}: {outcome}"
     max_attempts = settings.NOTIFIER_RETRY_POLICY[delivery.priority]["max_attempts"]

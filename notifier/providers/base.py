@@ -9,6 +9,7 @@ record an SMS opt-out).
     send_as_completed(messages) -> yields (index, SendResult or ProviderError) for each message as its send
         completes, in any order: the delivery service records outcomes while the rest are still being sent
     send_batch(messages) -> one SendResult or ProviderError per message, in the same order
+    group_size -> how many messages the channel hands to one send_as_completed call at most
 """
 from __future__ import annotations
 
@@ -97,6 +98,18 @@ class RateLimited(ProviderError):
         self.retry_after = retry_after
 
 
+class SendDeferred(ProviderError):
+    """Not sent, and not an attempt: the provider's circuit is open, or it is over its send rate, and no
+    other provider of the channel's chain could take the message. The delivery waits until `until` (an
+    aware datetime). Made by the channel (notifier/channels/base.py), never by an adapter."""
+
+    kind = "deferred"
+
+    def __init__(self, message: str, *, until: datetime, code: str = ""):
+        super().__init__(message, code=code)
+        self.until = until
+
+
 class Provider:
     """Base class for adapters. Subclasses set `name` and `channel` and implement `send`.
 
@@ -108,6 +121,12 @@ class Provider:
     name = ""
     channel = ""
     batch_concurrency = 8  # sends in flight at once
+
+    @property
+    def group_size(self) -> int:
+        """How many messages the channel hands over in one call, between two looks at the provider's
+        circuit and send rate: what one call keeps in flight."""
+        return self.batch_concurrency
 
     def send(self, message: Message) -> SendResult:
         raise NotImplementedError

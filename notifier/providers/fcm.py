@@ -98,6 +98,10 @@ class FCMProvider(Provider):
             raise outcome
         return outcome
 
+    @property
+    def group_size(self) -> int:
+        return self.concurrency
+
     def send_as_completed(self, messages: list[Message]):
         """Send all messages, `concurrency` at a time, yielding each chunk's outcomes when it completes."""
         ready: list[tuple[int, messaging.Message]] = []

@@ -36,9 +36,20 @@ def provider_get(name: str, channel: str) -> Provider:
     key = (name, channel)
     with _lock:
         if key not in _built:
-            config = {**getattr(settings, "NOTIFIER_PROVIDER_CONFIG", {}).get(name, {}), "channel": channel}
+            config = {
+                "timeout": settings.NOTIFIER_PROVIDER_TIMEOUT_SECONDS,
+                **getattr(settings, "NOTIFIER_PROVIDER_CONFIG", {}).get(name, {}),
+                "channel": channel,
+            }
             _built[key] = importlib.import_module(PROVIDER_MODULES.get(name, name)).build(config)
         return _built[key]
+
+
+def configured_provider_names() -> list[str]:
+    """Every provider some channel sends through, each once, in channel order (the sandbox is none: it
+    has no circuit to show)."""
+    names = (name for channel in settings.NOTIFIER_CHANNEL_PROVIDERS for name in provider_names(channel))
+    return [name for name in dict.fromkeys(names) if name != "sandbox"]
 
 
 def providers_for(channel: str) -> list[Provider]:

@@ -175,7 +175,7 @@ def test_healthz_reports_database_and_broker(client, db):
     response = client.get("/healthz")
 
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {"status": "ok", "checks": {"database": "ok", "broker": "ok"}, "providers": {}}
 
 
 def test_the_openapi_schema_is_served(api):
