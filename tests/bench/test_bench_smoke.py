@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -13,14 +14,24 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.e2e
 
 
+SMOKE_DATABASE = "notifier_bench_smoke"
+
+
 def smoke_env() -> dict:
     """Its own database and Redis db, so a test run never disturbs a real `make bench` (notifier_bench, db 9)."""
-    server = os.environ.get("BENCH_SMOKE_POSTGRES", "postgres://postgres@127.0.0.1:5432")
-    return {**os.environ, "BENCH_DATABASE_URL": f"{server}/notifier_bench_smoke",
+    return {**os.environ, "BENCH_DATABASE_URL": f"{postgres_server()}/{SMOKE_DATABASE}",
             "BENCH_REDIS_URL": os.environ.get("BENCH_SMOKE_REDIS_URL", "redis://127.0.0.1:6379/10")}
 
 
+def postgres_server() -> str:
+    return os.environ.get("BENCH_SMOKE_POSTGRES", "postgres://postgres@127.0.0.1:5432")
+
+
 def test_the_smoke_bench_measures_every_main_figure():
+    # A new database every run: one left by a checkout with other migrations (another branch, a renamed
+    # migration) would make `migrate` fail on columns that already exist.
+    with psycopg.connect(postgres_server() + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{SMOKE_DATABASE}" WITH (FORCE)')
     run = subprocess.run([sys.executable, "-m", "bench.run", "--scenario", "smoke"], cwd=ROOT, env=smoke_env(),
                          capture_output=True, text=True, timeout=240)
 
