@@ -369,7 +369,7 @@ class NotificationAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
     fields = ["id", "type", "recipient", "producer", "status", "priority", "channels", "data", "decision_trail",
               "idempotency_key", "collapse_key", "schedule_at", "expires_at", "created_at", "routed_at",
-              "completed_at"]
+              "completed_at", "cancelled_at"]
     readonly_fields = fields
     inlines = [DeliveryInline]
     actions = ["resend"]
