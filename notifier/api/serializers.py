@@ -284,7 +284,7 @@ class NotificationSerializer(serializers.ModelSerializer):
         model = Notification
         fields = ["id", "type", "user_id", "status", "priority", "channels", "data", "decisions",
                   "idempotency_key", "collapse_key", "schedule_at", "expires_at", "created_at", "routed_at",
-                  "completed_at",
+                  "completed_at", "cancelled_at",
                   "deliveries"]
 
 
