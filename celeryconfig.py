@@ -1,7 +1,7 @@
 """Celery configuration: queues, routes, the beat schedule and the reliability settings, in one place.
 
-Messages are wake-ups, not work items (DESIGN.md, "Throughput rules"): `notifier.route` drains due
-notifications of one priority, `notifier.deliver` drains due deliveries of one channel × priority. The
+Messages are wake-ups, not work items (docs/architecture.md, "Throughput rules"): `notifier.route` drains
+due notifications of one priority, `notifier.deliver` drains due deliveries of one channel × priority. The
 queue is chosen from those arguments, so transactional traffic never waits behind a campaign.
 """
 import os
@@ -43,7 +43,7 @@ def route_task(name, args, kwargs, options, task=None, **kw):
 
 task_routes = (route_task,)
 
-# --- reliability (DESIGN.md, "Reliability rules") -----------------------------------------------------
+# --- reliability (docs/architecture.md, "Reliability rules") ------------------------------------------
 # Ack after the task ran, and give the message back when the worker process dies (SIGKILL, OOM):
 # otherwise a killed child acks its task and the wake-up is lost (the sweeper would still recover it).
 task_acks_late = True
@@ -63,7 +63,10 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 worker_detect_quorum_queues = True
 broker_connection_retry_on_startup = True
 # Publishing must never hang a request (celery/celery#6046): fail fast, the sweeper publishes later.
-broker_connection_timeout = float(os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
+# NOTIFIER_REDIS_TIMEOUT_SECONDS as settings.py reads it (NOTIFIER_PUBLISH_TIMEOUT_SECONDS: its old name).
+broker_connection_timeout = float(
+    os.environ.get("NOTIFIER_REDIS_TIMEOUT_SECONDS", os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
+)
 broker_transport_options = {
     # Longer than any task may run (task_time_limit), so Redis does not redeliver a running task.
     "visibility_timeout": 3600,
@@ -80,10 +83,12 @@ task_send_sent_event = True
 
 # --- beat ----------------------------------------------------------------------------------------------
 _RELEASE_HOLDS_INTERVAL = float(os.environ.get("NOTIFIER_RELEASE_HOLDS_INTERVAL_SECONDS", "60"))
+# settings.NOTIFIER_SWEEP_INTERVAL_SECONDS reads the same variable: the sweeper knows how often it runs.
+_SWEEP_INTERVAL = float(os.environ.get("NOTIFIER_SWEEP_INTERVAL_SECONDS", "5"))
 beat_schedule = {
     # Wakes queues that have due rows (scheduled sends, retries whose backoff ended, anything whose
     # wake-up was lost to a broker outage) and returns deliveries whose worker died to the queue.
-    "sweep": {"task": "notifier.sweep", "schedule": 5.0, "options": {"expires": 30}},
+    "sweep": {"task": "notifier.sweep", "schedule": _SWEEP_INTERVAL, "options": {"expires": 30}},
     # Releases deliveries held for quiet hours or a rate-limit window whose moment has come
     # (notifier/pipeline/holds.py); on the maintenance queue, like every task that is not route or deliver.
     # A hold waits at most one interval past its moment (the e2e test shortens it to see a real tick).

@@ -21,6 +21,7 @@ from notifier.api.preferences import preferences_validate
 from notifier.api.serializers import NotificationTypeSerializer, contact_errors
 from notifier.models.producers import SCOPE_SEND, SCOPES, scopes_ordered
 from notifier.pipeline.render import template_problems
+from notifier.validation import data_size_problem, input_problem, validate_user_id
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -36,7 +37,19 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class ProducerForm(forms.ModelForm):
+class CheckedInputForm(forms.ModelForm):
+    """Every admin form takes its text and JSON through the API's one input validator (notifier/validation.py):
+    a NUL character or a document nested too deep is an error on its field, not a 500 from PostgreSQL."""
+
+    def clean(self):
+        cleaned = super().clean()
+        for name, value in list(cleaned.items()):
+            if problem := input_problem(value):
+                self.add_error(name, problem)
+        return cleaned
+
+
+class ProducerForm(CheckedInputForm):
     """Scopes as checkboxes, one per scope with what it allows; a new producer starts with "send"."""
 
     scopes = forms.MultipleChoiceField(
@@ -91,7 +104,7 @@ def _json_objects_default_to_empty(form, names) -> None:
             form.cleaned_data[name] = {}
 
 
-class RecipientForm(forms.ModelForm):
+class RecipientForm(CheckedInputForm):
     """The admin's recipient page checks what the API checks (contact fields, and the preferences
     document of /notification-preferences), so the route step never meets a value it cannot read."""
 
@@ -145,6 +158,7 @@ class RecipientAdmin(admin.ModelAdmin):
 
 @admin.register(models.Device)
 class DeviceAdmin(admin.ModelAdmin):
+    form = CheckedInputForm
     list_display = ["recipient", "platform", "short_token", "active", "deactivated_reason", "last_seen_at"]
     list_filter = ["platform", "active"]
     search_fields = ["token", "=recipient__user_id"]
@@ -178,7 +192,7 @@ class TemplateInline(admin.TabularInline):
         return False
 
 
-class NotificationTypeForm(forms.ModelForm):
+class NotificationTypeForm(CheckedInputForm):
     """The admin's type page checks what POST /api/v1/notification-types checks (channels, language,
     variables schema, critical only for transactional types), through the same serializer and the model's
     clean()."""
@@ -219,7 +233,7 @@ class NotificationTypeAdmin(admin.ModelAdmin):
         return notification_type.active_templates
 
 
-class TemplateForm(forms.ModelForm):
+class TemplateForm(CheckedInputForm):
     class Meta:
         model = models.Template
         fields = ["type", "channel", "language", "subject", "title", "body", "html_body", "action_url", "badge",
@@ -236,7 +250,7 @@ class TemplateForm(forms.ModelForm):
 
 class SampleDataForm(forms.Form):
     data = forms.CharField(widget=forms.Textarea(attrs={"rows": 6, "cols": 80}), label="Sample data (JSON)")
-    user_id = forms.CharField(required=False, label="Send a test to user id")
+    user_id = forms.CharField(required=False, label="Send a test to user id", validators=[validate_user_id])
 
     def clean_data(self):
         try:
@@ -245,6 +259,8 @@ class SampleDataForm(forms.Form):
             raise forms.ValidationError(f"Not JSON: {error}")
         if not isinstance(data, dict):
             raise forms.ValidationError("Give a JSON object.")
+        if problem := input_problem(data) or data_size_problem(data):
+            raise forms.ValidationError(problem)
         return data
 
 

@@ -1,8 +1,15 @@
 """GET /healthz: is the database reachable, is the broker reachable. 200 when both are, 503 naming the one
-that is down otherwise."""
+that is down otherwise.
+
+It answers within its request's Redis budget (NOTIFIER_REDIS_TIMEOUT_SECONDS) even when the broker accepts
+connections but never answers: a Redis broker is asked PING through the shared client (its deadline and
+breaker, notifier/redis_client.py), not through kombu, whose Redis transport waits its own, longer socket
+timeout (celeryconfig.broker_transport_options). Other brokers (RabbitMQ) are checked through kombu.
+"""
 from django.db import connection
 from django.http import JsonResponse
 
+from notifier.redis_client import redis_client_for
 from notifier_project.celery import app
 
 
@@ -16,9 +23,13 @@ def _database() -> str:
 
 
 def _broker() -> str:
+    url = app.conf.broker_url
     try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
+        if url.startswith(("redis://", "rediss://", "unix://")):
+            redis_client_for(url).ping()
+        else:
+            with app.connection_for_write() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
         return "ok"
     except Exception as error:
         return f"down: {error}"

@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import logging
 from datetime import datetime, timedelta
-from functools import cache
 
 import orjson
 import redis
@@ -24,7 +23,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from notifier.models import InboxItem
-from notifier.pipeline.wake import redis_client
+from notifier.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +80,15 @@ def cursor_encode(item: InboxItem) -> str:
 
 
 def cursor_decode(cursor: str) -> tuple[datetime, int]:
+    """The (created_at, id) a cursor_encode cursor holds. Raises BadCursor for anything else, including
+    what would fail in the query: a time that is not UTC (PostgreSQL takes offsets up to ±15:59 only,
+    Python up to ±23:59; cursors are written in UTC) or an id beyond a bigint."""
     try:
         created_at, item_id = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(created_at), int(item_id)
+        created_at = datetime.fromisoformat(created_at)
+        if created_at.utcoffset() != timedelta(0) or type(item_id) is not int or not 0 < item_id < 2 ** 63:
+            raise ValueError(cursor)
+        return created_at, item_id
     except Exception as error:
         raise BadCursor("Not a cursor this API returned.") from error
 
@@ -183,11 +188,3 @@ def inbox_items_published(notification_ids: list, user_ids: dict) -> None:
         pipe.execute()
     except redis.RedisError as error:
         log.warning("inbox: could not publish %s new items: %s", len(notification_ids), error)
-
-
-@cache
-def stream_redis() -> redis.Redis:
-    """A client for long-lived subscriptions: no read timeout (a stream waits on purpose), a bounded
-    connect, and health checks so a dead connection is noticed."""
-    return redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2, socket_keepalive=True,
-                                health_check_interval=30)

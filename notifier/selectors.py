@@ -1,25 +1,23 @@
 """Read queries used by the API and admin."""
 import uuid
 
-from django.db.models import Prefetch
-
 from notifier.models import Delivery, Notification, SandboxMessage
 
 SANDBOX_PAGE = 200
 
 
 def notification_for_producer(producer, notification_id) -> Notification | None:
-    """A notification with its deliveries, if this producer sent it (another producer's id is not found)."""
+    """A notification, if this producer sent it (another producer's id is not found)."""
     try:
         notification_id = uuid.UUID(str(notification_id))
     except ValueError:
         return None
-    return (
-        Notification.objects.filter(id=notification_id, producer=producer)
-        .select_related("type", "recipient")
-        .prefetch_related(Prefetch("deliveries", Delivery.objects.select_related("template").order_by("id")))
-        .first()
-    )
+    return Notification.objects.filter(id=notification_id, producer=producer).select_related("type", "recipient").first()
+
+
+def notification_deliveries(notification):
+    """A notification's deliveries, for paging (they may be many: one per device of the user)."""
+    return Delivery.objects.filter(notification=notification).select_related("template")
 
 
 def sandbox_messages(producer, user_id=None, channel=None, notification_id=None):

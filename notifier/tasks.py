@@ -1,7 +1,7 @@
 """Celery tasks: thin wake-up handlers. Each drains one queue's due rows through a plain pipeline function.
 
-Messages carry a queue's name, never payloads or per-delivery ids (DESIGN.md, "Throughput rules"); the
-database rows are the work. A task that fails on the database or Redis retries with backoff; if it still
+Messages carry a queue's name, never payloads or per-delivery ids (docs/architecture.md, "Throughput
+rules"); the database rows are the work. A task that fails on the database or Redis retries with backoff; if it still
 fails, the sweeper wakes the queue again.
 """
 from celery import shared_task

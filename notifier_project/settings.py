@@ -37,28 +37,36 @@ DEVELOPMENT_SECRET_KEY = "notifier-insecure-development-key-change-me-in-product
 def _secret_key() -> str:
     if os.environ.get("SECRET_KEY", "").strip():
         return os.environ["SECRET_KEY"].strip()
+    path = Path(os.environ.get("SECRET_KEY_FILE") or BASE_DIR / "var" / "secret-key")
     try:
-        return Path(os.environ.get("SECRET_KEY_FILE") or BASE_DIR / "var" / "secret-key").read_text().strip()
+        return path.read_text().strip()
     except FileNotFoundError:
         return ""
+    except OSError as error:
+        raise ImproperlyConfigured(f"SECRET_KEY_FILE {path} cannot be read: {error.strerror}.") from None
+
+
+def _secret_key_weak(key: str) -> bool:
+    # Django's own deploy check (security.W009), which gunicorn and Celery never run.
+    return len(key) < 50 or len(set(key)) < 5
 
 
 SECRET_KEY = _secret_key()
-if SECRET_KEY in ("", DEVELOPMENT_SECRET_KEY):
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "SECRET_KEY is not set (or is the public development key) and DEBUG is off: set SECRET_KEY to a random "
-            "string made once with `python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`, or SECRET_KEY_FILE "
-            "to a file holding one (`make run` keeps one in var/secret-key; see README, 'Production')."
-        )
-    SECRET_KEY = DEVELOPMENT_SECRET_KEY
+if not DEBUG and (SECRET_KEY == DEVELOPMENT_SECRET_KEY or _secret_key_weak(SECRET_KEY)):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set, is the public development key, or is too weak (under 50 characters or fewer "
+        "than 5 distinct ones) and DEBUG is off: set SECRET_KEY to a random "
+        "string made once with `python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`, or SECRET_KEY_FILE "
+        "to a file holding one (`make run` keeps one in var/secret-key; see README, 'Production')."
+    )
+SECRET_KEY = SECRET_KEY or DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "*")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
 # HTTPS (README, "Production"). Off by default, so that `make run` serves plain HTTP on 127.0.0.1.
 SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-# Health probes (load balancers, docker-compose) call /healthz over plain HTTP from inside the network.
-SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# Health probes (load balancers, docker-compose) call /healthz over plain HTTP, by IP, from inside the
+# network: notifier.middleware.HealthProbeMiddleware answers them before the HTTPS redirect and the Host check.
 SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
 CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", "0"))
@@ -82,7 +90,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "notifier.middleware.RedisBudgetMiddleware",
+    "notifier.middleware.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # The API's body size limit and its query and path checks (notifier/api/middleware.py).
+    "notifier.api.middleware.ApiInputMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -115,6 +127,9 @@ DATABASES = {
         env="DATABASE_URL",
         default=f"sqlite:///{BASE_DIR / 'var' / 'notifier.sqlite3'}",
         conn_max_age=int(os.environ.get("DB_CONN_MAX_AGE", "60")),
+        # A kept connection the server has dropped (a restart, a failover, pg_terminate_backend) is noticed
+        # and replaced before a request's first query or transaction uses it, instead of failing the request.
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -155,6 +170,8 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "notifier API",
     "DESCRIPTION": "Self-hosted notification service: push, email, SMS and in-app inbox.",
     "VERSION": "1",
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
+                             "notifier.api.schema.path_parameter_schemas"],
     "ENUM_NAME_OVERRIDES": {
         "ChannelEnum": "notifier.models.choices.Channel",
         "PriorityEnum": "notifier.models.choices.Priority",
@@ -180,14 +197,30 @@ LOGGING = {
 
 # The most recipients one POST /api/v1/notifications may carry.
 NOTIFIER_MAX_RECIPIENTS_PER_REQUEST = 1000
-# How many rows one route or deliver task claims at once (DESIGN.md, "Throughput rules").
+# The largest request body the API reads (a 413 beyond it, before reading). The orjson parser reads the
+# stream itself, so Django's DATA_UPLOAD_MAX_MEMORY_SIZE does not apply to API bodies.
+NOTIFIER_MAX_REQUEST_BYTES = int(os.environ.get("NOTIFIER_MAX_REQUEST_BYTES", str(1024 * 1024)))
+# The largest `data` of a notification (and of each recipient's own `data`), as JSON: it is copied into
+# every notification, inbox item and sandbox message of the request.
+NOTIFIER_MAX_DATA_BYTES = int(os.environ.get("NOTIFIER_MAX_DATA_BYTES", str(64 * 1024)))
+# How many rows one route or deliver task claims at once (docs/architecture.md, "Throughput rules").
 NOTIFIER_ROUTE_BATCH_SIZE = int(os.environ.get("NOTIFIER_ROUTE_BATCH_SIZE", "500"))
 NOTIFIER_DELIVER_BATCH_SIZE = int(os.environ.get("NOTIFIER_DELIVER_BATCH_SIZE", "200"))
 # A delivery claimed (status "sending") longer than this is taken to belong to a dead worker. It must
 # outlast a deliver task's hard time limit (celeryconfig.task_time_limit, 330 s by default).
 NOTIFIER_CLAIM_LEASE_SECONDS = int(os.environ.get("NOTIFIER_CLAIM_LEASE_SECONDS", "360"))
-# Publishing a wake-up must never hang a request (celery/celery#6046): bounded, then left to the sweeper.
-NOTIFIER_PUBLISH_TIMEOUT_SECONDS = float(os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
+# Redis and the broker never hold a request (notifier/redis_client.py): all of one request's Redis calls and
+# its wait on the wake-up publish (celery/celery#6046) take at most this long together, and outside a
+# request each call at most this long. NOTIFIER_PUBLISH_TIMEOUT_SECONDS is its old name, still read.
+NOTIFIER_REDIS_TIMEOUT_SECONDS = float(
+    os.environ.get("NOTIFIER_REDIS_TIMEOUT_SECONDS", os.environ.get("NOTIFIER_PUBLISH_TIMEOUT_SECONDS", "2"))
+)
+# After a Redis server (or the broker) times out or refuses, each process stops asking it for this long:
+# calls fail at once and their fallbacks apply; then one call tries again.
+NOTIFIER_REDIS_BREAKER_SECONDS = float(os.environ.get("NOTIFIER_REDIS_BREAKER_SECONDS", "5"))
+# How often beat runs the sweeper (celeryconfig.py reads the same variable). Rows due for longer than this
+# get a wake-up even when one seems pending: its message may have been lost after its flag was set.
+NOTIFIER_SWEEP_INTERVAL_SECONDS = float(os.environ.get("NOTIFIER_SWEEP_INTERVAL_SECONDS", "5"))
 
 # Provider settings, from the environment. Only what is set is passed on, so each adapter's defaults
 # apply to the rest (see the docstring of each module in notifier/providers/).

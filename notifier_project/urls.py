@@ -12,3 +12,5 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
 ]
+handler404 = "notifier.api.errors.page_not_found"
+handler500 = "notifier.api.errors.server_error"

@@ -7,8 +7,9 @@ from rest_framework.test import APIClient
 from notifier.api.auth import producers_by_key_hash
 from notifier.api.serializers import notification_types_by_key
 from notifier.models import Device, NotificationType, Producer, Recipient, Template
-from notifier.pipeline.wake import redis_client
 from notifier.providers.registry import providers_reset
+from notifier.redis_client import redis_clients_reset
+from tests.support.redis_server import RedisServer
 
 ORDER_TEMPLATES = {
     "push": {"title": "Order shipped", "body": "Order {{ order_id }} ships with {{ carrier }}."},
@@ -26,9 +27,17 @@ ORDER_TEMPLATES = {
 def clean_redis():
     client = redis.Redis.from_url(settings.REDIS_URL)
     client.flushdb()
-    redis_client.cache_clear()
+    redis_clients_reset()
     yield client
     client.flushdb()
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server of this test's own, which it may hang (SIGSTOP) without touching the shared one."""
+    server = RedisServer(tmp_path / "redis-server.log")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -63,7 +63,8 @@ def test_the_app_routes_through_route_task():
 
 
 def test_reliability_settings():
-    # A killed worker child gives its message back instead of acking it (DESIGN.md, "Reliability rules").
+    # A killed worker child gives its message back instead of acking it (docs/architecture.md,
+    # "Reliability rules").
     assert app.conf.task_acks_late is True
     assert app.conf.task_reject_on_worker_lost is True
     assert app.conf.worker_prefetch_multiplier == 1

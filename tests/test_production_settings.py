@@ -44,7 +44,8 @@ def readme_production_settings() -> dict:
 
 
 class TestSecretKey:
-    @pytest.mark.parametrize("key", [None, "", "  ", PUBLIC_DEVELOPMENT_KEY], ids=["unset", "empty", "blank", "public"])
+    @pytest.mark.parametrize("key", [None, "", "  ", PUBLIC_DEVELOPMENT_KEY, "x", "changeme", "ab" * 30],
+                             ids=["unset", "empty", "blank", "public", "one-letter", "short", "few-distinct"])
     def test_with_debug_off_the_app_refuses_to_start_without_a_real_key(self, tmp_path, key):
         env = production_env(tmp_path) if key is None else production_env(tmp_path, SECRET_KEY=key)
 
@@ -54,6 +55,15 @@ class TestSecretKey:
         assert result.stderr.strip().count("\n") == 0, result.stderr  # one line, no traceback
         assert "SECRET_KEY" in result.stderr and "DEBUG" in result.stderr
         assert "secrets.token_urlsafe" in result.stderr  # it says how to make one
+
+    def test_a_key_file_that_cannot_be_read_is_the_same_one_line_refusal(self, tmp_path):
+        env = production_env(tmp_path, SECRET_KEY_FILE=str(tmp_path))  # a directory, not a file
+
+        result = manage(env, "check")
+
+        assert result.returncode != 0
+        assert result.stderr.strip().count("\n") == 0, result.stderr
+        assert "SECRET_KEY_FILE" in result.stderr
 
     def test_with_a_real_key_it_starts(self, tmp_path):
         result = manage(production_env(tmp_path, SECRET_KEY=secrets.token_urlsafe(50)), "check")

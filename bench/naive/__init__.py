@@ -1,7 +1,7 @@
 """A DELIBERATELY NAIVE notification service, kept only as a benchmark baseline. Do not copy it.
 
-It is how a first Celery design usually looks, and everything DESIGN.md's "Throughput rules" forbids:
-one task per recipient per channel, one query per preference, `.save()` per row, and a new provider
+It is how a first Celery design usually looks, and everything docs/architecture.md's "Throughput rules"
+forbids: one task per recipient per channel, one query per preference, `.save()` per row, and a new provider
 connection (a new SDK client) per message. It uses notifier's tables and provider adapters, so both designs
 run on the same data against the same fake servers, and only the design differs.
 

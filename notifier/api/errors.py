@@ -1,9 +1,14 @@
-"""Every error answer has one shape, and validation errors name each bad field by its path:
+"""Every error answer under /api/ has one shape, and validation errors name each bad field by its path:
 
     {"error": {"code": "invalid", "message": "...", "fields": {"recipients[2].user_id": ["..."]}}}
+
+An unexpected exception, in a DRF view or a plain one (webhooks), is a 500 in the same shape, with no
+internals in it (the traceback goes to the log, as Django logs every 500); an unknown path is a 404 in it.
 """
+import orjson
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, serializers
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -42,6 +47,20 @@ def exception_handler(exc, context):
     return response
 
 
+def server_error(request):
+    """handler500: the JSON envelope under /api/, Django's page elsewhere (admin)."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"code": "server_error", "message": "Internal server error."}}, status=500)
+    return defaults.server_error(request)
+
+
+def page_not_found(request, exception):
+    """handler404: an unknown path under /api/ answers the JSON envelope, like every other API error."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"error": {"code": "not_found", "message": f"No endpoint at {request.path}."}}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
 def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
     """{"recipients": [{}, {"user_id": ["required"]}]} → {"recipients[1].user_id": ["required"]}."""
     if isinstance(detail, dict):
@@ -63,3 +82,9 @@ def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
             flat.update(flatten_errors(value, f"{prefix}[{index}]"))
         return flat
     return {prefix or "request": [str(detail)]}
+
+
+def error_response(status: int, code: str, message: str, fields: dict | None = None) -> HttpResponse:
+    """The same error shape, for answers given before a DRF view runs (notifier/api/middleware.py)."""
+    body = {"code": code, "message": message, **({"fields": fields} if fields else {})}
+    return HttpResponse(orjson.dumps({"error": body}), status=status, content_type="application/json")

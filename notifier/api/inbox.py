@@ -33,6 +33,7 @@ from notifier.api.auth import (
 from notifier.api.renderers import ORJSONRenderer
 from notifier.models import InboxItem, Recipient
 from notifier.models.producers import SCOPE_INBOX_READ
+from notifier.redis_client import stream_redis
 
 PAGE_DEFAULT = 20
 PAGE_MAX = 100
@@ -177,8 +178,11 @@ class InboxStreamView(APIView):
     def get(self, request, user_id):
         recipient_id = _recipient_id(request, user_id)
         last_event_id = request.headers.get("Last-Event-ID", "")
+        # Only an id this stream sent is replayed from; anything else ("²" is a digit to str.isdigit, not to
+        # int) starts afresh.
+        replay_after = int(last_event_id) if last_event_id.isascii() and last_event_id.isdigit() else None
         response = StreamingHttpResponse(
-            _events(user_id, recipient_id, int(last_event_id) if last_event_id.isdigit() else None),
+            _events(user_id, recipient_id, replay_after),
             content_type="text/event-stream; charset=utf-8",  # SSE is always UTF-8; say so for naive clients
         )
         response["Cache-Control"] = "no-cache"
@@ -187,7 +191,7 @@ class InboxStreamView(APIView):
 
 
 def _events(user_id: str, recipient_id: int, last_event_id: int | None):
-    pubsub = inbox.stream_redis().pubsub(ignore_subscribe_messages=True)
+    pubsub = stream_redis().pubsub(ignore_subscribe_messages=True)
     # Subscribe before reading the rows, so nothing committed in between is missed.
     pubsub.subscribe(inbox.inbox_channel(user_id))
     try:

@@ -142,18 +142,38 @@ def preferences_update(user_id: str, document, partial: bool) -> Recipient:
     return recipient
 
 
+class QuietHoursSchema(serializers.Serializer):
+    start = serializers.RegexField(HH_MM.pattern, help_text="HH:MM, local time.")
+    end = serializers.RegexField(HH_MM.pattern, help_text="HH:MM, local time; before start for an overnight window.")
+    timezone = serializers.CharField(required=False, help_text="An IANA time zone, e.g. Asia/Karachi.")
+
+
+class PreferencesDocumentSchema(serializers.Serializer):
+    """The preferences document as the OpenAPI schema shows it (preferences_validate checks it, naming
+    every bad field: `types.order_shipped.sms`)."""
+
+    channels = serializers.DictField(child=serializers.BooleanField(), required=False,
+                                     help_text="Channel: enabled, e.g. {\"sms\": false}.")
+    types = serializers.DictField(child=serializers.DictField(child=serializers.BooleanField()), required=False,
+                                  help_text="Type key or category: {channel: enabled}.")
+    quiet_hours = QuietHoursSchema(required=False, allow_null=True)
+    language = serializers.RegexField(LANGUAGE.pattern, required=False)
+    marketing_opt_in = serializers.BooleanField(required=False)
+    digest = serializers.ChoiceField(Digest.choices, required=False)
+
+
 class NotificationPreferencesView(APIView):
     permission_classes = [IsProducerOrSameRecipient]
     required_scopes = {"GET": SCOPE_USERS_READ, "PUT": SCOPE_USERS_WRITE, "PATCH": SCOPE_USERS_WRITE}
 
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: PreferencesDocumentSchema})
     def get(self, request, user_id):
         return Response(preferences_document(get_object_or_404(Recipient, user_id=user_id)))
 
-    @extend_schema(request=dict, responses={200: dict})
+    @extend_schema(request=PreferencesDocumentSchema, responses={200: PreferencesDocumentSchema})
     def put(self, request, user_id):
         return Response(preferences_document(preferences_update(user_id, request.data, partial=False)))
 
-    @extend_schema(request=dict, responses={200: dict})
+    @extend_schema(request=PreferencesDocumentSchema, responses={200: PreferencesDocumentSchema})
     def patch(self, request, user_id):
         return Response(preferences_document(preferences_update(user_id, request.data, partial=True)))

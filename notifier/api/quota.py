@@ -14,7 +14,7 @@ from django.conf import settings
 from rest_framework.throttling import BaseThrottle
 
 from notifier.models import Producer
-from notifier.pipeline.wake import redis_client
+from notifier.redis_client import redis_client
 
 log = logging.getLogger(__name__)
 

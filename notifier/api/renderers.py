@@ -1,6 +1,9 @@
 import orjson
-from rest_framework.parsers import BaseParser, ParseError
+from rest_framework.exceptions import ParseError, ValidationError
+from rest_framework.parsers import BaseParser
 from rest_framework.renderers import BaseRenderer
+
+from notifier.validation import json_problem
 
 
 class ORJSONRenderer(BaseRenderer):
@@ -17,10 +20,18 @@ class ORJSONRenderer(BaseRenderer):
 
 
 class ORJSONParser(BaseParser):
+    """JSON bodies through orjson, checked by json_problem before any code walks them (the body's size is
+    bounded before it is read: notifier/api/middleware.py)."""
+
     media_type = "application/json"
 
     def parse(self, stream, media_type=None, parser_context=None):
         try:
-            return orjson.loads(stream.read())
+            document = orjson.loads(stream.read())
         except orjson.JSONDecodeError as error:
             raise ParseError(f"Request body is not valid JSON: {error}")
+        problem = json_problem(document)
+        if problem is not None:
+            path, why = problem
+            raise ValidationError({path or "request": [why]})
+        return document

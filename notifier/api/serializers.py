@@ -6,6 +6,7 @@ import re
 import zoneinfo
 from functools import cache
 
+import orjson
 from django.conf import settings
 from django.core.validators import validate_email
 from django.core.exceptions import ValidationError as DjangoValidationError
@@ -16,15 +17,18 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 
+from notifier.api.pagination import PageQuery
 from notifier.models import Channel, Delivery, Device, Notification, NotificationType, Platform, Priority, Recipient, Template
 from notifier.models.choices import Category
 from notifier.models.templates import CRITICAL_ONLY_TRANSACTIONAL
 from notifier.pipeline.accept import CONTACT_FIELDS, AcceptRequest, RecipientEntry
 from notifier.pipeline.render import VARIABLE_TYPES, template_problems, variable_errors
 from notifier.process_cache import ProcessCache
+from notifier.validation import USER_ID_MAX_LENGTH, USER_ID_PATTERN, data_size_problem, validate_user_id
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+# A BCP 47 tag as the language columns hold it: at most 16 characters (Recipient.language and the others).
+LANGUAGE = re.compile(r"^(?=.{2,16}$)[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
 @cache
@@ -100,12 +104,54 @@ class NotificationTypeKeyField(serializers.Field):
         return value.key
 
 
+@extend_schema_field({"type": "string", "pattern": USER_ID_PATTERN, "maxLength": USER_ID_MAX_LENGTH})
+class UserIdField(serializers.CharField):
+    """A user id (notifier.validation.USER_ID)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=USER_ID_MAX_LENGTH, validators=[validate_user_id], **kwargs)
+
+
+class RecipientEntrySchema(serializers.Serializer):
+    """One entry of `recipients`, as the OpenAPI schema shows it (NotificationRequestSerializer checks the
+    entries itself, so that a 400 names every bad one: `recipients[2].phone`)."""
+
+    user_id = UserIdField()
+    data = serializers.DictField(required=False, help_text="Merged over the request's data for this recipient.")
+    channels = serializers.ListField(child=serializers.ChoiceField(Channel.choices), required=False)
+    email = serializers.EmailField(required=False)
+    phone = serializers.RegexField(E164.pattern, required=False, help_text="E.164, e.g. +14155550100.")
+    timezone = serializers.CharField(required=False, help_text="An IANA time zone, e.g. Europe/Berlin.")
+    language = serializers.RegexField(LANGUAGE.pattern, required=False)
+
+
+@extend_schema_field(RecipientEntrySchema(many=True))
+class RecipientsField(serializers.ListField):
+    """`recipients`: a list of objects, shown in the schema entry by entry (RecipientEntrySchema)."""
+
+
 def _channels_errors(channels) -> str | None:
     if not isinstance(channels, list) or not channels:
         return "Must be a non-empty list of channels."
     unknown = [c for c in channels if c not in Channel.values]
     if unknown:
         return f"Unknown channel {unknown[0]!r}; choose from {', '.join(Channel.values)}."
+    return None
+
+
+def _stored_data_problem(data: dict, entries: list) -> str | None:
+    """The shared `data` is stored again for every recipient: what one request stores in all its
+    notifications together is bounded by what it may send (NOTIFIER_MAX_REQUEST_BYTES), so 1,000 recipients
+    cannot turn 64 KB of data into 64 MB of rows."""
+    if not entries:
+        return None
+    shared = len(orjson.dumps(data)) if data else 0
+    stored = shared * len(entries) + sum(len(orjson.dumps(entry.data)) for entry in entries if entry.data)
+    limit = settings.NOTIFIER_MAX_REQUEST_BYTES
+    if stored > limit:
+        return (f"Stored once per recipient, this data comes to {stored} bytes for {len(entries)} recipients; "
+                f"one request may store at most {limit} (NOTIFIER_MAX_REQUEST_BYTES). Send fewer recipients "
+                "per request, or less data.")
     return None
 
 
@@ -116,8 +162,8 @@ class NotificationRequestSerializer(serializers.Serializer):
                "schedule_at", "expires_at", "collapse_key"}
 
     type = NotificationTypeKeyField()
-    user_id = serializers.CharField(max_length=255, required=False)
-    recipients = serializers.ListField(child=serializers.DictField(), required=False, allow_empty=False)
+    user_id = UserIdField(required=False)
+    recipients = RecipientsField(child=serializers.DictField(), required=False, allow_empty=False)
     data = serializers.DictField(required=False, default=dict)
     channels = serializers.ListField(child=serializers.ChoiceField(Channel.choices), required=False,
                                      allow_empty=False)
@@ -146,6 +192,11 @@ class NotificationRequestSerializer(serializers.Serializer):
             raise serializers.ValidationError(errors)
         return attrs
 
+    def validate_data(self, data):
+        if problem := data_size_problem(data):
+            raise serializers.ValidationError(problem)
+        return data
+
     def validate_recipients(self, entries):
         limit = settings.NOTIFIER_MAX_RECIPIENTS_PER_REQUEST
         if len(entries) > limit:
@@ -166,6 +217,9 @@ class NotificationRequestSerializer(serializers.Serializer):
         else:
             entries = self._recipient_entries(attrs["recipients"], errors) if "recipients" in attrs else []
         attrs["entries"] = entries
+
+        if "data" not in errors and (problem := _stored_data_problem(attrs.get("data", {}), entries)):
+            add("data", problem)
 
         notification_type = attrs.get("type")
         if notification_type is not None and "data" not in errors:
@@ -202,8 +256,13 @@ class NotificationRequestSerializer(serializers.Serializer):
             for name in sorted(set(raw) - allowed):
                 errors[f"{path}.{name}"] = ["Unknown field."]
             user_id = raw.get("user_id")
-            if not isinstance(user_id, str) or not user_id.strip() or len(user_id) > 255:
-                errors[f"{path}.user_id"] = ["Required: a non-empty string of at most 255 characters."]
+            if not isinstance(user_id, str):
+                errors[f"{path}.user_id"] = ["Required: a user id (a string)."]
+                continue
+            try:
+                validate_user_id(user_id)
+            except DjangoValidationError as error:
+                errors[f"{path}.user_id"] = list(error.messages)
                 continue
             if user_id in seen:
                 errors[f"{path}.user_id"] = [f"Duplicate recipient '{user_id}' in this request."]
@@ -212,6 +271,8 @@ class NotificationRequestSerializer(serializers.Serializer):
             if not isinstance(data, dict):
                 errors[f"{path}.data"] = ["Must be an object."]
                 data = {}
+            elif problem := data_size_problem(data):
+                errors[f"{path}.data"] = [problem]
             channels = raw.get("channels")
             if channels is not None and (problem := _channels_errors(channels)):
                 errors[f"{path}.channels"] = [problem]
@@ -275,17 +336,26 @@ class DeliverySerializer(serializers.ModelSerializer):
         return serializers.DateTimeField().to_representation(delivery.next_attempt_at) if delivery.status == "held" else None
 
 
+class DeliveryPageSerializer(serializers.Serializer):
+    deliveries = DeliverySerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+
+
 class NotificationSerializer(serializers.ModelSerializer):
+    """A notification with the first page of its deliveries (the view sets deliveries_page and
+    deliveries_next_cursor: GET notifications/{id}/deliveries?cursor= pages the rest)."""
+
     type = serializers.CharField(source="type.key")
     user_id = serializers.CharField(source="recipient.user_id")
-    deliveries = DeliverySerializer(many=True)
+    deliveries = DeliverySerializer(many=True, source="deliveries_page")
+    deliveries_next_cursor = serializers.CharField(allow_null=True)
 
     class Meta:
         model = Notification
         fields = ["id", "type", "user_id", "status", "priority", "channels", "data", "decisions",
                   "idempotency_key", "collapse_key", "schedule_at", "expires_at", "created_at", "routed_at",
                   "completed_at", "cancelled_at",
-                  "deliveries"]
+                  "deliveries", "deliveries_next_cursor"]
 
 
 class NotificationTypeSerializer(serializers.ModelSerializer):
@@ -328,6 +398,11 @@ class NotificationTypeSerializer(serializers.ModelSerializer):
         return variables
 
 
+class NotificationTypePageSerializer(serializers.Serializer):
+    notification_types = NotificationTypeSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+
+
 class TemplateSerializer(serializers.ModelSerializer):
     type = serializers.SlugRelatedField(slug_field="key", queryset=NotificationType.objects.all())
     channel = serializers.ChoiceField(Channel.choices)
@@ -337,6 +412,8 @@ class TemplateSerializer(serializers.ModelSerializer):
         fields = ["id", "type", "channel", "language", "version", "active", "subject", "title", "body",
                   "html_body", "action_url", "badge", "sound", "created_at"]
         read_only_fields = ["id", "version", "active", "created_at"]
+        # The model's default ("en") is for the admin form; a request says which language it publishes.
+        extra_kwargs = {"language": {"required": True}}
         validators = []  # posting the same type × channel × language publishes a new version
 
     def validate_language(self, language):
@@ -350,6 +427,23 @@ class TemplateSerializer(serializers.ModelSerializer):
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
+
+
+class TemplateListQuery(PageQuery):
+    type = serializers.CharField(required=False, help_text="Only this notification type's templates.")
+
+
+class TemplatePageSerializer(serializers.Serializer):
+    templates = TemplateSerializer(many=True)
+    next_cursor = serializers.CharField(allow_null=True)
+
+
+class SandboxMessageQuery(serializers.Serializer):
+    """GET /api/v1/sandbox/messages?user_id=&channel=&notification_id= (each optional)."""
+
+    user_id = UserIdField(required=False)
+    channel = serializers.ChoiceField(Channel.choices, required=False)
+    notification_id = serializers.UUIDField(required=False)
 
 
 class SandboxMessageSerializer(serializers.Serializer):

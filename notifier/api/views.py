@@ -11,16 +11,31 @@ from rest_framework.views import APIView
 from notifier import selectors, services
 from notifier.api import serializers as s
 from notifier.api.auth import recipient_token_issue
+from notifier.api.pagination import Keyset, PageQuery
 from notifier.api.quota import ProducerQuotaThrottle
 from notifier.models import NotificationType, Recipient, Template
 from notifier.models.producers import SCOPE_ADMIN, SCOPE_SEND, SCOPE_TOKENS, SCOPE_USERS_READ, SCOPE_USERS_WRITE
-from notifier.pipeline.accept import IdempotencyConflict, notifications_accept, request_fingerprint
+from notifier.pipeline.accept import IdempotencyConflict, IdempotencyKeyInFlight, notifications_accept, request_fingerprint
+
+
+# Keyset orders of the paginated lists (notifier/api/pagination.py); each is unique.
+NOTIFICATION_TYPES = Keyset(("key",), (str,))
+TEMPLATES = Keyset(("type__key", "channel", "language", "-version"), (str, str, str, int))
+DELIVERIES = Keyset(("id",), (int,))
+# The notification detail shows this many deliveries; GET notifications/{id}/deliveries pages the rest.
+DELIVERIES_IN_DETAIL = 100
 
 
 class IdempotencyKeyReused(APIException):
     status_code = 422
     default_code = "idempotency_key_reused"
     default_detail = "This idempotency key was used with a different request body."
+
+
+class IdempotencyKeyInFlightError(APIException):
+    status_code = 409
+    default_code = "idempotency_key_in_flight"
+    default_detail = "A request with this idempotency key is still being processed; retry once it has been answered."
 
 
 class NotificationCreateView(APIView):
@@ -38,8 +53,17 @@ class NotificationCreateView(APIView):
             result = notifications_accept(request.user, serializer.validated_data, request_fingerprint(body))
         except IdempotencyConflict:
             raise IdempotencyKeyReused()
+        except IdempotencyKeyInFlight:
+            raise IdempotencyKeyInFlightError()
         headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
         return Response(result.response, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+def _notification_or_404(producer, notification_id):
+    notification = selectors.notification_for_producer(producer, notification_id)
+    if notification is None:
+        raise Http404
+    return notification
 
 
 class NotificationDetailView(APIView):
@@ -47,10 +71,25 @@ class NotificationDetailView(APIView):
 
     @extend_schema(responses=s.NotificationSerializer)
     def get(self, request, notification_id):
-        notification = selectors.notification_for_producer(request.user, notification_id)
-        if notification is None:
-            raise Http404
+        notification = _notification_or_404(request.user, notification_id)
+        notification.deliveries_page, notification.deliveries_next_cursor = DELIVERIES.page(
+            selectors.notification_deliveries(notification), None, DELIVERIES_IN_DETAIL)
         return Response(s.NotificationSerializer(notification).data)
+
+
+class NotificationDeliveryListView(APIView):
+    """The rest of a notification's deliveries, after the first DELIVERIES_IN_DETAIL its detail shows."""
+
+    required_scopes = {"GET": SCOPE_SEND}
+
+    @extend_schema(parameters=[PageQuery], responses=s.DeliveryPageSerializer)
+    def get(self, request, notification_id):
+        query = PageQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        notification = _notification_or_404(request.user, notification_id)
+        deliveries, next_cursor = DELIVERIES.page(selectors.notification_deliveries(notification),
+                                                  query.validated_data.get("cursor"), query.validated_data["limit"])
+        return Response({"deliveries": s.DeliverySerializer(deliveries, many=True).data, "next_cursor": next_cursor})
 
 
 class UserView(APIView):
@@ -113,9 +152,14 @@ class DeviceDetailView(APIView):
 class NotificationTypeListView(APIView):
     required_scopes = {"GET": SCOPE_ADMIN, "POST": SCOPE_ADMIN}
 
-    @extend_schema(responses=s.NotificationTypeSerializer(many=True))
+    @extend_schema(parameters=[PageQuery], responses=s.NotificationTypePageSerializer)
     def get(self, request):
-        return Response(s.NotificationTypeSerializer(NotificationType.objects.order_by("key"), many=True).data)
+        query = PageQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        types, next_cursor = NOTIFICATION_TYPES.page(NotificationType.objects.all(),
+                                                     query.validated_data.get("cursor"), query.validated_data["limit"])
+        return Response({"notification_types": s.NotificationTypeSerializer(types, many=True).data,
+                         "next_cursor": next_cursor})
 
     @extend_schema(request=s.NotificationTypeSerializer, responses={201: s.NotificationTypeSerializer})
     def post(self, request):
@@ -128,12 +172,16 @@ class NotificationTypeListView(APIView):
 class TemplateListView(APIView):
     required_scopes = {"GET": SCOPE_ADMIN, "POST": SCOPE_ADMIN}
 
-    @extend_schema(responses=s.TemplateSerializer(many=True))
+    @extend_schema(parameters=[s.TemplateListQuery], responses=s.TemplatePageSerializer)
     def get(self, request):
-        templates = Template.objects.select_related("type").order_by("type__key", "channel", "language", "-version")
-        if request.query_params.get("type"):
-            templates = templates.filter(type__key=request.query_params["type"])
-        return Response(s.TemplateSerializer(templates, many=True).data)
+        query = s.TemplateListQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        templates = Template.objects.select_related("type")
+        if query.validated_data.get("type"):
+            templates = templates.filter(type__key=query.validated_data["type"])
+        templates, next_cursor = TEMPLATES.page(templates, query.validated_data.get("cursor"),
+                                                query.validated_data["limit"])
+        return Response({"templates": s.TemplateSerializer(templates, many=True).data, "next_cursor": next_cursor})
 
     @extend_schema(request=s.TemplateSerializer, responses={201: s.TemplateSerializer})
     def post(self, request):
@@ -146,12 +194,9 @@ class TemplateListView(APIView):
 class SandboxMessageListView(APIView):
     required_scopes = {"GET": SCOPE_SEND}
 
-    @extend_schema(responses=s.SandboxMessageSerializer(many=True))
+    @extend_schema(parameters=[s.SandboxMessageQuery], responses=s.SandboxMessageSerializer(many=True))
     def get(self, request):
-        messages = selectors.sandbox_messages(
-            request.user,
-            user_id=request.query_params.get("user_id"),
-            channel=request.query_params.get("channel"),
-            notification_id=request.query_params.get("notification_id"),
-        )
+        query = s.SandboxMessageQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        messages = selectors.sandbox_messages(request.user, **query.validated_data)
         return Response({"messages": s.SandboxMessageSerializer(messages, many=True).data})

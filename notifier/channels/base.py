@@ -3,10 +3,13 @@ channels/__init__.py.
 
     targets(recipient, devices) -> (targets, reason): where this recipient can be reached on the channel,
         or no targets and the reason why ("recipient has no phone number")
-    deliver(deliveries) -> one SendResult or ProviderError per delivery, in order; sets delivery.provider
+    deliver(deliveries) -> yields (index, SendResult or ProviderError) for each delivery as its send
+        completes, in any order, so that the delivery service records outcomes while the rest are still
+        being sent; sets delivery.provider
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from notifier.providers.base import Message, PermanentError, ProviderError, SendResult
@@ -26,7 +29,7 @@ class Channel:
     def targets(self, recipient, devices) -> tuple[list[Target], str]:
         raise NotImplementedError
 
-    def deliver(self, deliveries) -> list[SendResult | ProviderError]:
+    def deliver(self, deliveries) -> Iterator[tuple[int, SendResult | ProviderError]]:
         raise NotImplementedError
 
 
@@ -42,8 +45,7 @@ class ProviderChannel(Channel):
     def providers_chain(self, delivery) -> list:
         return providers_for(self.name)
 
-    def deliver(self, deliveries) -> list[SendResult | ProviderError]:
-        outcomes: list = [None] * len(deliveries)
+    def deliver(self, deliveries) -> Iterator[tuple[int, SendResult | ProviderError]]:
         chains, pending = [], []
         for index, delivery in enumerate(deliveries):
             try:
@@ -51,23 +53,24 @@ class ProviderChannel(Channel):
                 pending.append(index)
             except Exception as error:  # a bad credential file or setting: the operator must fix it
                 chains.append([])
-                outcomes[index] = PermanentError(f"provider not configured correctly: {error}", code="config")
+                yield index, PermanentError(f"provider not configured correctly: {error}", code="config")
         step = 0
         while pending:
             by_provider: dict = {}
             for index in pending:
-                if step < len(chains[index]):
-                    by_provider.setdefault(chains[index][step], []).append(index)
+                by_provider.setdefault(chains[index][step], []).append(index)
             pending = []
             for provider, indexes in by_provider.items():
-                results = provider.send_batch([message_from_delivery(deliveries[i]) for i in indexes])
-                for index, result in zip(indexes, results):
+                messages = [message_from_delivery(deliveries[i]) for i in indexes]
+                for position, outcome in provider.send_as_completed(messages):
+                    index = indexes[position]
                     deliveries[index].provider = provider.name
-                    outcomes[index] = result
-                    if isinstance(result, ProviderError) and not isinstance(result, PermanentError):
+                    fails_over = isinstance(outcome, ProviderError) and not isinstance(outcome, PermanentError)
+                    if fails_over and step + 1 < len(chains[index]):
                         pending.append(index)
+                    else:
+                        yield index, outcome
             step += 1
-        return outcomes
 
 
 def message_from_delivery(delivery) -> Message:

@@ -1,7 +1,8 @@
 from django.db import transaction
 
+from notifier.db import rows_write_isolated
 from notifier.models import InboxItem
-from notifier.providers.base import SendResult
+from notifier.providers.base import PermanentError, SendResult
 
 from .base import Channel, Target
 
@@ -18,24 +19,27 @@ class InAppChannel(Channel):
     def deliver(self, deliveries):
         from notifier.inbox import inbox_items_published
 
+        items = [
+            InboxItem(
+                recipient_id=d.notification.recipient_id,
+                notification_id=d.notification_id,
+                title=d.content.get("title", ""),
+                body=d.content.get("body", ""),
+                action_url=d.content.get("action_url", ""),
+                data=d.notification.data,
+            )
+            for d in deliveries
+        ]
+        # One insert for the batch; an item the inbox cannot store fails its own delivery, not the batch.
         # ignore_conflicts: one inbox item per notification, even if a delivery runs twice.
-        InboxItem.objects.bulk_create(
-            [
-                InboxItem(
-                    recipient_id=d.notification.recipient_id,
-                    notification_id=d.notification_id,
-                    title=d.content.get("title", ""),
-                    body=d.content.get("body", ""),
-                    action_url=d.content.get("action_url", ""),
-                    data=d.notification.data,
-                )
-                for d in deliveries
-            ],
-            ignore_conflicts=True,
-        )
-        user_ids = {d.notification.recipient_id: d.notification.recipient.user_id for d in deliveries}
-        notification_ids = [d.notification_id for d in deliveries]
+        refused = rows_write_isolated(items, lambda rows: InboxItem.objects.bulk_create(rows, ignore_conflicts=True))
+        stored = [d for index, d in enumerate(deliveries) if index not in refused]
+        user_ids = {d.notification.recipient_id: d.notification.recipient.user_id for d in stored}
+        notification_ids = [d.notification_id for d in stored]
         transaction.on_commit(lambda: inbox_items_published(notification_ids, user_ids), robust=True)
-        for d in deliveries:
+        for index, d in enumerate(deliveries):
             d.provider = "inbox"
-        return [SendResult(provider_message_id=f"inbox-{d.notification_id}", status="delivered") for d in deliveries]
+            if index in refused:
+                yield index, PermanentError(f"the inbox cannot store this item: {str(refused[index]).strip()}", code="storage")
+            else:
+                yield index, SendResult(provider_message_id=f"inbox-{d.notification_id}", status="delivered")

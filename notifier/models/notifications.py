@@ -8,7 +8,7 @@ from .choices import NotificationStatus, Priority
 
 class Notification(models.Model):
     """One event for one recipient. The row is the outbox: it is written `accepted` in the request's
-    transaction and the route step takes it from there (DESIGN.md, "Reliability rules")."""
+    transaction and the route step takes it from there (docs/architecture.md, "Reliability rules")."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     producer = models.ForeignKey("notifier.Producer", on_delete=models.PROTECT, related_name="notifications")

@@ -1,5 +1,7 @@
 from django.db import models
 
+from notifier.validation import USER_ID_MAX_LENGTH, validate_user_id
+
 from .choices import Digest
 
 
@@ -11,7 +13,7 @@ class Recipient(models.Model):
     preferences.py resolves them; GET/PUT/PATCH /api/v1/users/{user_id}/notification-preferences edits them.
     """
 
-    user_id = models.CharField(max_length=255, unique=True)
+    user_id = models.CharField(max_length=USER_ID_MAX_LENGTH, unique=True, validators=[validate_user_id])
     email = models.EmailField(blank=True)
     phone = models.CharField(max_length=16, blank=True, help_text="E.164, e.g. +14155550100")
     timezone = models.CharField(max_length=64, default="UTC")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from notifier.models import IdempotencyKey, Notification, NotificationStatus, NotificationType
@@ -56,6 +56,10 @@ class IdempotencyConflict(Exception):
     """The key was used before with a different request body."""
 
 
+class IdempotencyKeyInFlight(Exception):
+    """A request with this key is still being processed (its transaction has not ended)."""
+
+
 def request_fingerprint(body: dict) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
@@ -64,8 +68,8 @@ def notifications_accept(producer, request: AcceptRequest, fingerprint: str = ""
     """Store one notification per recipient and return the answer for the producer.
 
     With an idempotency key, a request seen before gets the answer it got then; a different request under
-    the same key raises IdempotencyConflict. A concurrent duplicate waits on the key's unique index until
-    the first commits, then gets the first one's answer, so one key never creates two sets of rows.
+    the same key raises IdempotencyConflict; a request whose key is still in flight in another transaction
+    raises IdempotencyKeyInFlight at once (it does not wait). One key never creates two sets of rows.
 
     Only the key needs a transaction: without one, the notifications are a single INSERT (atomic by
     itself) and the recipient upsert is idempotent, so the request saves the BEGIN and COMMIT round trips.
@@ -90,7 +94,10 @@ def notifications_accept(producer, request: AcceptRequest, fingerprint: str = ""
 
 
 def _claim_idempotency_key(producer, key: str, fingerprint: str) -> dict | None:
-    """Insert the key, or return the answer stored under it. Raises IdempotencyConflict on a new body."""
+    """Insert the key, or return the answer stored under it. Raises IdempotencyConflict on a new body, and
+    IdempotencyKeyInFlight when another transaction holds the key."""
+    if connection.vendor == "postgresql" and not _idempotency_key_lock(producer, key):
+        raise IdempotencyKeyInFlight(key)
     try:
         with transaction.atomic():
             IdempotencyKey.objects.create(producer=producer, key=key, request_hash=fingerprint, response={})
@@ -100,6 +107,18 @@ def _claim_idempotency_key(producer, key: str, fingerprint: str) -> dict | None:
     if previous.request_hash != fingerprint:
         raise IdempotencyConflict(key)
     return previous.response
+
+
+def _idempotency_key_lock(producer, key: str) -> bool:
+    """Take a transaction-level advisory lock on (producer, key) if no one holds it. Without it, a second
+    request with a key in flight would wait on the key's unique index, holding a thread and a connection,
+    until the first ends. The lock goes with the first's transaction: once it is free, the key's row (if the
+    first committed) is visible and the insert below finds it. (SQLite, `make run`'s default, serializes
+    writers anyway: a second request waits for the first's transaction to end, then replays.)"""
+    digest = hashlib.sha256(f"notifier.idempotency:{producer.pk}:{key}".encode()).digest()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)])
+        return cursor.fetchone()[0]
 
 
 def _store(producer, request: AcceptRequest) -> list[Notification]:

@@ -25,13 +25,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from notifier.channels import CHANNELS
+from notifier.db import rows_update
 from notifier.models import (
     Channel,
     Delivery,
     DeliveryStatus,
     Digest,
     DigestBatch,
-    Notification,
     NotificationStatus,
     Priority,
 )
@@ -103,8 +103,18 @@ def digests_collect(notifications, now) -> None:
 
 def digests_flush(now=None, batch_size: int = FLUSH_BATCH_SIZE) -> int:
     """Send every digest whose window has ended: one Delivery per batch and target, rendered with the
-    count and the items. Returns how many batches were flushed."""
+    count and the items. Returns how many batches were flushed. Works through them `batch_size` at a
+    time, each chunk in its own transaction with a fixed number of queries, until none is left."""
     now = now or timezone.now()
+    flushed = 0
+    while True:
+        count = _digests_flush_chunk(now, batch_size)
+        flushed += count
+        if count < batch_size:
+            return flushed
+
+
+def _digests_flush_chunk(now, batch_size: int) -> int:
     with transaction.atomic():
         batches = list(
             DigestBatch.objects.select_for_update(skip_locked=True, of=("self",))
@@ -131,8 +141,8 @@ def digests_flush(now=None, batch_size: int = FLUSH_BATCH_SIZE) -> int:
         Delivery.objects.bulk_create(deliveries)  # unique per notification × channel × target: never twice
         for batch in batches:
             batch.delivery = by_batch[batch.id][0] if by_batch[batch.id] else None
-        DigestBatch.objects.bulk_update(batches, ["status", "flushed_at", "delivery"])
-        Notification.objects.bulk_update(notifications, ["decisions", "status", "completed_at"])
+        rows_update(batches, ["status", "flushed_at", "delivery"])
+        rows_update(notifications, ["decisions", "status", "completed_at"])
         queues = {(d.channel, d.priority) for d in deliveries if d.status == DeliveryStatus.QUEUED}
         transaction.on_commit(lambda: [wake_deliver(c, p) for c, p in queues], robust=True)
     log.info("digest: flushed %s batches into %s deliveries", len(batches), len(deliveries))

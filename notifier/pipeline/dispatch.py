@@ -4,11 +4,18 @@ each outcome.
 A claim is a conditional update (queued → sending, stamped with a claim token), so a second run of the
 same task, or a second worker, never sends a row twice. A claim is a lease: if the worker dies, the
 sweeper returns the row to the queue after NOTIFIER_CLAIM_LEASE_SECONDS (counting the attempt).
+
+Outcomes are recorded while the batch is still being sent, in groups of at most RECORD_GROUP_SIZE or
+RECORD_INTERVAL_SECONDS, so a worker killed mid-batch leaves unrecorded (and sends again on the next claim)
+only the sends in flight and the last group's outcomes, not everything it had sent. Each write matches the
+claim token: a worker that outlived its lease finds its rows given back to the queue (or claimed by
+another) and changes nothing.
 """
 from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from datetime import timedelta
 
@@ -18,7 +25,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from notifier.channels import CHANNELS
-from notifier.db import rows_update
+from notifier.db import rows_update, rows_write_isolated
 from notifier.models import (
     DELIVERY_IN_FLIGHT_STATUSES,
     DELIVERY_SUCCESS_STATUSES,
@@ -40,6 +47,12 @@ _RECORDED_FIELDS = [
     "status", "status_reason", "provider", "provider_message_id", "last_error", "next_attempt_at", "claim_token",
     "sent_at", "failed_at",
 ]
+# What is written when a delivery's outcome cannot be: none of the fields the provider's answer filled.
+_UNRECORDABLE_FIELDS = ["status", "last_error", "claim_token", "failed_at"]
+# A group of outcomes is written when it has this many, or when its first is this old: a few queries per
+# group, never one per delivery, and a kill re-sends at most a group plus the sends in flight.
+RECORD_GROUP_SIZE = 50
+RECORD_INTERVAL_SECONDS = 0.25
 
 
 def deliver_due(channel: str, priority: str, batch_size: int | None = None) -> int:
@@ -79,7 +92,10 @@ def deliveries_claim(channel: str, priority: str, limit: int) -> list[Delivery]:
 
 
 def deliveries_send(deliveries: list[Delivery]) -> None:
-    """Send claimed deliveries (all of one channel) and record the outcomes."""
+    """Send the deliveries of one claim (all of one channel), recording outcomes in groups as sends
+    complete."""
+    token = deliveries[0].claim_token
+    group: list[tuple[Delivery, object]] = []
     now = timezone.now()
     live = []
     for delivery in deliveries:
@@ -88,20 +104,59 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
             # Back in the queue after its notification was cancelled (a worker died mid-send): never resent.
             delivery.status, delivery.claim_token = DeliveryStatus.CANCELLED, None
             delivery.status_reason = CANCELLED_REASON
+            group.append((delivery, None))
         elif expires_at and expires_at <= now:
             delivery.status = DeliveryStatus.EXPIRED
             delivery.last_error = f"expired at {expires_at.isoformat()} before it could be sent"
             delivery.failed_at, delivery.claim_token = now, None
+            group.append((delivery, None))
         else:
             live.append(delivery)
-    outcomes = CHANNELS[deliveries[0].channel].deliver(live) if live else []
-    for delivery, outcome in zip(live, outcomes):
-        _apply_outcome(delivery, outcome, now)
+    group_started = time.monotonic()
+    for index, outcome in CHANNELS[deliveries[0].channel].deliver(live):
+        delivery = live[index]
+        _apply_outcome(delivery, outcome, timezone.now())
         _log_outcome(delivery, outcome)
+        if not group:
+            group_started = time.monotonic()
+        group.append((delivery, outcome))
+        if len(group) >= RECORD_GROUP_SIZE or time.monotonic() - group_started >= RECORD_INTERVAL_SECONDS:
+            outcomes_record(group, token)
+            group = []
+    outcomes_record(group, token)
+
+
+def outcomes_record(group: list[tuple[Delivery, object]], token) -> None:
+    """Write a group of (delivery, outcome) where the claim `token` still holds, then the outcomes' side
+    effects (gone targets, finished notifications) for the rows written. A constant number of queries per
+    group. A row whose claim was lost (the sweeper gave it back to the queue) is logged and left alone; a
+    row the database cannot store (a provider's id too long for its column) fails alone, permanently."""
+    if not group:
+        return
+    deliveries = [delivery for delivery, _ in group]
+    written: set = set()
+
+    def write(rows):
+        written.update(rows_update(rows, _RECORDED_FIELDS, where={"claim_token": token}))
+
     with transaction.atomic():
-        rows_update(deliveries, _RECORDED_FIELDS)
-        targets_gone([d for d, o in zip(live, outcomes) if isinstance(o, ProviderError) and o.target_gone])
-        notifications_refresh_status({d.notification_id for d in deliveries})
+        refused = rows_write_isolated(deliveries, write)
+        for index, error in refused.items():
+            delivery = deliveries[index]
+            log.error("dispatch: the outcome of delivery %s (%s) could not be recorded: %s", delivery.id,
+                      delivery.status, error)
+            delivery.last_error = f"the outcome ({delivery.status}) could not be recorded: {str(error).strip()}"
+            delivery.status, delivery.failed_at = DeliveryStatus.FAILED, timezone.now()
+        unrecordable = [deliveries[index] for index in refused]
+        written.update(rows_update(unrecordable, _UNRECORDABLE_FIELDS, where={"claim_token": token}))
+        for delivery in deliveries:
+            if delivery.id not in written:
+                log.warning("dispatch: lost the claim on delivery %s of notification %s (its lease ran out and "
+                            "the sweeper gave it back to the queue): its outcome here (%s) is not recorded",
+                            delivery.id, delivery.notification_id, delivery.status)
+        kept = [(d, o) for d, o in group if d.id in written]
+        targets_gone([d for d, o in kept if isinstance(o, ProviderError) and o.target_gone])
+        notifications_refresh_status({d.notification_id for d, _ in kept})
 
 
 def retry_delay(priority: str, attempts: int) -> float:
@@ -151,16 +206,19 @@ def _log_outcome(delivery: Delivery, outcome) -> None:
 
 
 def targets_gone(deliveries: list[Delivery]) -> None:
-    """The provider said these targets are gone for good: never send to them again."""
+    """The provider said these targets are gone for good: never send to them again. Two queries at most
+    for the devices and one for the phones, whatever their number."""
     now = timezone.now()
     tokens = {d.target: d.last_error[:100] for d in deliveries if d.channel == "push"}
-    for token, reason in tokens.items():
-        Device.objects.filter(token=token, active=True).update(active=False, deactivated_at=now, deactivated_reason=reason)
+    devices = list(Device.objects.filter(token__in=tokens, active=True))
+    for device in devices:
+        device.active, device.deactivated_at, device.deactivated_reason = False, now, tokens[device.token]
+    rows_update(devices, ["active", "deactivated_at", "deactivated_reason"], where={"active": True})
     phones = {d.target for d in deliveries if d.channel == "sms"}
     if phones:
         Recipient.objects.filter(phone__in=phones, sms_opted_out_at=None).update(sms_opted_out_at=now)
-    for token in tokens:
-        log.info("push: deactivated device %s… (%s)", token[:12], tokens[token])
+    for device in devices:
+        log.info("push: deactivated device %s… (%s)", device.token[:12], device.deactivated_reason)
 
 
 def notifications_refresh_status(notification_ids) -> None:

@@ -3,7 +3,8 @@
 A held delivery is a Delivery row with status `held` whose `next_attempt_at` is its release moment (the
 API shows it as `release_at`); `status_reason` says why it waits. Reusing next_attempt_at keeps one
 "when may this row go" column for every wait (retries, holds), and releasing is then just held → queued:
-the row is already due. Long waits never become Celery countdowns (DESIGN.md, "Reliability rules").
+the row is already due. Long waits never become Celery countdowns (docs/architecture.md, "Reliability
+rules").
 
 `release_due_holds` runs every minute on the maintenance queue. It takes due rows in batches with
 SELECT … FOR UPDATE SKIP LOCKED and flips them in the same transaction, conditionally on `held`, so two

@@ -12,6 +12,14 @@ Over a limit, the type's `rate_limit_action` decides: `suppress` drops the deliv
 delivery waits, status held, until the beat task releases it (pipeline/holds.py). Deliveries held for
 quiet hours are counted when they are routed. Critical types are exempt. Limits are a table in settings
 (NOTIFIER_RATE_LIMITS).
+
+Windows are keyed by the user's external `user_id`, never the row id: Redis may outlive a database (a
+restore, a fresh install on an old Redis), and a new row with an old id must not inherit another user's
+windows. The scope comes first and the user id last (`notifier:rl:channel:push:<user_id>`), so no user id,
+whatever it contains, can spell another user's key.
+
+Redis unreachable: rate_limits_check raises redis.RedisError, and the route step admits the batch and says
+so in each decision (pipeline/route.py).
 """
 from __future__ import annotations
 
@@ -20,7 +28,7 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 
-from notifier.pipeline.wake import redis_client
+from notifier.redis_client import redis_client
 
 KEY_PREFIX = "notifier:rl:"
 
@@ -65,7 +73,7 @@ return {limited, at}
 class LimitCheck:
     """One notification on one channel, to be counted against the user's windows."""
 
-    recipient_id: int
+    user_id: str  # Recipient.user_id
     channel: str
     type_key: str
     category: str
@@ -90,11 +98,11 @@ def windows_for(check: LimitCheck) -> list[tuple[str, str, int, int]]:
     windows = []
     if check.channel in table.get("channel", {}):
         limit, seconds = table["channel"][check.channel]
-        windows.append((f"{KEY_PREFIX}{check.recipient_id}:channel:{check.channel}", check.channel, limit, seconds))
+        windows.append((f"{KEY_PREFIX}channel:{check.channel}:{check.user_id}", check.channel, limit, seconds))
     for scope in dict.fromkeys((check.type_key, check.category)):
         if scope in table.get("type", {}):
             limit, seconds = table["type"][scope]
-            windows.append((f"{KEY_PREFIX}{check.recipient_id}:type:{scope}", scope, limit, seconds))
+            windows.append((f"{KEY_PREFIX}type:{scope}:{check.user_id}", scope, limit, seconds))
     return windows
 
 

@@ -18,12 +18,13 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core import signing
+from django.core.exceptions import FieldDoesNotExist
 from django.template import Context
 from django.template.loader import render_to_string
 from django.utils.html import strip_tags
 from django.utils.safestring import mark_safe
 
-from notifier.models import Category, Channel, DeliveryStatus, Template
+from notifier.models import Category, Channel, DeliveryStatus, InboxItem, Template
 from notifier.pipeline.deliveries import deliveries_build
 from notifier.templating import render_capped, sandboxed_engine
 
@@ -239,7 +240,21 @@ def channel_limit_error(channel: str, content: dict, data: dict, type_key: str =
     elif channel == Channel.EMAIL:
         if len(content.get("subject", "")) > EMAIL_SUBJECT_MAX_CHARS:
             return f"email subject is {len(content['subject'])} characters, over {EMAIL_SUBJECT_MAX_CHARS}"
+    elif channel == Channel.IN_APP:
+        # The inbox item's columns are the limits: a value over one would fail the item's insert.
+        for name in _TEXT_FIELDS:
+            limit = _inbox_column_limit(name)
+            if limit is not None and len(content.get(name, "")) > limit:
+                return f"in-app {name} is {len(content[name])} characters, over the {limit} the inbox stores"
     return None
+
+
+def _inbox_column_limit(name: str) -> int | None:
+    """The inbox item column's max_length for a rendered field, or None (no such column, or no limit)."""
+    try:
+        return InboxItem._meta.get_field(name).max_length
+    except FieldDoesNotExist:
+        return None
 
 
 def push_payload_size(content: dict, data: dict, type_key: str = "", notification_id=None) -> int:

@@ -6,7 +6,8 @@ dies, the transaction rolls back and the rows are due again; two workers never r
 
 For each channel, in order: the user's preferences (pipeline/preferences.py), a reachable target, a
 template, quiet hours (pipeline/quiet_hours.py) and the user's rate limits (pipeline/rate_limits.py, one
-Redis round trip per batch). Every channel's outcome is recorded in Notification.decisions with its reason;
+Redis round trip per batch; with Redis unreachable the batch is admitted, as the producer quota admits
+requests, and each decision says so). Every channel's outcome is recorded in Notification.decisions with its reason;
 a held or suppressed Delivery also carries it in status_reason.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+import redis
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
@@ -191,11 +193,21 @@ def _apply_rate_limits(notifications: list[Notification], created: dict, now) ->
             if decision["channel"] in by_channel and decision["decision"] in ("queued", "held"):
                 groups.append((notification, decision["channel"], by_channel[decision["channel"]], decision))
     checks = [
-        LimitCheck(recipient_id=n.recipient_id, channel=channel, type_key=n.type.key, category=n.type.category,
+        LimitCheck(user_id=n.recipient.user_id, channel=channel, type_key=n.type.key, category=n.type.category,
                    member=str(n.id), hold=n.type.rate_limit_action == RateLimitAction.HOLD)
         for n, channel, _, _ in groups
     ]
-    for (notification, channel, deliveries, decision), verdict in zip(groups, rate_limits_check(checks, now)):
+    try:
+        verdicts = rate_limits_check(checks, now)
+    except redis.RedisError as error:
+        # Admit: limits protect users from too much, and holding every batch while Redis is away would
+        # stop password resets with the marketing. The outage is in the log and in each decision.
+        log.warning("route: rate limits not checked for a batch (%s checks): Redis unreachable (%s)",
+                    len(checks), error)
+        for _, _, _, decision in groups:
+            decision["note"] = f"rate limits not checked: Redis unreachable ({error})"
+        return
+    for (notification, channel, deliveries, decision), verdict in zip(groups, verdicts):
         if not verdict.limited:
             continue
         if verdict.hold_until is None:

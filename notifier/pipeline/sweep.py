@@ -1,21 +1,30 @@
-"""The sweeper, run by beat every few seconds: nothing accepted is ever left behind.
+"""The sweeper, run by beat every NOTIFIER_SWEEP_INTERVAL_SECONDS: nothing accepted is ever left behind.
 
 - Deliveries claimed by a worker that died (still `sending` past the lease) go back to the queue, or to the
-  dead letter when their attempts are used up.
+  dead letter when their attempts are used up, closing their notification as the deliver step would.
 - Every queue that has due rows gets a wake-up: scheduled sends whose time came, retries whose backoff
-  ended, and rows whose wake-up was lost because the broker was down when they were accepted.
+  ended, and rows whose wake-up was lost because the broker was down when they were accepted. A queue
+  whose rows have been due for longer than a sweep interval gets one even if its flag says one is
+  pending: the message may have been lost after the flag was set, and a spare wake-up finds nothing to do.
 - Idempotency keys older than their retention are deleted.
 """
 import logging
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
+from django.db.models import Case, TextField, Value, When
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from notifier.models import NOTIFICATION_OPEN_STATUSES, Channel, Delivery, DeliveryStatus, IdempotencyKey, Notification, Priority
+from notifier.pipeline.dispatch import notifications_refresh_status
 from notifier.pipeline.wake import wake_deliver, wake_route
 
 log = logging.getLogger(__name__)
+
+WORKER_LOST = "worker lost during the attempt; retrying"
+WORKER_LOST_ON_LAST_ATTEMPT = "worker lost during the last allowed attempt"
 
 
 def sweep() -> dict:
@@ -27,40 +36,67 @@ def sweep() -> dict:
 
 
 def release_expired_claims(now=None) -> int:
+    """Return deliveries whose claim outlived its lease to the queue, or to the dead letter on their last
+    attempt. The last real error stays in last_error, with the lost worker noted after it. A fixed number
+    of queries, whatever the number of rows."""
     now = now or timezone.now()
-    expired = Delivery.objects.filter(
-        status=DeliveryStatus.SENDING, claimed_at__lt=now - timedelta(seconds=settings.NOTIFIER_CLAIM_LEASE_SECONDS)
-    )
-    released = 0
-    for priority, policy in settings.NOTIFIER_RETRY_POLICY.items():
-        dead = expired.filter(priority=priority, attempts__gte=policy["max_attempts"]).update(
+    with transaction.atomic():
+        expired = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(status=DeliveryStatus.SENDING,
+                    claimed_at__lt=now - timedelta(seconds=settings.NOTIFIER_CLAIM_LEASE_SECONDS))
+            .values_list("id", "notification_id", "priority", "attempts")
+        )
+        dead, requeued = [], []
+        for row in expired:
+            _, _, priority, attempts = row
+            (dead if attempts >= settings.NOTIFIER_RETRY_POLICY[priority]["max_attempts"] else requeued).append(row)
+        Delivery.objects.filter(id__in=[row[0] for row in dead]).update(
             status=DeliveryStatus.DEAD, claim_token=None, failed_at=now,
-            last_error="worker lost during the last allowed attempt",
+            last_error=_noted(WORKER_LOST_ON_LAST_ATTEMPT),
         )
         # next_attempt_at is left as it was: the row was due when it was claimed, so it is due again now.
-        requeued = expired.filter(priority=priority).update(
-            status=DeliveryStatus.QUEUED, claim_token=None, last_error="worker lost during the attempt; retrying"
+        Delivery.objects.filter(id__in=[row[0] for row in requeued]).update(
+            status=DeliveryStatus.QUEUED, claim_token=None, last_error=_noted(WORKER_LOST),
         )
-        released += dead + requeued
-    if released:
-        log.warning("sweep: released %s deliveries whose worker died", released)
-    return released
+        notifications_refresh_status({notification_id for _, notification_id, _, _ in dead})
+    if expired:
+        log.warning("sweep: released %s deliveries whose worker died (%s to the dead letter)", len(expired),
+                    len(dead))
+    return len(expired)
+
+
+def _noted(note: str):
+    """last_error with `note` after the error it holds, or the note alone when it holds none."""
+    return Case(
+        When(last_error="", then=Value(note)),
+        default=Concat("last_error", Value(f"; then {note}"), output_field=TextField()),
+        output_field=TextField(),
+    )
 
 
 def wake_due_queues(now=None) -> list[str]:
+    """Wake every queue that has due rows. One query per queue."""
     now = now or timezone.now()
+    overdue = now - timedelta(seconds=settings.NOTIFIER_SWEEP_INTERVAL_SECONDS)
     woken = []
     for priority in Priority.values:
-        due = Notification.objects.filter(status__in=NOTIFICATION_OPEN_STATUSES, priority=priority, due_at__lte=now)
-        if due.exists() and wake_route(priority):
+        oldest = _oldest(Notification.objects.filter(status__in=NOTIFICATION_OPEN_STATUSES, priority=priority,
+                                                     due_at__lte=now), "due_at")
+        if oldest is not None and wake_route(priority, force=oldest <= overdue):
             woken.append(f"route.{priority}")
         for channel in Channel.values:
-            due = Delivery.objects.filter(
-                status=DeliveryStatus.QUEUED, channel=channel, priority=priority, next_attempt_at__lte=now
-            )
-            if due.exists() and wake_deliver(channel, priority):
+            oldest = _oldest(Delivery.objects.filter(status=DeliveryStatus.QUEUED, channel=channel, priority=priority,
+                                                     next_attempt_at__lte=now), "next_attempt_at")
+            if oldest is not None and wake_deliver(channel, priority, force=oldest <= overdue):
                 woken.append(f"{channel}.{priority}")
     return woken
+
+
+def _oldest(due, field: str):
+    """When the longest-waiting of these due rows became due, or None if there are none (an index scan
+    of the queue's partial index, like exists())."""
+    return due.order_by(field).values_list(field, flat=True).first()
 
 
 def purge_idempotency_keys(now=None) -> int:

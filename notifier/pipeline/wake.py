@@ -1,35 +1,29 @@
 """Wake-ups: a Celery message tells a worker "this queue has due rows", and at most one is pending per queue.
 
-The rows are the queue (DESIGN.md, "Throughput rules"): a burst of 10,000 accepted notifications costs a
-handful of messages, not 10,000. A Redis flag (SET NX with a TTL) marks a pending wake-up; the task clears
+The rows are the queue (docs/architecture.md, "Throughput rules"): a burst of 10,000 accepted notifications
+costs a handful of messages, not 10,000. A Redis flag (SET NX with a TTL) marks a pending wake-up; the task clears
 it before it claims rows, so a row committed after the claim always finds the flag clear and wakes again.
-A lost wake-up (broker down, Redis flushed) costs at most one sweep interval: the beat sweeper wakes every
-queue that has due rows.
+A lost wake-up (broker down, Redis flushed) costs at most two sweep intervals: the beat sweeper wakes every
+queue that has due rows, and for rows due longer than a sweep interval it publishes even when the flag is
+set (`force`), since the flag's message may be the one that was lost.
 """
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FuturesTimeout
 from functools import cache
 
 import redis
-from django.conf import settings
+
+from notifier.redis_client import breaker_for, redis_budget_charge, redis_client, redis_time_left
 
 log = logging.getLogger(__name__)
 
 FLAG_PREFIX = "notifier:wake:"
 # Longer than a wake-up normally waits in its queue; after that a second one may be published (harmless).
 FLAG_TTL_SECONDS = 30
-
-
-@cache
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_connect_timeout=settings.NOTIFIER_PUBLISH_TIMEOUT_SECONDS,
-        socket_timeout=settings.NOTIFIER_PUBLISH_TIMEOUT_SECONDS,
-    )
 
 
 def route_queue(priority: str) -> str:
@@ -40,16 +34,16 @@ def deliver_queue(channel: str, priority: str) -> str:
     return f"{channel}.{priority}"
 
 
-def wake_route(priority: str) -> bool:
+def wake_route(priority: str, force: bool = False) -> bool:
     from notifier.tasks import route
 
-    return _wake(route_queue(priority), route, (priority,))
+    return _wake(route_queue(priority), route, (priority,), force)
 
 
-def wake_deliver(channel: str, priority: str) -> bool:
+def wake_deliver(channel: str, priority: str, force: bool = False) -> bool:
     from notifier.tasks import deliver
 
-    return _wake(deliver_queue(channel, priority), deliver, (channel, priority))
+    return _wake(deliver_queue(channel, priority), deliver, (channel, priority), force)
 
 
 def clear_flag(queue: str) -> None:
@@ -60,39 +54,52 @@ def clear_flag(queue: str) -> None:
         log.warning("wake: could not clear flag of %s: %s", queue, error)
 
 
-def _wake(queue: str, task, args: tuple) -> bool:
-    """Publish a wake-up for `queue` unless one is pending. Never raises, and returns within
-    NOTIFIER_PUBLISH_TIMEOUT_SECONDS even when the broker accepts connections but never answers (then
-    the publish goes on in the background and the sweeper covers the gap). Returns whether it published
-    or found a wake-up pending."""
+def _wake(queue: str, task, args: tuple, force: bool = False) -> bool:
+    """Publish a wake-up for `queue` unless one is pending, or even then with `force`. Never raises, and
+    returns within what is left of the request's Redis budget (notifier/redis_client.py) even when the broker accepts connections but
+    never answers (then the publish goes on in the background, the broker's breaker opens, and the sweeper
+    covers the gap). Returns whether it published or found a wake-up pending."""
+    wait = redis_time_left()
+    if wait <= 0:
+        log.warning("wake: this request has spent its Redis budget; leaving %s to the sweeper", queue)
+        return False
+    broker = breaker_for(task.app.conf.broker_url)
+    if not broker.allow():
+        log.warning("wake: the broker did not answer lately; leaving %s to the sweeper", queue)
+        return False
     with _publisher_lock:
         global _publishes_in_flight
         if _publishes_in_flight >= _MAX_PUBLISHES_IN_FLIGHT:
             log.warning("wake: earlier publishes are stuck; leaving %s to the sweeper", queue)
             return False
         _publishes_in_flight += 1
-    future = _publisher().submit(_publish, queue, task, args)
+    future = _publisher().submit(_publish, queue, task, args, broker, force)
+    started = time.monotonic()
     try:
-        return future.result(timeout=settings.NOTIFIER_PUBLISH_TIMEOUT_SECONDS)
+        return future.result(timeout=wait)
     except FuturesTimeout:
-        log.warning("wake: publishing to %s took over %ss; the sweeper will retry", queue,
-                    settings.NOTIFIER_PUBLISH_TIMEOUT_SECONDS)
+        broker.failed(f"no answer to a publish within {wait:.1f} s")
+        log.warning("wake: publishing to %s took over %.1f s; the sweeper will retry", queue, wait)
         return False
+    finally:
+        redis_budget_charge(time.monotonic() - started)
 
 
-def _publish(queue: str, task, args: tuple) -> bool:
+def _publish(queue: str, task, args: tuple, broker, force: bool) -> bool:
     global _publishes_in_flight
     flag = FLAG_PREFIX + queue
     try:
         try:
-            if not redis_client().set(flag, "1", nx=True, ex=FLAG_TTL_SECONDS):
+            if not redis_client().set(flag, "1", nx=not force, ex=FLAG_TTL_SECONDS):
                 return True  # one is pending already
         except redis.RedisError as error:
             log.warning("wake: Redis unreachable (%s); publishing to %s without the flag", error, queue)
         try:
             task.apply_async(args=args, queue=queue, routing_key=queue, retry=False)
+            broker.succeeded()
             return True
         except Exception as error:  # kombu raises several types; none may reach the producer's request
+            broker.failed(error)
             log.warning("wake: could not publish to %s: %s; the sweeper will retry", queue, error)
             try:
                 redis_client().delete(flag)

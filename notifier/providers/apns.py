@@ -14,7 +14,7 @@
     max_connection_attempts  how often aioapns tries to connect before giving up, default 3
 
 aioapns is asyncio and our workers are synchronous, so each process runs one event loop in a daemon
-thread (`EventLoopThread`) that owns every APNs client and its connection pool; `send` and `send_batch`
+thread (`EventLoopThread`) that owns every APNs client and its connection pool; `send` and `send_as_completed`
 submit coroutines to it. A forked worker child starts its own loop and client on first use.
 """
 from __future__ import annotations
@@ -46,6 +46,7 @@ from notifier.providers.base import (
     RateLimited,
     SendResult,
     TransientError,
+    completed_in_window,
 )
 from notifier.providers.event_loop import EventLoopThread
 
@@ -67,6 +68,9 @@ class APNsProvider(Provider):
 
     name = "apns"
     channel = "push"
+    # Requests in flight at once, multiplexed over the pool's HTTP/2 connections: enough to keep them busy,
+    # and what a worker killed mid-batch may send twice.
+    batch_concurrency = 100
 
     def __init__(
         self,
@@ -111,8 +115,9 @@ class APNsProvider(Provider):
             raise outcome
         return outcome
 
-    def send_batch(self, messages: list[Message]) -> list[SendResult | ProviderError]:
-        """Send all messages concurrently over the shared HTTP/2 pool; one outcome per message, in order.
+    def send_as_completed(self, messages: list[Message]):
+        """Send the messages over the shared HTTP/2 pool, `batch_concurrency` in flight at once, yielding
+        each outcome as Apple answers it.
 
         Missing or unusable credentials fail every message permanently (code "config") before anything is
         sent: retrying cannot fix a configuration, and `manage.py check` names the problem."""
@@ -120,25 +125,44 @@ class APNsProvider(Provider):
             self._check_credentials()
         except PermanentError as error:
             logger.error("APNs: %s", error)
-            return [PermanentError(str(error), code=error.code) for _ in messages]
-        outcomes: list[SendResult | ProviderError | None] = [None] * len(messages)
+            for index in range(len(messages)):
+                yield index, PermanentError(str(error), code=error.code)
+            return
         requests = {}
         for index, message in enumerate(messages):
             try:
                 requests[index] = self._request_for(message)
             except ProviderError as error:
-                outcomes[index] = error
-        if requests:
-            indexes = list(requests)
-            coroutine = self._send_all([(messages[i], requests[i]) for i in indexes])
-            try:
-                # The loop enforces `timeout` per request; this outer bound only guards against a wedged loop.
-                results = EventLoopThread.for_this_process().run(coroutine, self.timeout * 2 + 10)
-            except TimeoutError:
-                results = [TransientError("APNs: no answer from the event loop", code="timeout")] * len(indexes)
-            for index, result in zip(indexes, results):
-                outcomes[index] = result
-        return outcomes
+                yield index, error
+        if not requests:
+            return
+        loop = EventLoopThread.for_this_process()
+        # The loop enforces `timeout` per request; this outer bound only guards against a wedged loop.
+        bound = self.timeout * 2 + 10
+        no_answer = TransientError("APNs: no answer from the event loop", code="timeout")
+        try:
+            problem = loop.run(self._set_up_client(), bound)
+        except TimeoutError:
+            problem = no_answer
+        if problem is not None:
+            for index in requests:
+                yield index, problem
+            return
+        indexes = list(requests)
+        answered = set()
+
+        def start(position):
+            index = indexes[position]
+            return loop.submit(self._send_one(messages[index], requests[index]))
+
+        try:
+            for position, future in completed_in_window(start, len(indexes), self.batch_concurrency, timeout=bound):
+                answered.add(position)
+                yield indexes[position], future.result()
+        except TimeoutError:
+            for position, index in enumerate(indexes):
+                if position not in answered:
+                    yield index, no_answer
 
     def check(self) -> list[str]:
         problems = []
@@ -225,18 +249,15 @@ class APNsProvider(Provider):
 
     # --- talking to APNs (runs in the event loop thread) ----------------------------------------------
 
-    async def _send_all(self, items: list[tuple[Message, NotificationRequest]]) -> list:
+    async def _set_up_client(self) -> ProviderError | None:
         # The client is built here, outside _send_one's connection-error handling: an unreadable ca_file
         # or a key aioapns refuses is a configuration error, not a network one.
         try:
             self._client_for_this_loop()
         except Exception as error:
             logger.error("APNs: cannot set up the client: %r", error)
-            return [
-                PermanentError(f"APNs: cannot set up the client: {type(error).__name__}: {error}", code="config")
-                for _ in items
-            ]
-        return await asyncio.gather(*(self._send_one(message, request) for message, request in items))
+            return PermanentError(f"APNs: cannot set up the client: {type(error).__name__}: {error}", code="config")
+        return None
 
     async def _send_one(self, message: Message, request: NotificationRequest) -> SendResult | ProviderError:
         try:

@@ -6,11 +6,14 @@ decides what an error means for the delivery (retry, dead letter) and for the ta
 record an SMS opt-out).
 
     send(message) -> SendResult, or raises PermanentError / TransientError / RateLimited
+    send_as_completed(messages) -> yields (index, SendResult or ProviderError) for each message as its send
+        completes, in any order: the delivery service records outcomes while the rest are still being sent
     send_batch(messages) -> one SendResult or ProviderError per message, in the same order
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -97,22 +100,38 @@ class RateLimited(ProviderError):
 class Provider:
     """Base class for adapters. Subclasses set `name` and `channel` and implement `send`.
 
-    `send_batch` sends many messages concurrently. The default uses a small thread pool, right for
-    HTTP/1.1 SDKs; adapters whose SDK multiplexes (aioapns, firebase-admin's send_each_async) override it.
+    `send_as_completed` sends many messages concurrently and hands back each outcome as it comes. The
+    default uses a small thread pool, right for HTTP/1.1 SDKs; adapters whose SDK multiplexes or batches
+    (aioapns, firebase-admin's send_each) override it. `send_batch` is the same, collected in order.
     """
 
     name = ""
     channel = ""
-    batch_concurrency = 8
+    batch_concurrency = 8  # sends in flight at once
 
     def send(self, message: Message) -> SendResult:
         raise NotImplementedError
 
     def send_batch(self, messages: list[Message]) -> list[SendResult | ProviderError]:
+        outcomes: list[SendResult | ProviderError | None] = [None] * len(messages)
+        for index, outcome in self.send_as_completed(messages):
+            outcomes[index] = outcome
+        return outcomes
+
+    def send_as_completed(self, messages: list[Message]) -> Iterator[tuple[int, SendResult | ProviderError]]:
+        """Send on a thread pool, `batch_concurrency` at a time (see completed_in_window)."""
+        if not messages:
+            return
         if len(messages) == 1:
-            return [self._outcome(messages[0])]
-        with ThreadPoolExecutor(max_workers=min(self.batch_concurrency, len(messages))) as pool:
-            return list(pool.map(self._outcome, messages))
+            yield 0, self._outcome(messages[0])
+            return
+        workers = min(self.batch_concurrency, len(messages))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            def start(index):
+                return pool.submit(self._outcome, messages[index])
+
+            for index, future in completed_in_window(start, len(messages), workers):
+                yield index, future.result()
 
     def _outcome(self, message: Message) -> SendResult | ProviderError:
         try:
@@ -128,6 +147,38 @@ class Provider:
 
     def close(self) -> None:
         """Release connections (called at worker shutdown)."""
+
+
+def completed_in_window(start: Callable[[int], Future], count: int, window: int,
+                        timeout: float | None = None) -> Iterator[tuple[int, Future]]:
+    """Start items 0 … count-1 with `start(index)`, at most `window` at a time, and yield (index, future)
+    as each one completes. A new one starts only when the caller has taken a completed one, so sends whose
+    outcome the caller has not recorded yet never pile up while it writes what it was given (what a worker
+    killed mid-batch would send again): at most `window` are in flight or done but not taken.
+
+    Raises TimeoutError when nothing completes for `timeout` seconds. Whatever is still running when the
+    caller stops (or on that timeout) is cancelled."""
+    waiting = iter(range(count))
+    running: dict[Future, int] = {}
+
+    def start_next():
+        index = next(waiting, None)
+        if index is not None:
+            running[start(index)] = index
+
+    for _ in range(window):
+        start_next()
+    try:
+        while running:
+            done, _ = wait(running, timeout=timeout, return_when=FIRST_COMPLETED)
+            if not done:
+                raise TimeoutError(f"nothing completed within {timeout} s")
+            for future in done:
+                yield running.pop(future), future
+                start_next()
+    finally:
+        for future in running:
+            future.cancel()
 
 
 def session_read_environment_once(session: requests.Session, url: str) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 
@@ -29,9 +30,13 @@ class EventLoopThread:
                 cls._instance = cls()
             return cls._instance
 
+    def submit(self, coroutine) -> concurrent.futures.Future:
+        """Start `coroutine` on the loop; its result (or exception) arrives in the returned future."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
     def run(self, coroutine, timeout: float):
         """Run `coroutine` on the loop and wait for its result (or exception) at most `timeout` s."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        future = self.submit(coroutine)
         try:
             return future.result(timeout)
         except TimeoutError:

@@ -98,30 +98,32 @@ class FCMProvider(Provider):
             raise outcome
         return outcome
 
-    def send_batch(self, messages: list[Message]) -> list[SendResult | ProviderError]:
-        """Send all messages, `concurrency` at a time; one outcome per message, in order."""
-        outcomes: list[SendResult | ProviderError | None] = [None] * len(messages)
+    def send_as_completed(self, messages: list[Message]):
+        """Send all messages, `concurrency` at a time, yielding each chunk's outcomes when it completes."""
         ready: list[tuple[int, messaging.Message]] = []
+        refused: dict[int, ProviderError] = {}
         for index, message in enumerate(messages):
             try:
                 ready.append((index, self.fcm_message_for(message)))
             except ProviderError as error:
-                outcomes[index] = error
+                refused[index] = error
+        yield from refused.items()
         if not ready:
-            return outcomes
+            return
 
         try:
             app = self._app_for_this_process()
         except (ValueError, OSError) as error:
             problem = PermanentError(f"FCM is misconfigured: {error}", code="configuration")
-            return [outcome or problem for outcome in outcomes]
+            for index, _ in ready:
+                yield index, problem
+            return
 
         for start in range(0, len(ready), self.concurrency):
             chunk = ready[start:start + self.concurrency]
             results = self._send_chunk(app, [fcm_message for _, fcm_message in chunk])
             for (index, _), result in zip(chunk, results):
-                outcomes[index] = self._log(messages[index], result)
-        return outcomes
+                yield index, self._log(messages[index], result)
 
     def check(self) -> list[str]:
         problems = []

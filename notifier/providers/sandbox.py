@@ -22,7 +22,7 @@ class SandboxProvider(Provider):
     def send(self, message: Message) -> SendResult:
         return self.send_batch([message])[0]
 
-    def send_batch(self, messages: list[Message]) -> list[SendResult]:
+    def send_as_completed(self, messages: list[Message]):
         # Each message is listed to the producer of its notification only (GET /api/v1/sandbox/messages).
         producers = {
             str(notification_id): producer_id
@@ -30,7 +30,8 @@ class SandboxProvider(Provider):
                 id__in={m.notification_id for m in messages}
             ).values_list("id", "producer_id")
         }
-        # ignore_conflicts: a delivery re-sent after its worker died is recorded once.
+        # One insert for the batch: every message completes at once. ignore_conflicts: a delivery re-sent
+        # after its worker died is recorded once.
         SandboxMessage.objects.bulk_create(
             [
                 SandboxMessage(
@@ -46,7 +47,8 @@ class SandboxProvider(Provider):
             ],
             ignore_conflicts=True,
         )
-        return [SendResult(provider_message_id=f"sandbox-{m.delivery_id}", status="delivered") for m in messages]
+        for index, m in enumerate(messages):
+            yield index, SendResult(provider_message_id=f"sandbox-{m.delivery_id}", status="delivered")
 
 
 def _jsonable(message: Message) -> dict:

@@ -13,8 +13,8 @@ Config keys, passed to build(config):
 
 Each message is multipart/alternative (text/plain from message.body, text/html from message.html_body
 when there is one) with a Message-ID we generate and return as provider_message_id, X-Notification-ID,
-and message.headers (List-Unsubscribe, ...). send() uses a connection of its own; send_batch() sends the
-whole batch over one connection, opening a fresh one after a connection-level failure.
+and message.headers (List-Unsubscribe, ...). send() uses a connection of its own; send_as_completed() sends
+the whole batch over one connection, opening a fresh one after a connection-level failure.
 
 Django's settings must be configured (the mail classes read DEFAULT_CHARSET), but no EMAIL_* setting is
 used: everything comes from the config.
@@ -92,31 +92,33 @@ class SMTPProvider(Provider):
         finally:
             _close_quietly(connection)
 
-    def send_batch(self, messages: list[Message]) -> list[SendResult | ProviderError]:
-        """Send the messages one after another over a single connection; one result per message, in order.
+    def send_as_completed(self, messages: list[Message]):
+        """Send the messages one after another over a single connection, yielding each outcome as it comes.
 
         After a connection-level failure the next message reconnects; when connecting itself fails, the
         rest of the batch gets that error without more attempts (the server is down or refuses us)."""
         try:
             self._refuse_bad_config()
         except PermanentError as error:
-            return [PermanentError(str(error), code=error.code) for _ in messages]
+            for index in range(len(messages)):
+                yield index, PermanentError(str(error), code=error.code)
+            return
         connection = self._connection()
-        results: list[SendResult | ProviderError] = []
         try:
             for index, message in enumerate(messages):
                 if connection.connection is None:
                     try:
                         connection.open()
                     except (smtplib.SMTPException, OSError) as error:
-                        results.extend(self._error_from(error, m) for m in messages[index:])
-                        break
-                results.append(self._outcome_on(connection, message))
-                if isinstance(results[-1], TransientError):
+                        for rest in range(index, len(messages)):
+                            yield rest, self._error_from(error, messages[rest])
+                        return
+                outcome = self._outcome_on(connection, message)
+                if isinstance(outcome, TransientError):
                     _close_quietly(connection)
+                yield index, outcome
         finally:
             _close_quietly(connection)
-        return results
 
     def email_message(self, message: Message) -> EmailMultiAlternatives:
         """The Django email for one message, with a fresh Message-ID."""

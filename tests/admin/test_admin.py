@@ -408,6 +408,10 @@ class TestValidation:
         ("timezone", "Mars/Olympus", "is not an IANA time zone"),
         ("language", "English", "is not a language tag"),
         ("attributes", '"str"', "Must be an object."),
+        # The API's one input validator (notifier/validation.py) runs on admin forms too: PostgreSQL's jsonb
+        # refuses NUL, and deep documents are refused as the API refuses them.
+        ("attributes", '{"a": "\\u0000"}', "a: Must not contain a NUL character."),
+        ("attributes", "[" * 40 + "]" * 40, "Nested more than 32 levels deep."),
     ])
     def test_a_recipients_bad_preference_is_refused_on_its_field(self, ops, order_type, reachable_user, field,
                                                                  value, error):
@@ -419,6 +423,20 @@ class TestValidation:
         assert error in str(response.context["adminform"].form.errors[field])
         stored = Recipient.objects.get(pk=reachable_user.pk)
         assert (stored.timezone, stored.channel_preferences, stored.type_preferences) == ("UTC", {}, {})
+
+    @pytest.mark.parametrize("data, error", [
+        ('{"order_id": "\\u0000"}', "order_id: Must not contain a NUL character."),
+        ('{"a": ' + "[" * 40 + "]" * 40 + "}", "Nested more than 32 levels deep."),
+    ])
+    def test_sample_data_goes_through_the_input_validator(self, ops, order_type, data, error):
+        template = order_type.templates.get(channel="in_app")
+
+        response = ops.post(reverse("admin:notifier_template_preview", args=[template.pk]),
+                            {"data": data, "user_id": "u_42", "send_test": "1"})
+
+        assert response.status_code == 200
+        assert error in response.content.decode()
+        assert not Notification.objects.exists()
 
     def test_quiet_hours_need_both_ends(self, ops, reachable_user):
         url = reverse("admin:notifier_recipient_change", args=[reachable_user.pk])

@@ -21,8 +21,9 @@ def test_with_an_idempotency_key_the_request_is_one_transaction(api, order_type,
                                                                 django_assert_num_queries):
     assert api.post("/api/v1/notifications", BODY, format="json").status_code == 202
 
-    # BEGIN, the key claimed under a savepoint (3), the recipient, the insert, the stored answer, COMMIT
-    with django_assert_num_queries(8) as captured:
+    # BEGIN, the key's advisory lock, the key claimed under a savepoint (3), the recipient, the insert,
+    # the stored answer, COMMIT
+    with django_assert_num_queries(9) as captured:
         assert api.post("/api/v1/notifications", {**BODY, "idempotency_key": "k1"}, format="json").status_code == 202
 
     statements = [q["sql"] for q in captured.captured_queries]

@@ -1,8 +1,12 @@
-"""GET /healthz when the database is down: 503, naming the database, while the broker still answers."""
+"""GET /healthz when the database is down: 503, naming the database, while the broker still answers; and
+when the broker hangs: 503 naming it, within the request's Redis budget."""
 import socket
+import time
 
 import pytest
 from django.db import connection
+
+from notifier_project.celery import app
 
 
 def closed_port() -> int:
@@ -39,3 +43,32 @@ def test_healthz_is_503_naming_the_database_when_it_is_down(client, database_dow
 
 def test_healthz_recovers_when_the_database_is_back(client, db):
     assert client.get("/healthz").json()["checks"]["database"] == "ok"
+
+
+@pytest.mark.django_db
+def test_healthz_answers_within_its_budget_naming_the_broker_when_it_hangs(client, own_redis, monkeypatch,
+                                                                          settings):
+    monkeypatch.setattr(app.conf, "broker_url", own_redis.url)
+    own_redis.hang()  # accepts connections, never answers
+
+    started = time.monotonic()
+    response = client.get("/healthz")
+    seconds = time.monotonic() - started
+
+    assert seconds < settings.NOTIFIER_REDIS_TIMEOUT_SECONDS + 0.5, f"/healthz took {seconds:.1f} s"
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "ok"
+    assert response.json()["checks"]["broker"].startswith("down")
+
+
+@pytest.mark.django_db
+def test_a_probe_by_ip_reaches_healthz_when_allowed_hosts_names_the_public_host(client, settings):
+    # docker-compose's healthcheck (and a load balancer's) asks http://127.0.0.1:8000/healthz, while
+    # ALLOWED_HOSTS names the host users reach, as README "Production" says to set it.
+    settings.ALLOWED_HOSTS = ["notifier.example.com"]
+
+    probe = client.get("/healthz", HTTP_HOST="127.0.0.1:8000")
+    other = client.get("/api/v1/notifications/00000000-0000-0000-0000-000000000000", HTTP_HOST="127.0.0.1:8000")
+
+    assert probe.status_code in (200, 503) and "checks" in probe.json()
+    assert other.status_code == 400  # every other path still checks the Host header

@@ -282,3 +282,15 @@ class TestWhoMaySeeWhat:
         assert b'event: unread_count\ndata: {"unread_count":1,"unread_count_capped":false}' in events
         assert other.status_code == 404
         assert key.status_code == 401
+
+
+@pytest.mark.parametrize("last_event_id", ["²", "99999999999999999999", "-1", "abc"])
+def test_a_last_event_id_the_stream_did_not_send_replays_nothing(api, last_event_id):
+    given_inbox("alice", count=1)
+
+    with override_settings(NOTIFIER_INBOX_STREAM_SECONDS=0):
+        response = api.get("/api/v1/users/alice/notifications/stream", HTTP_LAST_EVENT_ID=last_event_id)
+        events = b"".join(response.streaming_content)
+
+    assert response.status_code == 200
+    assert b"event: notification" not in events and b"event: unread_count" in events

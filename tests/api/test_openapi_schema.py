@@ -41,6 +41,49 @@ def test_generating_it_raises_no_warnings(capsys):
     assert not GENERATOR_STATS, capsys.readouterr().err
 
 
+def test_path_parameters_show_what_the_api_accepts(schema):
+    from notifier.validation import USER_ID_PATTERN
+
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "user_id":
+                    assert parameter["schema"]["pattern"] == USER_ID_PATTERN, f"{method} {path}"
+                elif parameter["name"] == "notification_id" and parameter["in"] == "path":
+                    assert parameter["schema"] == {"type": "string", "format": "uuid"}, f"{method} {path}"
+
+
+def request_schema(schema, path, method):
+    reference = schema["paths"][path][method]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    return schema["components"]["schemas"][reference.rsplit("/", 1)[1]]
+
+
+def resolve(schema, node):
+    while "$ref" in node:
+        node = schema["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def test_the_notification_request_describes_its_recipients(schema):
+    from notifier.validation import USER_ID_PATTERN
+
+    body = request_schema(schema, "/api/v1/notifications", "post")
+    recipient = resolve(schema, body["properties"]["recipients"]["items"])
+
+    assert body["properties"]["user_id"]["pattern"] == USER_ID_PATTERN
+    assert recipient["required"] == ["user_id"]
+    assert set(recipient["properties"]) == {"user_id", "data", "channels", "email", "phone", "timezone", "language"}
+    assert body["properties"]["data"]["type"] == "object"
+
+
+def test_the_preferences_document_is_described(schema):
+    for method in ("put", "patch"):
+        body = request_schema(schema, "/api/v1/users/{user_id}/notification-preferences", method)
+
+        assert set(body["properties"]) == {"channels", "types", "quiet_hours", "language", "marketing_opt_in",
+                                           "digest"}
+
+
 def test_both_cancel_endpoints_describe_their_request_answer_and_errors(schema):
     paths = schema["paths"]
     by_id = paths["/api/v1/notifications/{notification_id}/cancel"]["post"]

@@ -25,6 +25,7 @@ NOTIFICATION_ID = "00000000-0000-0000-0000-000000000001"
 ENDPOINTS = [
     ("POST", "notification-create", {}, "send"),
     ("GET", "notification-detail", {"notification_id": NOTIFICATION_ID}, "send"),
+    ("GET", "notification-deliveries", {"notification_id": NOTIFICATION_ID}, "send"),
     ("POST", "notification-cancel", {"notification_id": NOTIFICATION_ID}, "send"),
     ("POST", "notification-cancel-by-key", {}, "send"),
     ("GET", "user", {"user_id": "u_1"}, "users:read"),

@@ -108,7 +108,7 @@ class TestTypesAndTemplates:
 
         assert (v1["version"], v2["version"]) == (1, 2)
         assert [t.active for t in Template.objects.order_by("version")] == [False, True]
-        listed = admin_api.get("/api/v1/templates?type=password_reset").json()
+        listed = admin_api.get("/api/v1/templates?type=password_reset").json()["templates"]
         assert [t["version"] for t in listed] == [2, 1]
 
     def test_a_template_with_bad_syntax_is_400_naming_the_field(self, admin_api, order_type):

@@ -2,6 +2,7 @@
 import socket
 import threading
 import time
+from collections import Counter
 from datetime import timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from django.test import override_settings
 from notifier.models import Delivery, InboxItem, Notification, SandboxMessage
 from notifier.pipeline.sweep import release_expired_claims, sweep
 from tests.e2e.conftest import free_port, wait_until
+from tests.fakes.sendgrid import FakeSendGrid
 from tests.support import scripted_provider
 from tests.support.scripted_provider import script, scripted_left
 
@@ -127,3 +129,55 @@ def test_a_delivery_whose_worker_is_killed_mid_send_is_sent_by_another_worker(
     delivery = Delivery.objects.get(target="ios-token-1")
     assert delivery.attempts == 2
     assert [s["to"] for s in scripted_provider.sent()].count("ios-token-1") == 1
+
+
+def test_a_worker_killed_mid_batch_sends_again_only_what_was_in_flight(order_type, start_worker):
+    from notifier.models import Recipient
+    from notifier.pipeline.dispatch import RECORD_GROUP_SIZE
+    from notifier.pipeline.route import route_due
+    from notifier.providers.sendgrid import SendGridProvider
+    from tests.pipeline.test_route import make_notification
+
+    count = 450
+    for i in range(count):
+        make_notification(order_type, Recipient.objects.create(user_id=f"user-{i}", email=f"user-{i}@example.com"),
+                          channels=["email"])
+    route_due("high", batch_size=count)
+    with FakeSendGrid(latency=0.02) as sendgrid:  # records every call it takes, as a real provider's log would
+        env = {"NOTIFIER_EMAIL_PROVIDERS": "sendgrid", "SENDGRID_API_KEY": sendgrid.api_key,
+               "SENDGRID_HOST": sendgrid.url, "EMAIL_FROM": "shop@example.com", "NOTIFIER_DELIVER_BATCH_SIZE": count}
+        doomed = start_worker(queues=["email.high"], concurrency=1, **env)
+        wait_until(lambda: len(sendgrid.requests) >= count // 2, timeout=60)
+
+        doomed.kill()  # SIGKILL in the middle of its one batch of 450
+
+        # Its database session ends (rolling back a group it was writing) once PostgreSQL sees it gone.
+        wait_until(lambda: other_database_sessions() == 0)
+        recorded_before_the_kill = Delivery.objects.filter(status="sent").count()
+        with override_settings(NOTIFIER_CLAIM_LEASE_SECONDS=0):
+            assert release_expired_claims() == count - recorded_before_the_kill
+        start_worker(queues=["email.high"], **env)
+
+        def all_sent():
+            sweep()  # stands in for beat: the killed worker took its queue's pending wake-up with it
+            return not Delivery.objects.exclude(status="sent").exists()
+
+        wait_until(all_sent, timeout=90, interval=1)
+        calls = Counter(personalization["custom_args"]["delivery_id"] for request in sendgrid.requests
+                        for personalization in request.body["personalizations"])
+
+    assert 0 < recorded_before_the_kill < count  # it died mid-batch, with outcomes already recorded
+    assert set(calls) == {str(i) for i in Delivery.objects.values_list("id", flat=True)}  # nothing lost
+    duplicates = sum(n - 1 for n in calls.values())
+    # Sent twice: only what was in flight at the kill, and the one group of outcomes not yet recorded.
+    assert duplicates <= SendGridProvider.batch_concurrency + RECORD_GROUP_SIZE, calls.most_common(5)
+    assert not Notification.objects.exclude(status="delivered").exists()
+
+
+def other_database_sessions() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                       "AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+        return cursor.fetchone()[0]

@@ -230,3 +230,20 @@ def test_two_beat_ticks_flushing_at_once_send_each_digest_exactly_once(photo_lik
         "Carol and 1 others liked your photo"}
     assert not DigestBatch.objects.filter(status="open").exists()
     assert DigestBatch.objects.filter(delivery__isnull=True).count() == 0
+
+
+def test_one_flush_sends_every_window_that_has_ended_in_batches_of_set_based_writes(
+    photo_liked, django_assert_max_num_queries
+):
+    for i in range(12):
+        like(photo_liked, make_reachable_user(f"u{i}", devices=((("ios", f"token-{i}"),))), "Bob")
+    route_due("medium")
+
+    # 3 batches of 5, 5 and 2; each: lock, templates, devices, deliveries, batches, notifications, and
+    # its savepoint; then one query finds nothing more.
+    with django_assert_max_num_queries(3 * 8 + 1):
+        flushed = digests_flush(now=timezone.now() + timedelta(seconds=601), batch_size=5)
+
+    assert flushed == 12
+    assert not DigestBatch.objects.filter(status="open").exists()
+    assert Delivery.objects.filter(channel="push").count() == 12

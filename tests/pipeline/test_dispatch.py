@@ -6,7 +6,7 @@ from django.db import connection
 from django.utils import timezone
 
 from notifier.models import Delivery, DeliveryStatus, Device, InboxItem, NotificationStatus, Recipient, SandboxMessage
-from notifier.pipeline.dispatch import deliver_due, deliveries_claim, retry_delay
+from notifier.pipeline.dispatch import deliver_due, deliveries_claim, deliveries_send, retry_delay
 from notifier.pipeline.route import route_due
 from notifier.pipeline.sweep import release_expired_claims, wake_due_queues
 from tests.pipeline.test_route import make_notification
@@ -254,3 +254,143 @@ def test_the_last_two_deliveries_recorded_at_once_by_two_workers_close_the_notif
     assert errors == []
     notification.refresh_from_db()
     assert notification.status == NotificationStatus.DELIVERED
+
+
+def test_a_worker_that_outlived_its_lease_cannot_overwrite_the_next_claims_outcome(scripted, routed, caplog):
+    stale = deliveries_claim("sms", "high", 10)  # worker A claims, then stalls past its lease
+    release_expired_claims(now=timezone.now() + timedelta(days=1))
+    script("+14155550100", {"kind": "permanent", "code": "21211"})
+    deliver_due("sms", "high")  # worker B takes it again: the provider refuses the number for good
+
+    deliveries_send(stale)  # worker A wakes up, and its send succeeds
+
+    sms = Delivery.objects.get(channel="sms")
+    assert (sms.status, sms.attempts) == (DeliveryStatus.FAILED, 2)
+    assert "21211" in sms.last_error
+    assert f"lost the claim on delivery {sms.id}" in caplog.text
+
+
+def test_a_stale_workers_outcome_has_no_side_effects(scripted, routed):
+    stale = deliveries_claim("push", "high", 10)
+    release_expired_claims(now=timezone.now() + timedelta(days=1))  # back in the queue
+    script("ios-token-1", {"kind": "permanent", "code": "Unregistered", "target_gone": True})
+    script("android-token-1", {"kind": "permanent", "code": "UNREGISTERED", "target_gone": True})
+
+    deliveries_send(stale)
+
+    assert set(Delivery.objects.filter(channel="push").values_list("status", flat=True)) == {"queued"}
+    assert Device.objects.filter(active=True).count() == 2  # the next claim decides, not the stale one
+
+
+def notifications_for_many_users(order_type, count, channels):
+    from tests.conftest import make_reachable_user
+
+    for i in range(count):
+        make_notification(order_type, make_reachable_user(f"user-{i}", devices=[("ios", f"token-{i}")]),
+                          channels=channels)
+    route_due("high", batch_size=count)
+
+
+def test_gone_tokens_are_deactivated_in_a_fixed_number_of_queries(scripted, order_type, django_assert_max_num_queries):
+    from notifier.pipeline.dispatch import targets_gone
+
+    notifications_for_many_users(order_type, 30, ["push"])
+    deliveries = list(Delivery.objects.filter(channel="push"))
+    for delivery in deliveries:
+        delivery.last_error = "apns permanent: Unregistered"
+
+    with django_assert_max_num_queries(2):
+        targets_gone(deliveries)
+
+    assert not Device.objects.filter(active=True).exists()
+    assert set(Device.objects.values_list("deactivated_reason", flat=True)) == {"apns permanent: Unregistered"}
+
+
+def test_outcomes_are_recorded_as_sends_complete_so_a_worker_dying_mid_batch_loses_few(scripted, order_type):
+    from notifier.pipeline.dispatch import RECORD_GROUP_SIZE
+    from notifier.providers.registry import provider_get
+
+    notifications_for_many_users(order_type, 150, ["email"])
+    script("user-120@example.com", {"kind": "die"})
+
+    with pytest.raises(scripted_provider.WorkerDied):
+        deliver_due("email", "high")
+
+    sent = {s["delivery_id"] for s in scripted_provider.sent()}
+    recorded = set(Delivery.objects.filter(channel="email", status="sent").values_list("id", flat=True))
+    assert recorded <= sent and len(sent) >= 100
+    # What a crash costs: the sends in flight and the outcomes not yet recorded, never the whole batch.
+    in_flight = provider_get(SCRIPTED, "email").batch_concurrency
+    assert len(sent - recorded) <= in_flight + RECORD_GROUP_SIZE
+
+
+def test_a_batch_costs_a_few_queries_per_group_of_outcomes_whatever_its_size(
+    scripted, order_type, django_assert_max_num_queries, monkeypatch
+):
+    from notifier.pipeline import dispatch
+    from notifier.pipeline.dispatch import RECORD_GROUP_SIZE
+
+    monkeypatch.setattr(dispatch, "RECORD_INTERVAL_SECONDS", 60)  # groups by size only, however slow the machine
+    notifications_for_many_users(order_type, 200, ["push"])
+    for i in range(0, 200, 2):  # half the tokens are gone: deactivating them is set-based too
+        script(f"token-{i}", {"kind": "permanent", "code": "Unregistered", "target_gone": True})
+    groups = -(-200 // RECORD_GROUP_SIZE)
+
+    # The claim: 3, and its savepoint 2. Per group: its transaction's and the outcomes' savepoints 4, the
+    # outcomes 1, the devices 2, the notifications up to 5.
+    with django_assert_max_num_queries(5 + groups * 12):
+        assert deliver_due("push", "high") == 200
+
+    assert Device.objects.filter(active=False).count() == 100
+    assert Delivery.objects.filter(status="sent").count() == 100
+
+
+def test_an_inbox_item_that_cannot_be_stored_fails_alone_and_the_rest_of_its_batch_is_delivered(order_type):
+    notifications_for_many_users(order_type, 100, ["in_app"])
+    # Rendered before its title was checked against the inbox's column (255 characters).
+    bad = Delivery.objects.filter(channel="in_app").order_by("id")[50]
+    Delivery.objects.filter(id=bad.id).update(content={**bad.content, "title": "t" * 300})
+
+    assert deliver_due("in_app", "high") == 100
+
+    bad.refresh_from_db()
+    assert (bad.status, bad.attempts) == (DeliveryStatus.FAILED, 1)
+    assert "value too long" in bad.last_error
+    others = Delivery.objects.filter(channel="in_app").exclude(id=bad.id)
+    assert set(others.values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+    assert InboxItem.objects.count() == 99
+    assert bad.notification.status == NotificationStatus.FAILED
+
+
+def test_an_outcome_that_cannot_be_recorded_fails_alone_and_the_rest_are_recorded(scripted, order_type):
+    notifications_for_many_users(order_type, 20, ["email"])
+    script("user-7@example.com", {"kind": "ok", "provider_message_id": "m" * 300})  # over the 255 column
+
+    assert deliver_due("email", "high") == 20
+
+    bad = Delivery.objects.get(target="user-7@example.com")
+    assert bad.status == DeliveryStatus.FAILED
+    assert "could not be recorded" in bad.last_error and "value too long" in bad.last_error
+    assert Delivery.objects.filter(channel="email", status="sent").count() == 19
+
+
+def test_a_delivery_that_dies_through_the_lease_closes_its_notification_and_keeps_its_last_error(
+    scripted, order_type, reachable_user, settings
+):
+    notification = make_notification(order_type, reachable_user, channels=["email"])
+    route_due("high")
+    script("u_42@example.com", {"kind": "transient", "code": "503"})
+    deliver_due("email", "high")  # a real error, then retries until the last allowed attempt
+    max_attempts = settings.NOTIFIER_RETRY_POLICY["high"]["max_attempts"]
+    Delivery.objects.filter(channel="email").update(attempts=max_attempts - 1, next_attempt_at=timezone.now())
+    deliveries_claim("email", "high", 10)  # the last attempt; its worker dies
+
+    release_expired_claims(now=timezone.now() + timedelta(days=1))
+
+    email = Delivery.objects.get(channel="email")
+    assert email.status == DeliveryStatus.DEAD
+    assert "scripted outage" in email.last_error and "503" in email.last_error
+    assert "worker lost during the last allowed attempt" in email.last_error
+    notification.refresh_from_db()
+    assert notification.status == NotificationStatus.FAILED
+    assert notification.completed_at is not None

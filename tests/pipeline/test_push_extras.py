@@ -106,7 +106,7 @@ class TestAPI:
         assert (response.json()["badge"], response.json()["sound"]) == (1, "default")
         active = Template.objects.get(type=order_type, channel="push", active=True)
         assert (active.badge, active.sound, active.version) == (1, "default", 2)
-        listed = admin_api.get("/api/v1/templates?type=order_shipped").json()
+        listed = admin_api.get("/api/v1/templates?type=order_shipped").json()["templates"]
         assert {(t["channel"], t["version"]): (t["badge"], t["sound"]) for t in listed}[("push", 2)] == (1, "default")
 
     def test_templates_api_refuses_badge_and_sound_off_push_and_a_negative_badge(self, admin_api, order_type):

@@ -245,6 +245,12 @@ class TestChannelLimits:
         with pytest.raises(RenderError, match="email subject is 303 characters"):
             render(subject="Hi {{ name }}", data={"name": "a" * 300})
 
+    @pytest.mark.parametrize("field, limit", [("title", 255), ("action_url", 1000)])
+    def test_an_in_app_field_longer_than_the_inbox_stores_fails_naming_the_field(self, field, limit):
+        with pytest.raises(RenderError, match=f"in-app {field} is {limit + 1} characters, over the {limit} the inbox stores"):
+            render("in_app", data={"name": "a" * (limit + 1)}, **{field: "{{ name }}"})
+        assert render("in_app", data={"name": "a" * limit}, **{field: "{{ name }}"})[field] == "a" * limit
+
 
 class TestMarketingEmail:
     def test_a_marketing_email_template_without_an_unsubscribe_link_is_refused(self):

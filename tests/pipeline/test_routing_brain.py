@@ -13,6 +13,7 @@ from notifier.pipeline.holds import release_due_holds
 from notifier.pipeline.quiet_hours import quiet_hours_release_at
 from notifier.pipeline.rate_limits import KEY_PREFIX, LimitCheck, rate_limits_check
 from notifier.pipeline.route import route_due
+from tests.api.test_health import closed_port
 from tests.conftest import make_order_type, make_reachable_user
 from tests.pipeline.test_route import make_notification
 
@@ -239,7 +240,7 @@ class TestRateLimits:
         def check(index):
             start.wait()
             verdicts.extend(rate_limits_check(
-                [LimitCheck(recipient_id=7, channel="push", type_key="order_shipped", category="transactional",
+                [LimitCheck(user_id="u_7", channel="push", type_key="order_shipped", category="transactional",
                             member=f"notification-{index}", hold=False)], timezone.now()))
 
         threads = [threading.Thread(target=check, args=(i,)) for i in range(90)]
@@ -251,7 +252,36 @@ class TestRateLimits:
         assert len(verdicts) == 90
         assert sum(not v.limited for v in verdicts) == limit == 30
         assert {v.reason for v in verdicts if v.limited} == {"rate limited: 30/hour push"}
-        assert clean_redis.zcard(f"{KEY_PREFIX}7:channel:push") == limit
+        assert clean_redis.zcard(f"{KEY_PREFIX}channel:push:u_7") == limit
+
+    def test_windows_belong_to_the_user_id_not_the_row_so_a_fresh_database_inherits_nothing(
+        self, order_type, clean_redis
+    ):
+        # Redis outlived the database: the old database's recipient with this row id filled its push window.
+        newcomer = make_reachable_user("u_new")
+        now_ms = int(timezone.now().timestamp() * 1000)
+        clean_redis.zadd(f"{KEY_PREFIX}{newcomer.id}:channel:push", {f"old-{i}": now_ms for i in range(30)})
+        notification = make_notification(order_type, newcomer, channels=["push"])
+
+        route()
+
+        assert reasons(notification)["push"] == ("queued", "")
+        assert clean_redis.zcard(f"{KEY_PREFIX}channel:push:u_new") == 1
+
+    def test_routing_goes_on_when_redis_refuses_and_the_decision_says_limits_were_not_checked(
+        self, order_type, reachable_user, settings, caplog
+    ):
+        settings.REDIS_URL = f"redis://127.0.0.1:{closed_port()}/0"  # every connect is refused
+        notification = make_notification(order_type, reachable_user, channels=["push", "email"])
+
+        route()
+
+        decisions = {d["channel"]: d for d in Notification.objects.get(id=notification.id).decisions}
+        assert {channel: d["decision"] for channel, d in decisions.items()} == {"push": "queued", "email": "queued"}
+        for decision in decisions.values():
+            assert decision["note"].startswith("rate limits not checked: Redis unreachable"), decision
+        assert Delivery.objects.filter(notification=notification, status="queued").count() == 3
+        assert "rate limits not checked" in caplog.text
 
     def test_a_type_set_to_hold_waits_until_the_window_has_room_and_is_released_then(self, reachable_user,
                                                                                     settings):

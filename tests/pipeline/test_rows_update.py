@@ -1,3 +1,5 @@
+import pytest
+from django.db import DataError
 from django.utils import timezone
 
 from notifier.db import rows_update
@@ -29,3 +31,32 @@ def test_it_writes_the_named_fields_of_each_row_and_leaves_the_others(db):
 def test_nothing_to_write_runs_no_query(db, django_assert_num_queries):
     with django_assert_num_queries(0):
         rows_update([], ["status"])
+
+
+def test_a_row_that_no_longer_holds_the_where_values_is_left_as_it_is(db):
+    producer, _ = make_producer()
+    notification_type, recipient = make_order_type(), make_reachable_user()
+    kept, moved_on = (
+        Notification.objects.create(producer=producer, type=notification_type, recipient=recipient,
+                                    priority="high", due_at=timezone.now(), data={}, status="processing")
+        for _ in range(2)
+    )
+    Notification.objects.filter(id=moved_on.id).update(status="cancelled")  # changed since it was read
+    kept.status = moved_on.status = NotificationStatus.DELIVERED
+
+    written = rows_update([kept, moved_on], ["status"], where={"status": "processing"})
+
+    assert written == {kept.id}
+    assert Notification.objects.get(id=moved_on.id).status == "cancelled"
+    assert Notification.objects.get(id=kept.id).status == "delivered"
+
+
+def test_a_value_too_long_for_its_column_is_refused_not_cut(db):
+    producer, _ = make_producer()
+    notification = Notification.objects.create(producer=producer, type=make_order_type(),
+                                               recipient=make_reachable_user(), priority="high",
+                                               due_at=timezone.now(), data={})
+    notification.collapse_key = "k" * 65  # the column holds 64
+
+    with pytest.raises(DataError):
+        rows_update([notification], ["collapse_key"])

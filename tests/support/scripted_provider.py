@@ -22,13 +22,19 @@ def _redis():
 
 def script(target: str, *outcomes: dict) -> None:
     """Queue answers for a target, used one per send; once used up, sends succeed.
-    An outcome is {"kind": "transient" | "permanent" | "rate_limited" | "sleep", ...}."""
+    An outcome is {"kind": "transient" | "permanent" | "rate_limited" | "sleep" | "ok" | "die", ...}:
+    "ok" may set the "provider_message_id"; "die" raises WorkerDied, as if the worker died mid-send."""
     _redis().rpush(SCRIPT_KEY + target, *[json.dumps(o) for o in outcomes])
 
 
 def scripted_left(target: str) -> int:
     """How many scripted answers for `target` no send has taken yet."""
     return _redis().llen(SCRIPT_KEY + target)
+
+
+class WorkerDied(BaseException):
+    """Raised by a "die" outcome. A BaseException, like the SystemExit of a dying worker: no adapter
+    turns it into a provider error."""
 
 
 def sent() -> list[dict]:
@@ -54,9 +60,11 @@ class ScriptedProvider(Provider):
                                  target_gone=outcome.get("target_gone", False))
         if kind == "rate_limited":
             raise RateLimited("scripted rate limit", retry_after=outcome.get("retry_after"), code="429")
+        if kind == "die":
+            raise WorkerDied(message.to)
         _redis().rpush(SENT_KEY, json.dumps({"to": message.to, "delivery_id": message.delivery_id,
                                              "title": message.title, "body": message.body}))
-        return SendResult(provider_message_id=f"scripted-{message.delivery_id}")
+        return SendResult(provider_message_id=outcome.get("provider_message_id", f"scripted-{message.delivery_id}"))
 
 
 def build(config):

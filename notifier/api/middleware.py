@@ -1,0 +1,72 @@
+"""Checks on everything a request to /api/ brings besides its JSON body (which ORJSONParser checks), made
+before any view runs, so that every endpoint, including one added later, is covered:
+
+- the body's size: over NOTIFIER_MAX_REQUEST_BYTES is a 413, answered from the declared Content-Length
+  before a byte is read, and for a chunked body (no Content-Length) after reading at most the limit + 1;
+- every query parameter and path segment: notifier.validation.text_problem, and a `user_id` path segment
+  must be a user id (validate_user_id). A 400 names the parameter or segment (`cursor`, `user_id`).
+"""
+import io
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from notifier.api.errors import error_response
+from notifier.validation import text_problem, validate_user_id
+
+API_PREFIX = "/api/"
+
+
+class ApiInputMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info.startswith(API_PREFIX) and not self._bound_body(request):
+            limit = settings.NOTIFIER_MAX_REQUEST_BYTES
+            return error_response(413, "request_too_large", f"The request body is larger than {limit} bytes.")
+        return self.get_response(request)
+
+    def _bound_body(self, request) -> bool:
+        """False when the body is over the limit. A chunked body is read here, at most the limit + 1 bytes,
+        and handed on as a body of known length."""
+        limit = settings.NOTIFIER_MAX_REQUEST_BYTES
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared:
+            # Django's request stream reads at most the declared length, so this bounds what is read.
+            return declared <= limit
+        chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
+        if chunked and request.META.get("wsgi.input_terminated"):
+            # No length to check up front: read at most one byte past the limit. Django would otherwise read
+            # a chunked body as empty; a server that decodes the chunks and ends the stream (gunicorn) says
+            # so with wsgi.input_terminated.
+            body = request.META["wsgi.input"].read(limit + 1)
+            if len(body) > limit:
+                return False
+            request.META["CONTENT_LENGTH"] = str(len(body))
+            request._stream = io.BytesIO(body)  # as HttpRequest.body does once it has read the body
+        return True
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        if not request.path_info.startswith(API_PREFIX):
+            return None
+        errors = {}
+        for name, value in view_kwargs.items():
+            if problem := text_problem(value):
+                errors[name] = [problem]
+            elif name == "user_id":
+                try:
+                    validate_user_id(value)
+                except ValidationError as error:
+                    errors[name] = list(error.messages)
+        for name, values in request.GET.lists():
+            problems = [problem for value in values if (problem := text_problem(value))]
+            if problems:
+                errors[name] = problems[:1]
+        if not errors:
+            return None
+        first_name, first_problems = next(iter(errors.items()))
+        return error_response(400, "invalid", f"{first_name}: {first_problems[0]}", errors)
