@@ -392,7 +392,7 @@ class NotificationAdmin(ReadOnlyAdmin):
     fields = ["id", "type", "recipient", "producer", "status", "priority", "channels", "fallback_channels",
               "escalation", "escalate_at", "data", "decision_trail",
               "idempotency_key", "collapse_key", "schedule_at", "expires_at", "created_at", "routed_at",
-              "completed_at"]
+              "completed_at", "cancelled_at"]
     readonly_fields = fields
     inlines = [DeliveryInline]
     actions = ["resend"]

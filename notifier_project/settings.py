@@ -175,6 +175,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "ChannelEnum": "notifier.models.choices.Channel",
         "PriorityEnum": "notifier.models.choices.Priority",
+        "NotificationStatusEnum": "notifier.models.choices.NotificationStatus",
     },
 }
 

@@ -7,7 +7,8 @@ setting.
 import pytest
 from django.db import connection, transaction
 
-from notifier.models import Delivery, Producer, Recipient
+from notifier.models import Delivery, Notification, Producer, Recipient
+from notifier.pipeline.cancel import by_idempotency_key
 from notifier.selectors import sandbox_messages
 
 pytestmark = pytest.mark.django_db
@@ -48,3 +49,11 @@ def test_finding_a_delivery_by_provider_message_id_uses_an_index():
     plan = plan_of(Delivery.objects.filter(provider_message_id="SM0123456789abcdef0123456789abcdef"))
 
     assert "delivery_provider_msg" in plan, plan
+
+
+def test_cancelling_by_idempotency_key_finds_the_notifications_by_an_index():
+    # pipeline/cancel.py, notifications_cancel_by_key: a producer's notifications made under one key.
+    producer, _ = Producer.create_with_key("shop", ["send"])
+    plan = plan_of(Notification.objects.filter(by_idempotency_key(producer, "order-789")))
+
+    assert "notification_idempotency_key" in plan, plan

@@ -9,8 +9,21 @@ import orjson
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
-from rest_framework import exceptions
+from rest_framework import exceptions, serializers
 from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text='"invalid", "not_found", "permission_denied", …')
+    message = serializers.CharField()
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False,
+                                   help_text="For code invalid: each bad field's path and what is wrong with it.")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The shape of every error answer (described for the OpenAPI schema)."""
+
+    error = ErrorDetailSerializer()
 
 
 def exception_handler(exc, context):

@@ -443,7 +443,7 @@ class NotificationSerializer(serializers.ModelSerializer):
         fields = ["id", "type", "user_id", "status", "priority", "channels", "fallback_channels", "escalate",
                   "escalate_at", "data", "decisions",
                   "idempotency_key", "collapse_key", "schedule_at", "expires_at", "created_at", "routed_at",
-                  "completed_at",
+                  "completed_at", "cancelled_at",
                   "deliveries", "deliveries_next_cursor"]
 
 

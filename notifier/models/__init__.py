@@ -1,6 +1,7 @@
 from .choices import (  # noqa: F401
     DELIVERY_IN_FLIGHT_STATUSES,
     DELIVERY_SUCCESS_STATUSES,
+    DELIVERY_WAITING_STATUSES,
     NOTIFICATION_OPEN_STATUSES,
     Category,
     Channel,

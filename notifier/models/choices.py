@@ -69,7 +69,10 @@ class DeliveryStatus(models.TextChoices):
 
 
 NOTIFICATION_OPEN_STATUSES = (NotificationStatus.ACCEPTED, NotificationStatus.SCHEDULED)
-DELIVERY_IN_FLIGHT_STATUSES = (DeliveryStatus.QUEUED, DeliveryStatus.HELD, DeliveryStatus.SENDING)
+# Not handed to a provider yet: a cancel stops these (pipeline/cancel.py). A new way for a delivery to wait
+# joins this tuple, and cancel, the notification's closing rule and the API follow.
+DELIVERY_WAITING_STATUSES = (DeliveryStatus.QUEUED, DeliveryStatus.HELD)
+DELIVERY_IN_FLIGHT_STATUSES = (*DELIVERY_WAITING_STATUSES, DeliveryStatus.SENDING)
 DELIVERY_SUCCESS_STATUSES = (
     DeliveryStatus.SENT,
     DeliveryStatus.DELIVERED,

@@ -40,6 +40,9 @@ class Notification(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     routed_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
+    # When the producer cancelled it (pipeline/cancel.py). A delivery that was already with a worker then
+    # finishes its attempt, but is never sent again: no retry, no return to the queue.
+    cancelled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -51,6 +54,9 @@ class Notification(models.Model):
             models.Index(fields=["escalate_at"], condition=Q(escalate_at__isnull=False), name="notification_escalation"),
             models.Index(fields=["producer", "-created_at"], name="notification_producer"),
             models.Index(fields=["recipient", "-created_at"], name="notification_recipient"),
+            # Cancel by idempotency key: every notification a producer's request made under that key.
+            models.Index(fields=["producer", "idempotency_key"], condition=~Q(idempotency_key=""),
+                         name="notification_idempotency_key"),
         ]
 
     def __str__(self):

@@ -8,6 +8,9 @@ once with the count and the items — the template sees its usual variables (the
 your photo") — and becomes one Delivery on the batch's newest notification. The batch is locked and marked
 flushed in the transaction that creates the Delivery, so each window is sent exactly once.
 
+A cancel (pipeline/cancel.py) takes a notification out of the open batch it waits in: the route step
+records the batch's id in the notification's "digested" decision, so the cancel finds it.
+
 Never digested: the in-app inbox (it shows every item), critical types and high-priority notifications.
 The window is the user's digest setting when it is "hourly" or "daily", else the type's own
 `digest_window_seconds`; a type with no window is never digested.
@@ -65,10 +68,10 @@ def digest_window(notification, channel: str, recipient) -> int:
 def digests_collect(notifications, now) -> None:
     """Add every notification × channel the route step marked "digested" to its open batch, opening batches
     as needed. Runs in the route step's transaction; a fixed number of queries per route batch."""
-    pairs = [(n, d["channel"], d["window"]) for n in notifications for d in n.decisions if d["decision"] == "digested"]
+    pairs = [(n, d) for n in notifications for d in n.decisions if d["decision"] == "digested"]
     if not pairs:
         return
-    keys = {(n.recipient_id, n.type_id, channel): window for n, channel, window in pairs}
+    keys = {(n.recipient_id, n.type_id, d["channel"]): d["window"] for n, d in pairs}
     # Open the missing batches; a concurrent route worker may open the same one: its insert waits on ours
     # at the unique index, then is ignored, and both append under the row lock below.
     DigestBatch.objects.bulk_create(
@@ -87,8 +90,9 @@ def digests_collect(notifications, now) -> None:
         if (r, t, c) not in batches:  # flushed between our insert and our lock: open the next one
             batches[(r, t, c)] = DigestBatch.objects.create(recipient_id=r, type_id=t, channel=c,
                                                             window_ends_at=now + timedelta(seconds=window))
-    for notification, channel, _ in pairs:
-        batch = batches[(notification.recipient_id, notification.type_id, channel)]
+    for notification, decision in pairs:
+        batch = batches[(notification.recipient_id, notification.type_id, decision["channel"])]
+        decision["digest_batch"] = batch.id  # so that a cancel finds the batch to take it out of
         batch.count += 1
         item = {"notification_id": str(notification.id), "data": notification.data,
                 "created_at": notification.created_at.isoformat() if notification.created_at else now.isoformat()}

@@ -29,6 +29,7 @@ from notifier.db import rows_update, rows_write_isolated
 from notifier.models import (
     DELIVERY_IN_FLIGHT_STATUSES,
     DELIVERY_SUCCESS_STATUSES,
+    DELIVERY_WAITING_STATUSES,
     Delivery,
     DeliveryStatus,
     Device,
@@ -42,9 +43,10 @@ from notifier.providers.base import PermanentError, ProviderError, RateLimited, 
 
 log = logging.getLogger(__name__)
 
+CANCELLED_REASON = "cancelled by the producer"
 _RECORDED_FIELDS = [
-    "status", "provider", "provider_message_id", "last_error", "next_attempt_at", "claim_token", "sent_at",
-    "failed_at", "attempts",  # a deferred send gives its attempt back
+    "status", "status_reason", "provider", "provider_message_id", "last_error", "next_attempt_at", "claim_token",
+    "sent_at", "failed_at", "attempts",  # a deferred send gives its attempt back
 ]
 # What is written when a delivery's outcome cannot be: none of the fields the provider's answer filled.
 _UNRECORDABLE_FIELDS = ["status", "last_error", "claim_token", "failed_at"]
@@ -99,7 +101,12 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
     live = []
     for delivery in deliveries:
         expires_at = delivery.notification.expires_at
-        if expires_at and expires_at <= now:
+        if delivery.notification.cancelled_at:
+            # Back in the queue after its notification was cancelled (a worker died mid-send): never resent.
+            delivery.status, delivery.claim_token = DeliveryStatus.CANCELLED, None
+            delivery.status_reason = CANCELLED_REASON
+            group.append((delivery, None))
+        elif expires_at and expires_at <= now:
             delivery.status = DeliveryStatus.EXPIRED
             delivery.last_error = f"expired at {expires_at.isoformat()} before it could be sent"
             delivery.failed_at, delivery.claim_token = now, None
@@ -223,23 +230,30 @@ def targets_gone(deliveries: list[Delivery]) -> None:
 
 
 def notifications_refresh_status(notification_ids) -> None:
-    """Close the notifications whose deliveries have all finished: delivered, partially delivered or
-    failed, or, when none succeeded and a fallback channel is left, start that fallback instead
-    (pipeline/fallback.py). Two queries and at most three updates, whatever the number of notifications,
-    and a fixed number more when some fall back.
+    """Close the notifications whose deliveries have all finished: delivered, partially delivered, failed,
+    or cancelled (nothing succeeded and something was cancelled), or, when none succeeded and a fallback
+    channel is left, start that fallback instead (pipeline/fallback.py). Two queries and at most five
+    updates, whatever the number of notifications, and a fixed number more when some fall back.
 
     The open notifications are locked first. Two workers recording the last two deliveries of one
     notification at once would otherwise each count the other's as still in flight (not committed yet),
-    and neither would close it; with the lock, the second counts after the first has committed."""
+    and neither would close it; with the lock, the second counts after the first has committed. A
+    cancel takes the same lock (pipeline/cancel.py), so a delivery this batch puts back in the queue for a
+    retry is cancelled here if its notification was cancelled while it was being sent."""
     with transaction.atomic(savepoint=False):
-        locked = (
+        locked = list(
             Notification.objects.select_for_update()
             .filter(id__in=notification_ids, status=NotificationStatus.PROCESSING)
             .order_by("id")  # one lock order for every worker: no deadlock between overlapping batches
-            .values_list("id", "escalate_at")
+            .values_list("id", "escalate_at", "cancelled_at")
         )
+        cancelled_ids = [id_ for id_, _, cancelled_at in locked if cancelled_at]
+        if cancelled_ids:
+            Delivery.objects.filter(notification_id__in=cancelled_ids, status__in=DELIVERY_WAITING_STATUSES).update(
+                status=DeliveryStatus.CANCELLED, status_reason=CANCELLED_REASON
+            )
         # A pending escalation keeps its notification open; whoever ends it refreshes it (escalation.py).
-        open_ids = [notification_id for notification_id, escalate_at in locked if escalate_at is None]
+        open_ids = [id_ for id_, escalate_at, _ in locked if escalate_at is None]
         if open_ids:
             _notifications_close_finished(open_ids)
 
@@ -251,6 +265,7 @@ def _notifications_close_finished(notification_ids: list) -> None:
         .annotate(
             in_flight=Count("id", filter=Q(status__in=DELIVERY_IN_FLIGHT_STATUSES)),
             succeeded=Count("id", filter=Q(status__in=DELIVERY_SUCCESS_STATUSES)),
+            cancelled=Count("id", filter=Q(status=DeliveryStatus.CANCELLED)),
             # A suppressed delivery was never meant to go (a rate limit): it neither succeeds nor fails.
             total=Count("id", filter=~Q(status=DeliveryStatus.SUPPRESSED)),
         )
@@ -263,6 +278,8 @@ def _notifications_close_finished(notification_ids: list) -> None:
             status = NotificationStatus.DELIVERED
         elif row["succeeded"]:
             status = NotificationStatus.PARTIALLY_DELIVERED
+        elif row["cancelled"]:  # nothing went out, and the producer stopped the rest
+            status = NotificationStatus.CANCELLED
         else:
             status = NotificationStatus.FAILED
         finished.setdefault(status, []).append(row["notification_id"])

@@ -82,3 +82,21 @@ def test_the_preferences_document_is_described(schema):
 
         assert set(body["properties"]) == {"channels", "types", "quiet_hours", "language", "marketing_opt_in",
                                            "digest"}
+
+
+def test_both_cancel_endpoints_describe_their_request_answer_and_errors(schema):
+    paths = schema["paths"]
+    by_id = paths["/api/v1/notifications/{notification_id}/cancel"]["post"]
+    by_key = paths["/api/v1/notifications/cancel"]["post"]
+    components = schema["components"]["schemas"]
+
+    for operation in (by_id, by_key):
+        answer = operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+        assert answer == "CancelAnswer"
+        assert operation["responses"]["404"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+    notification = components["NotificationCancel"]["properties"]
+    assert {"id", "status", "cancelled", "in_flight", "already_sent", "not_sent", "digests"} <= set(notification)
+    request = by_key["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert components[request]["required"] == ["idempotency_key"]
+    assert by_key["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+    assert "requestBody" not in by_id

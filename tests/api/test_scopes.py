@@ -26,6 +26,8 @@ ENDPOINTS = [
     ("POST", "notification-create", {}, "send"),
     ("GET", "notification-detail", {"notification_id": NOTIFICATION_ID}, "send"),
     ("GET", "notification-deliveries", {"notification_id": NOTIFICATION_ID}, "send"),
+    ("POST", "notification-cancel", {"notification_id": NOTIFICATION_ID}, "send"),
+    ("POST", "notification-cancel-by-key", {}, "send"),
     ("GET", "user", {"user_id": "u_1"}, "users:read"),
     ("PUT", "user", {"user_id": "u_1"}, "users:write"),
     ("POST", "recipient-token", {"user_id": "u_1"}, "tokens"),
