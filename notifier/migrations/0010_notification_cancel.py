@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('notifier', '0008_recipient_user_id_alphabet'),
+        ('notifier', '0009_fallback_escalation'),
     ]
 
     operations = [
