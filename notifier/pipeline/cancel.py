@@ -106,12 +106,19 @@ def notifications_cancel(where: Q) -> list[dict]:
         left_digests = _digests_leave(first_cancels, batches, now)
         for notification in first_cancels:
             notification.cancelled_at = now
+            if notification.escalate_at is not None:  # the escalation will not be sent: nothing keeps it open
+                notification.escalate_at = None
+                notification.decisions.extend(
+                    {"channel": channel, "decision": "cancelled", "step": "escalation",
+                     "reason": "escalation cancelled with the notification"}
+                    for channel in notification.escalation["channels"]
+                )
             if notification.status in NOTIFICATION_OPEN_STATUSES or (
                 notification.status == NotificationStatus.DIGESTED and notification in left_digests
                 and not any(d["decision"] == "digested" for d in notification.decisions)
             ):
                 notification.status, notification.completed_at = NotificationStatus.CANCELLED, now
-        rows_update(first_cancels, ["status", "completed_at", "cancelled_at", "decisions"])
+        rows_update(first_cancels, ["status", "completed_at", "cancelled_at", "escalate_at", "decisions"])
         notifications_refresh_status([n.id for n in notifications if n.status == NotificationStatus.PROCESSING])
 
         statuses = dict(Notification.objects.filter(id__in=ids).values_list("id", "status"))

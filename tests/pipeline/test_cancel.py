@@ -14,10 +14,12 @@ from notifier.pipeline import route as route_module
 from notifier.pipeline.cancel import notification_cancel, notifications_cancel_by_key
 from notifier.pipeline.digest import digests_flush
 from notifier.pipeline.dispatch import deliver_due, deliveries_claim, deliveries_send
+from notifier.pipeline.escalation import release_due_escalations
 from notifier.pipeline.route import route_due
 from notifier.pipeline.sweep import release_expired_claims
 from tests.conftest import make_reachable_user
 from tests.pipeline.test_digest import like, photo_liked  # noqa: F401 (a fixture)
+from tests.pipeline.test_escalation import escalating, time_travel_to_escalation
 from tests.pipeline.test_route import make_notification
 from tests.support import scripted_provider
 from tests.support.scripted_provider import script
@@ -386,3 +388,21 @@ class TestRaces:
         statuses = dict(Delivery.objects.values_list("id", "status"))
         assert all(statuses[i] == "sending" for i in claims)
         assert all(statuses[i] == "cancelled" for i in cancelled)
+
+
+def test_a_cancel_ends_a_pending_escalation_and_the_notification_closes(producer, order_type, reachable_user):
+    notification = escalating(order_type, reachable_user)
+    Notification.objects.filter(id=notification.id).update(producer=producer)
+
+    notification_cancel(producer, notification.id)
+
+    notification.refresh_from_db()
+    assert notification.escalate_at is None
+    assert notification.status == NotificationStatus.DELIVERED  # closed now, not when the delay would end
+    time_travel_to_escalation()
+    release_due_escalations()
+    assert not Delivery.objects.filter(notification=notification, channel="email").exists()  # never escalated
+    notification.refresh_from_db()
+    assert notification.status == NotificationStatus.DELIVERED  # its one delivery, the in-app item, went
+    (ended,) = [d for d in notification.decisions if d["channel"] == "email" and d["decision"] == "cancelled"]
+    assert ended["reason"] == "escalation cancelled with the notification"
