@@ -84,6 +84,9 @@ broker_transport_options = {
     "socket_connect_timeout": 2,
     "socket_timeout": 10,
     "max_retries": 1,
+    # kombu sleeps interval_start (2 s by default) before that one retry: a publish to a broker that refuses
+    # would then spend a request's whole Redis budget asleep. Retry at once; the sweeper publishes later.
+    "interval_start": 0,
 }
 task_serializer = "json"
 accept_content = ["json"]

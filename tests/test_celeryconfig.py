@@ -4,7 +4,11 @@ The time limits are tuned elsewhere (they follow the slowest batch); here only t
 both present, soft below hard, and Redis's visibility timeout above them so a running task is never
 delivered twice.
 """
+import socket
+import time
+
 import pytest
+from kombu.exceptions import OperationalError
 
 import celeryconfig
 from notifier_project.celery import app
@@ -78,6 +82,19 @@ def test_time_limits_are_set_with_the_soft_one_first_and_redis_redelivers_only_a
     assert 0 < soft < hard
     visibility_timeout = app.conf.broker_transport_options["visibility_timeout"]
     assert visibility_timeout > hard  # otherwise Redis hands a still-running task to a second worker
+
+
+def test_a_publish_to_a_broker_that_refuses_fails_at_once_rather_than_sleeping_before_its_retry():
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        refused = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    with app.connection_for_write(refused) as connection:
+        started = time.monotonic()
+        with pytest.raises(OperationalError):
+            app.send_task("notifier.sweep", connection=connection, retry=False)
+        elapsed = time.monotonic() - started
+
+    assert elapsed < 0.5, f"the publish took {elapsed:.1f} s"  # a request's whole Redis budget is 2 s
 
 
 def test_beat_runs_the_sweeper_hold_release_digest_flush_and_inbox_purge():

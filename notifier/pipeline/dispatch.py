@@ -20,7 +20,7 @@ import uuid
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -131,9 +131,25 @@ def outcomes_record(group: list[tuple[Delivery, object]], token) -> None:
     """Write a group of (delivery, outcome) where the claim `token` still holds, then the outcomes' side
     effects (gone targets, finished notifications) for the rows written. A constant number of queries per
     group. A row whose claim was lost (the sweeper gave it back to the queue) is logged and left alone; a
-    row the database cannot store (a provider's id too long for its column) fails alone, permanently."""
+    row the database cannot store (a provider's id too long for its column) fails alone, permanently.
+
+    If the database ends the connection (a failover, a pooler restart, pg_terminate_backend) or fails the
+    write, it is made once more on a new connection: these messages were sent, and an outcome left
+    unwritten would have them sent again when the lease ends. Writing twice is harmless: the second try
+    matches no claim the first one wrote."""
     if not group:
         return
+    try:
+        _outcomes_write(group, token)
+    except (OperationalError, InterfaceError) as error:
+        # Django has rolled the write back; closing makes sure the second try runs on a new session.
+        log.warning("dispatch: the database failed while recording %d outcomes (%s); recording them again on "
+                    "a new connection", len(group), str(error).strip())
+        connection.close()
+        _outcomes_write(group, token)
+
+
+def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
     deliveries = [delivery for delivery, _ in group]
     written: set = set()
 

@@ -11,6 +11,7 @@ https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-ap
     fake.set_outcome("gone@example.com", status=400)
     fake.set_outcome("busy@example.com", status=429, headers={"X-RateLimit-Reset": "1700000000"})
     fake.requests[-1].body["personalizations"]
+    fake.calls_per_delivery()                   # Counter: delivery id → how many times it was sent
 
 Standalone, for benchmarks: python -m tests.fakes.sendgrid --port 8090 [--latency 0.05] [--api-key SG.x]
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections import Counter
 
 from tests.fakes.http import FakeHTTPServer, Outcome, ReceivedRequest, Reply, json_reply, standalone
 
@@ -42,6 +44,13 @@ class FakeSendGrid(FakeHTTPServer):
     def __init__(self, api_key: str = DEFAULT_API_KEY, **kwargs):
         super().__init__(**kwargs)
         self.api_key = api_key
+
+    def calls_per_delivery(self) -> Counter:
+        """How many times each delivery was sent, by the delivery_id custom_arg notifier puts on every
+        personalization: the count a provider's own log would give."""
+        return Counter(personalization["custom_args"]["delivery_id"] for request in self.requests
+                       if isinstance(request.body, dict)
+                       for personalization in request.body.get("personalizations", []))
 
     def parse_body(self, headers, raw):
         return json.loads(raw) if raw else None

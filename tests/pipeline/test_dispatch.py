@@ -394,3 +394,33 @@ def test_a_delivery_that_dies_through_the_lease_closes_its_notification_and_keep
     notification.refresh_from_db()
     assert notification.status == NotificationStatus.FAILED
     assert notification.completed_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_outcomes_whose_connection_the_database_ended_are_recorded_on_a_new_one(scripted, routed, monkeypatch):
+    import psycopg
+
+    from notifier.pipeline import dispatch
+
+    rows_update = dispatch.rows_update
+    calls = []
+
+    def terminated_first(*args, **kwargs):
+        # As pg_terminate_backend from an operator or a failover: this session ends before its first write.
+        if not calls:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_backend_pid()")
+                pid = cursor.fetchone()[0]
+            database = connection.settings_dict
+            with psycopg.connect(host=database["HOST"], port=database["PORT"], user=database["USER"],
+                                 dbname=database["NAME"], autocommit=True) as other:
+                other.execute("SELECT pg_terminate_backend(%s)", [pid])
+        calls.append(args)
+        return rows_update(*args, **kwargs)
+
+    monkeypatch.setattr(dispatch, "rows_update", terminated_first)
+
+    assert deliver_due("push", "high") == 2
+
+    assert set(Delivery.objects.filter(channel="push").values_list("status", flat=True)) == {"sent"}
+    assert [s["to"] for s in scripted_provider.sent()].count("ios-token-1") == 1

@@ -1,6 +1,6 @@
 """A redis-server of the test's own, on a free port, that a test may hang (SIGSTOP: it still accepts
-connections, the kernel completes the handshake, but it never answers), resume or kill. Never the machine's
-shared Redis."""
+connections, the kernel completes the handshake, but it never answers), resume, kill, or restart empty on
+the same port. Never the machine's shared Redis."""
 import os
 import signal
 import socket
@@ -20,12 +20,16 @@ class RedisServer:
     def __init__(self, log_path):
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.log = open(log_path, "w")
+        self.log_path = log_path
+        self.hanging = False
+        self._start()
+
+    def _start(self):
+        self.log = open(self.log_path, "a")
         self.popen = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        self.hanging = False
         client = redis.Redis.from_url(self.url, socket_timeout=1)
         deadline = time.monotonic() + 10
         while True:
@@ -34,9 +38,19 @@ class RedisServer:
                 break
             except redis.ConnectionError:
                 if self.popen.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start: {open(log_path).read()[-2000:]}")
+                    raise RuntimeError(f"redis-server did not start: {open(self.log_path).read()[-2000:]}")
                 time.sleep(0.05)
         client.close()
+
+    def kill(self):
+        """SIGKILL: connections are refused, and everything it held (queued messages, flags) is gone."""
+        self.popen.kill()
+        self.popen.wait(10)
+        self.log.close()
+
+    def restart(self):
+        """A new, empty redis-server on the same port, as after a crash without persistence."""
+        self._start()
 
     def hang(self):
         os.kill(self.popen.pid, signal.SIGSTOP)
@@ -47,6 +61,8 @@ class RedisServer:
         self.hanging = False
 
     def stop(self):
+        if self.popen.poll() is not None:
+            return
         if self.hanging:
             self.resume()
         self.popen.terminate()
