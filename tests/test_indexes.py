@@ -7,8 +7,8 @@ setting.
 import pytest
 from django.db import connection, transaction
 
-from notifier.models import Delivery, Producer, Recipient
-from notifier.selectors import sandbox_messages
+from notifier.models import Delivery, DeliveryAttempt, Producer, Recipient
+from notifier.selectors import dead_letters, sandbox_messages
 
 pytestmark = pytest.mark.django_db
 
@@ -48,3 +48,20 @@ def test_finding_a_delivery_by_provider_message_id_uses_an_index():
     plan = plan_of(Delivery.objects.filter(provider_message_id="SM0123456789abcdef0123456789abcdef"))
 
     assert "delivery_provider_msg" in plan, plan
+
+
+@pytest.mark.parametrize("filters", [{}, {"channel": "email"}, {"error_code": "503"}])
+def test_listing_a_producers_dead_letters_newest_first_uses_the_dead_letter_index_in_order(filters):
+    # selectors.dead_letters, paged by api/deadletters.py newest first.
+    producer, _ = Producer.create_with_key("shop", ["send"])
+
+    plan = plan_of(dead_letters(producer, **filters).order_by("-failed_at", "-id")[:51])
+
+    assert " delivery_dead " in plan, plan
+    assert "Sort" not in plan, plan
+
+
+def test_a_dead_letters_attempt_history_is_read_by_an_index():
+    plan = plan_of(DeliveryAttempt.objects.filter(delivery_id__in=[1, 2, 3]).order_by("delivery_id", "number"))
+
+    assert "attempt_delivery" in plan, plan
