@@ -51,14 +51,16 @@ def test_finding_a_delivery_by_provider_message_id_uses_an_index():
 
 
 @pytest.mark.parametrize("filters", [{}, {"channel": "email"}, {"error_code": "503"}])
-def test_listing_a_producers_dead_letters_newest_first_uses_the_dead_letter_index_in_order(filters):
-    # selectors.dead_letters, paged by api/deadletters.py newest first.
+def test_listing_a_producers_dead_letters_newest_first_uses_the_dead_letter_index(filters):
+    # selectors.dead_letters, paged by api/deadletters.py newest first. The producer is a column of the
+    # notification, not of the delivery, so no one index serves both: depending on the statistics the
+    # planner walks delivery_dead in order and checks each row's producer, or starts from the producer's
+    # notifications and sorts their dead deliveries (found through delivery_dead too).
     producer, _ = Producer.create_with_key("shop", ["send"])
 
     plan = plan_of(dead_letters(producer, **filters).order_by("-failed_at", "-id")[:51])
 
     assert " delivery_dead " in plan, plan
-    assert "Sort" not in plan, plan
 
 
 def test_a_dead_letters_attempt_history_is_read_by_an_index():

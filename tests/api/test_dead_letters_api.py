@@ -185,3 +185,13 @@ def test_the_schema_describes_the_dead_letter_endpoints_and_their_errors():
         p["name"] for p in listing["parameters"]}
     assert {"202", "400", "404", "409"} <= set(paths["/api/v1/dead-letters/{delivery_id}/replay"]["post"]["responses"])
     assert {"202", "400"} <= set(paths["/api/v1/dead-letters/replay"]["post"]["responses"])
+
+
+def test_the_notification_shows_the_replay_beside_the_dead_letter_it_replays(api, dead):
+    replay_id = api.post(f"/api/v1/dead-letters/{dead.id}/replay", {}, format="json").json()["delivery_id"]
+
+    body = api.get(f"/api/v1/notifications/{dead.notification_id}").json()
+
+    assert body["status"] == "processing"
+    assert {(d["id"], d["status"], d["replayed_from"]) for d in body["deliveries"]} == {
+        (dead.id, "dead", None), (replay_id, "queued", dead.id)}
