@@ -7,6 +7,7 @@ import json
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import Count, Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
@@ -23,6 +24,7 @@ from notifier.api.preferences import preferences_validate
 from notifier.api.serializers import NotificationTypeSerializer, contact_errors
 from notifier.models.producers import SCOPE_SEND, SCOPES, scopes_ordered
 from notifier.pipeline.render import template_problems
+from notifier.pipeline.replay import dead_letters_replay
 from notifier.providers.circuit import circuit_close, circuit_states
 from notifier.providers.registry import configured_provider_names
 from notifier.validation import data_size_problem, input_problem, validate_user_id
@@ -452,6 +454,110 @@ class DeliveryAdmin(ReadOnlyAdmin):
         circuit_close(provider)
         messages.success(request, f"Closed the circuit of {provider}: its next sends go through.")
         return redirect("admin:notifier_delivery_changelist")
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = models.DeliveryAttempt
+    extra = 0
+    can_delete = False
+    fields = ["number", "outcome", "provider", "provider_code", "message", "at"]
+    readonly_fields = fields
+    ordering = ["number", "id"]
+    verbose_name_plural = "attempt history"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class ErrorCodeFilter(admin.SimpleListFilter):
+    """The provider codes dead letters got, any attempt (selectors.dead_letters' error_code)."""
+
+    title = "error code"
+    parameter_name = "error_code"
+
+    def lookups(self, request, model_admin):
+        codes = (models.DeliveryAttempt.objects.filter(delivery__status=models.DeliveryStatus.DEAD)
+                 .exclude(provider_code="").values_list("provider_code", flat=True).distinct()
+                 .order_by("provider_code")[:50])
+        return [(code, code) for code in codes]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(attempt_history__provider_code=self.value()).distinct()
+        return queryset
+
+
+class ReplayChannelForm(forms.Form):
+    channel = forms.ChoiceField(choices=models.Channel.choices,
+                                help_text="Rendered with this channel's active template for the same notification "
+                                          "and data, to the user's target on this channel.")
+
+
+@admin.register(models.DeadLetter)
+class DeadLetterAdmin(ReadOnlyAdmin):
+    """Deliveries whose retries ran out, with every attempt's error, and replay (pipeline/replay.py)."""
+
+    list_display = ["id", "notification_link", "user", "type", "channel", "provider", "attempts", "target",
+                    "failed_at", "last_error", "replay_link"]
+    list_filter = ["channel", "provider", ErrorCodeFilter, "notification__type", "failed_at"]
+    search_fields = ["=notification__id", "=notification__recipient__user_id", "target"]
+    date_hierarchy = "failed_at"
+    ordering = ["-failed_at", "-id"]
+    fields = ["notification_link", "user", "type", "channel", "priority", "target", "provider", "attempts",
+              "last_error", "failed_at", "replay_link", "content"]
+    readonly_fields = fields
+    inlines = [DeliveryAttemptInline]
+    actions = ["replay", "replay_to_channel"]
+
+    def get_queryset(self, request):
+        return (super().get_queryset(request).filter(status=models.DeliveryStatus.DEAD)
+                .select_related("notification__type", "notification__recipient", "replayed_as"))
+
+    @admin.display(description="notification")
+    def notification_link(self, dead):
+        return format_html('<a href="{}">{}</a>', reverse("admin:notifier_notification_change",
+                                                          args=[dead.notification_id]), dead.notification_id)
+
+    @admin.display(description="user")
+    def user(self, dead):
+        return dead.notification.recipient.user_id
+
+    @admin.display(description="type")
+    def type(self, dead):
+        return dead.notification.type.key
+
+    @admin.display(description="replayed as")
+    def replay_link(self, dead):
+        replay = getattr(dead, "replayed_as", None)  # a reverse one-to-one raises when there is none
+        if replay is None:
+            return "—"
+        return format_html('<a href="{}">{} ({}, {})</a>', reverse("admin:notifier_delivery_change", args=[replay.id]),
+                           replay.id, replay.channel, replay.status)
+
+    @admin.action(description="Replay (same channel and target, rendered with the current template)")
+    def replay(self, request, queryset):
+        self._replay(request, queryset, None)
+
+    @admin.action(description="Replay to channel …")
+    def replay_to_channel(self, request, queryset):
+        form = ReplayChannelForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            self._replay(request, queryset, form.cleaned_data["channel"])
+            return None
+        return TemplateResponse(request, "admin/notifier/deadletter/replay_to_channel.html", {
+            **self.admin_site.each_context(request), "title": "Replay to another channel", "form": form,
+            "dead_letters": queryset, "opts": self.model._meta,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        })
+
+    def _replay(self, request, queryset, channel):
+        ids = list(queryset.values_list("id", flat=True))
+        result = dead_letters_replay(None, {"ids": ids}, channel)
+        messages.success(request, f"Replayed {result.replayed} dead letter(s)"
+                                  f"{f' to {channel}' if channel else ''}; already replayed: "
+                                  f"{len(ids) - result.replayed - len(result.refused)}.")
+        for delivery_id, refusal in list(result.refused.items())[:20]:
+            messages.warning(request, f"Dead letter {delivery_id} was not replayed: {refusal.reason}")
 
 
 class ReadFilter(admin.SimpleListFilter):

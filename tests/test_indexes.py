@@ -7,9 +7,9 @@ setting.
 import pytest
 from django.db import connection, transaction
 
-from notifier.models import Delivery, Notification, Producer, Recipient
+from notifier.models import Delivery, DeliveryAttempt, Notification, Producer, Recipient
 from notifier.pipeline.cancel import by_idempotency_key
-from notifier.selectors import sandbox_messages
+from notifier.selectors import dead_letters, sandbox_messages
 
 pytestmark = pytest.mark.django_db
 
@@ -57,3 +57,22 @@ def test_cancelling_by_idempotency_key_finds_the_notifications_by_an_index():
     plan = plan_of(Notification.objects.filter(by_idempotency_key(producer, "order-789")))
 
     assert "notification_idempotency_key" in plan, plan
+
+
+@pytest.mark.parametrize("filters", [{}, {"channel": "email"}, {"error_code": "503"}])
+def test_listing_a_producers_dead_letters_newest_first_uses_the_dead_letter_index(filters):
+    # selectors.dead_letters, paged by api/deadletters.py newest first. The producer is a column of the
+    # notification, not of the delivery, so no one index serves both: depending on the statistics the
+    # planner walks delivery_dead in order and checks each row's producer, or starts from the producer's
+    # notifications and sorts their dead deliveries (found through delivery_dead too).
+    producer, _ = Producer.create_with_key("shop", ["send"])
+
+    plan = plan_of(dead_letters(producer, **filters).order_by("-failed_at", "-id")[:51])
+
+    assert " delivery_dead " in plan, plan
+
+
+def test_a_dead_letters_attempt_history_is_read_by_an_index():
+    plan = plan_of(DeliveryAttempt.objects.filter(delivery_id__in=[1, 2, 3]).order_by("delivery_id", "number"))
+
+    assert "attempt_delivery" in plan, plan

@@ -32,10 +32,12 @@ class QueryTokenAuthenticationScheme(OpenApiAuthenticationExtension):
 
 
 # Path parameters are read the same way on every endpoint (notifier/api/middleware.py checks every
-# user_id segment; views look notification ids up as UUIDs), so the schema says so by name, in one place.
+# user_id segment; views look notification ids up as UUIDs, delivery ids as bigints), so the schema says so by
+# name, in one place.
 PATH_PARAMETER_SCHEMAS = {
     "user_id": {"type": "string", "pattern": USER_ID_PATTERN, "maxLength": USER_ID_MAX_LENGTH},
     "notification_id": {"type": "string", "format": "uuid"},
+    "delivery_id": {"type": "integer", "minimum": 1, "maximum": 2 ** 63 - 1},
 }
 
 

@@ -413,7 +413,8 @@ class DeliverySerializer(serializers.ModelSerializer):
         model = Delivery
         fields = ["id", "channel", "target", "provider", "status", "status_reason", "release_at", "attempts",
                   "last_error", "provider_message_id", "template_version", "next_attempt_at", "created_at",
-                  "sent_at", "failed_at"]
+                  "sent_at", "failed_at", "replayed_from"]
+        extra_kwargs = {"replayed_from": {"help_text": "A replay: the id of the dead delivery it replays."}}
 
     template_version = serializers.IntegerField(source="template.version", default=None, read_only=True)
     release_at = serializers.SerializerMethodField()

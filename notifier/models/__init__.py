@@ -3,6 +3,7 @@ from .choices import (  # noqa: F401
     DELIVERY_SUCCESS_STATUSES,
     DELIVERY_WAITING_STATUSES,
     NOTIFICATION_OPEN_STATUSES,
+    AttemptOutcome,
     Category,
     Channel,
     Digest,
@@ -12,7 +13,7 @@ from .choices import (  # noqa: F401
     Priority,
     RateLimitAction,
 )
-from .deliveries import Delivery  # noqa: F401
+from .deliveries import DeadLetter, Delivery, DeliveryAttempt  # noqa: F401
 from .devices import Device  # noqa: F401
 from .digests import DigestBatch  # noqa: F401
 from .inbox import InboxItem  # noqa: F401

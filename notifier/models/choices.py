@@ -68,6 +68,17 @@ class DeliveryStatus(models.TextChoices):
     DEAD = "dead"  # retries exhausted: the dead letter
 
 
+class AttemptOutcome(models.TextChoices):
+    """How one delivery attempt ended (DeliveryAttempt.outcome); the three error kinds are ProviderError.kind."""
+
+    SENT = "sent"  # the provider took it (sent, or delivered when the provider is the destination)
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+    RATE_LIMITED = "rate_limited"
+    WORKER_LOST = "worker_lost"  # the worker died holding the claim; the sweeper counted the attempt
+    EXPIRED = "expired"  # claimed after the notification's expires_at: not sent
+
+
 NOTIFICATION_OPEN_STATUSES = (NotificationStatus.ACCEPTED, NotificationStatus.SCHEDULED)
 # Not handed to a provider yet: a cancel stops these (pipeline/cancel.py). A new way for a delivery to wait
 # joins this tuple, and cancel, the notification's closing rule and the API follow.

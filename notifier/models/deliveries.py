@@ -1,7 +1,7 @@
 from django.db import models
 from django.db.models import Q
 
-from .choices import Channel, DeliveryStatus, Priority
+from .choices import AttemptOutcome, Channel, DeliveryStatus, Priority
 
 
 class Delivery(models.Model):
@@ -33,11 +33,18 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
+    # A replay of a dead letter (pipeline/replay.py) links to it; the dead row stays as history and reads its
+    # replay as `replayed_as`. One-to-one: a dead letter is replayed at most once, however often it is asked.
+    replayed_from = models.OneToOneField("self", null=True, blank=True, on_delete=models.SET_NULL,
+                                         related_name="replayed_as")
 
     class Meta:
         verbose_name_plural = "deliveries"
         constraints = [
-            models.UniqueConstraint(fields=["notification", "channel", "target"], name="delivery_once_per_target")
+            # A replay goes to the same notification × channel × target as its dead letter: it is unique by
+            # replayed_from instead.
+            models.UniqueConstraint(fields=["notification", "channel", "target"], condition=Q(replayed_from=None),
+                                    name="delivery_once_per_target"),
         ]
         indexes = [
             models.Index(
@@ -51,7 +58,36 @@ class Delivery(models.Model):
             models.Index(fields=["claim_token"], condition=Q(claim_token__isnull=False), name="delivery_claim"),
             # Status callbacks name a delivery by the provider's message id (webhooks/twilio.py).
             models.Index(fields=["provider_message_id"], name="delivery_provider_msg"),
+            # The dead-letter listing, newest first (selectors.dead_letters).
+            models.Index(fields=["-failed_at", "-id"], condition=Q(status="dead"), name="delivery_dead"),
         ]
 
     def __str__(self):
         return f"{self.channel} → {self.target} ({self.status})"
+
+
+class DeadLetter(Delivery):
+    """The deliveries that went dead, for the admin's Dead letters view (a proxy: the same rows)."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dead letter"
+
+
+class DeliveryAttempt(models.Model):
+    """One attempt of one delivery and how it ended: the provider's answer, or the worker lost holding it.
+    Written with the outcome (pipeline/dispatch.py, outcomes_record) and by the sweeper for lost workers."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_history")
+    number = models.PositiveIntegerField()  # Delivery.attempts when it was made: 1 for the first
+    provider = models.CharField(max_length=32, blank=True)
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices)
+    provider_code = models.CharField(max_length=64, blank=True)  # ProviderError.code: "Unregistered", "21610"
+    message = models.TextField(blank=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["delivery", "number"], name="attempt_delivery")]
+
+    def __str__(self):
+        return f"attempt {self.number}: {self.outcome}"

@@ -29,8 +29,10 @@ from notifier.db import rows_update, rows_write_isolated
 from notifier.models import (
     DELIVERY_IN_FLIGHT_STATUSES,
     DELIVERY_SUCCESS_STATUSES,
+    AttemptOutcome,
     DELIVERY_WAITING_STATUSES,
     Delivery,
+    DeliveryAttempt,
     DeliveryStatus,
     Device,
     Notification,
@@ -172,8 +174,22 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
                             "the sweeper gave it back to the queue): its outcome here (%s) is not recorded",
                             delivery.id, delivery.notification_id, delivery.status)
         kept = [(d, o) for d, o in group if d.id in written]
+        DeliveryAttempt.objects.bulk_create([attempt_of(d, o) for d, o in kept])
         targets_gone([d for d, o in kept if isinstance(o, ProviderError) and o.target_gone])
         notifications_refresh_status({d.notification_id for d, _ in kept})
+
+
+def attempt_of(delivery: Delivery, outcome) -> DeliveryAttempt:
+    """The history row of the attempt that just ended with `outcome` (None: it expired before sending)."""
+    attempt = DeliveryAttempt(delivery=delivery, number=delivery.attempts, provider=delivery.provider,
+                              at=timezone.now())
+    if outcome is None:
+        attempt.outcome, attempt.message = AttemptOutcome.EXPIRED, delivery.last_error
+    elif isinstance(outcome, SendResult):
+        attempt.outcome = AttemptOutcome.SENT
+    else:
+        attempt.outcome, attempt.provider_code, attempt.message = outcome.kind, outcome.code[:64], str(outcome)
+    return attempt
 
 
 def retry_delay(priority: str, attempts: int) -> float:
@@ -282,8 +298,9 @@ def _notifications_close_finished(notification_ids: list) -> None:
             in_flight=Count("id", filter=Q(status__in=DELIVERY_IN_FLIGHT_STATUSES)),
             succeeded=Count("id", filter=Q(status__in=DELIVERY_SUCCESS_STATUSES)),
             cancelled=Count("id", filter=Q(status=DeliveryStatus.CANCELLED)),
-            # A suppressed delivery was never meant to go (a rate limit): it neither succeeds nor fails.
-            total=Count("id", filter=~Q(status=DeliveryStatus.SUPPRESSED)),
+            # A suppressed delivery was never meant to go (a rate limit): it neither succeeds nor fails. A
+            # replayed dead letter is history: its replay counts instead (pipeline/replay.py).
+            total=Count("id", filter=~Q(status=DeliveryStatus.SUPPRESSED) & Q(replayed_as=None)),
         )
     )
     finished: dict[str, list] = {}

@@ -17,7 +17,17 @@ from django.db.models import Case, TextField, Value, When
 from django.db.models.functions import Concat
 from django.utils import timezone
 
-from notifier.models import NOTIFICATION_OPEN_STATUSES, Channel, Delivery, DeliveryStatus, IdempotencyKey, Notification, Priority
+from notifier.models import (
+    NOTIFICATION_OPEN_STATUSES,
+    AttemptOutcome,
+    Channel,
+    Delivery,
+    DeliveryAttempt,
+    DeliveryStatus,
+    IdempotencyKey,
+    Notification,
+    Priority,
+)
 from notifier.pipeline.dispatch import notifications_refresh_status
 from notifier.pipeline.wake import wake_deliver, wake_route
 
@@ -59,6 +69,13 @@ def release_expired_claims(now=None) -> int:
         Delivery.objects.filter(id__in=[row[0] for row in requeued]).update(
             status=DeliveryStatus.QUEUED, claim_token=None, last_error=_noted(WORKER_LOST),
         )
+        # The lost attempts' history rows. Which provider the worker was calling is not known: left blank.
+        lost = [(row, WORKER_LOST_ON_LAST_ATTEMPT) for row in dead] + [(row, WORKER_LOST) for row in requeued]
+        DeliveryAttempt.objects.bulk_create([
+            DeliveryAttempt(delivery_id=delivery_id, number=attempts, outcome=AttemptOutcome.WORKER_LOST,
+                            message=note, at=now)
+            for (delivery_id, _, _, attempts), note in lost
+        ])
         notifications_refresh_status({notification_id for _, notification_id, _, _ in dead})
     if expired:
         log.warning("sweep: released %s deliveries whose worker died (%s to the dead letter)", len(expired),

@@ -47,6 +47,9 @@ ENDPOINTS = [
     ("GET", "template-list", {}, "admin"),
     ("POST", "template-list", {}, "admin"),
     ("GET", "sandbox-messages", {}, "send"),
+    ("GET", "dead-letter-list", {}, "send"),
+    ("POST", "dead-letter-bulk-replay", {}, "send"),
+    ("POST", "dead-letter-replay", {"delivery_id": 1}, "send"),
 ]
 # What a key with "send" reached before keys had finer scopes; migration 0006 gives it all of these.
 SEND_BEFORE_SCOPES = ["send", "users:read", "users:write", "inbox:read", "tokens"]
