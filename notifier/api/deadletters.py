@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifier import selectors
+from notifier.api.errors import ErrorSerializer
 from notifier.api.pagination import Keyset, PageQuery
 from notifier.models import Channel, Delivery, DeliveryAttempt
 from notifier.models.producers import SCOPE_SEND
@@ -95,17 +96,13 @@ BULK_REPLAY_ANSWER = inline_serializer("DeadLetterBulkReplay", {
         "delivery_id": serializers.IntegerField(), "reason": serializers.CharField()}, many=True),
     "remaining": serializers.IntegerField(help_text="Matching dead letters beyond this call's limit: call again."),
 })
-ERROR = inline_serializer("Error", {"error": inline_serializer("ErrorBody", {
-    "code": serializers.CharField(), "message": serializers.CharField(),
-    "fields": serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False),
-})})
 
 
 class DeadLetterListView(APIView):
     required_scopes = {"GET": SCOPE_SEND}
 
     @extend_schema(parameters=[DeadLetterListQuery], responses={
-        200: DeadLetterPageSerializer, 400: OpenApiResponse(ERROR, description="A query field is invalid."),
+        200: DeadLetterPageSerializer, 400: OpenApiResponse(ErrorSerializer, description="A query field is invalid."),
     })
     def get(self, request):
         query = DeadLetterListQuery(data=request.query_params)
@@ -121,9 +118,9 @@ class DeadLetterReplayView(APIView):
 
     @extend_schema(operation_id="dead_letter_replay", request=ReplayRequest, responses={
         202: REPLAY_ANSWER,
-        400: OpenApiResponse(ERROR, description="The body is invalid (an unknown channel)."),
-        404: OpenApiResponse(ERROR, description="This producer has no dead delivery with this id."),
-        409: OpenApiResponse(ERROR, description="It cannot be replayed as asked: `fields` names `channel` (the "
+        400: OpenApiResponse(ErrorSerializer, description="The body is invalid (an unknown channel)."),
+        404: OpenApiResponse(ErrorSerializer, description="This producer has no dead delivery with this id."),
+        409: OpenApiResponse(ErrorSerializer, description="It cannot be replayed as asked: `fields` names `channel` (the "
                                                 "user cannot be reached on it, no template) or `delivery_id` "
                                                 "(the notification was cancelled or expired) with the reason."),
     })
@@ -152,7 +149,7 @@ class DeadLetterBulkReplayView(APIView):
     @extend_schema(operation_id="dead_letters_bulk_replay", parameters=[DeadLetterFilter], request=ReplayRequest,
                    responses={
         202: BULK_REPLAY_ANSWER,
-        400: OpenApiResponse(ERROR, description="A query field or the body is invalid."),
+        400: OpenApiResponse(ErrorSerializer, description="A query field or the body is invalid."),
     })
     def post(self, request):
         query = DeadLetterFilter(data=request.query_params)
