@@ -90,7 +90,7 @@ def deliveries_claim(channel: str, priority: str, limit: int) -> list[Delivery]:
     return list(
         Delivery.objects.filter(claim_token=token).select_related(
             "notification__type", "notification__recipient", "device"
-        )
+        ).order_by("next_attempt_at", "id")  # sent oldest first: the claim's update moved the rows on disk
     )
 
 
