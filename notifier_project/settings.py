@@ -4,6 +4,7 @@ DATABASE_URL unset means SQLite (the embedded default for a quick local run); te
 PostgreSQL. REDIS_URL holds rate-limit windows, wake-up flags and caches; CELERY_BROKER_URL defaults to it.
 The one setting without a default is SECRET_KEY when DEBUG is off (`make run` keeps one in var/secret-key).
 """
+import json
 import os
 from pathlib import Path
 
@@ -299,11 +300,14 @@ NOTIFIER_PROVIDER_MAX_PER_SECOND = {
 # Retries of transient provider errors, per priority: up to max_attempts sends, waiting a random time
 # between 0 and min(max_delay, base_delay * 2^(attempt-1)) seconds (exponential backoff, full jitter).
 # The wait lives in Delivery.next_attempt_at, never in a Celery countdown.
+# NOTIFIER_RETRY_POLICY (JSON) changes any of it, e.g. '{"high": {"max_attempts": 3}}'.
 NOTIFIER_RETRY_POLICY = {
     "high": {"max_attempts": 5, "base_delay": 2, "max_delay": 60},
     "medium": {"max_attempts": 6, "base_delay": 5, "max_delay": 600},
     "low": {"max_attempts": 8, "base_delay": 30, "max_delay": 3600},
 }
+for _priority, _changes in json.loads(os.environ.get("NOTIFIER_RETRY_POLICY", "{}")).items():
+    NOTIFIER_RETRY_POLICY[_priority].update(_changes)
 # How long a recipient token (POST /api/v1/users/{user_id}/token) stays valid.
 NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS = int(os.environ.get("NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS", str(24 * 3600)))
 # Idempotency keys are kept at least this long (the IETF draft and Stripe keep 24 hours).
