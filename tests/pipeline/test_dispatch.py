@@ -11,6 +11,7 @@ from notifier.pipeline.route import route_due
 from notifier.pipeline.sweep import release_expired_claims, wake_due_queues
 from tests.pipeline.test_route import make_notification
 from tests.support import scripted_provider
+from tests.support.concurrency import record_at_once
 from tests.support.scripted_provider import script
 
 pytestmark = pytest.mark.django_db
@@ -219,39 +220,13 @@ def test_check_warns_when_the_claim_lease_does_not_outlast_a_task(settings):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_last_two_deliveries_recorded_at_once_by_two_workers_close_the_notification(order_type):
-    # The interleaving a real beat tick produced: two held deliveries released together, recorded by two
-    # worker processes at the same moment, each counting before the other had committed.
-    from django.db import connections, transaction
-
-    from notifier.pipeline.dispatch import notifications_refresh_status
-
     recipient = Recipient.objects.create(user_id="u_race", email="r@example.com", phone="+14155550100")
     notification = make_notification(order_type, recipient, channels=["email", "sms"])
     route_due("high")
     deliveries = list(Delivery.objects.filter(notification=notification).order_by("channel"))
     assert len(deliveries) == 2
     Delivery.objects.filter(notification=notification).update(status=DeliveryStatus.SENDING)
-    both_recorded = threading.Barrier(2, timeout=10)
-    errors = []
-
-    def record(delivery):
-        try:
-            with transaction.atomic():
-                Delivery.objects.filter(id=delivery.id).update(status=DeliveryStatus.DELIVERED)
-                both_recorded.wait()  # neither has committed: each sees the other's as in flight
-                notifications_refresh_status({notification.id})
-        except Exception as error:  # reported below: an assertion in a thread would be lost
-            errors.append(error)
-        finally:
-            connections.close_all()
-
-    workers = [threading.Thread(target=record, args=(d,)) for d in deliveries]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(30)
-
-    assert errors == []
+    record_at_once(notification, deliveries, status=DeliveryStatus.DELIVERED)
     notification.refresh_from_db()
     assert notification.status == NotificationStatus.DELIVERED
 

@@ -1,14 +1,13 @@
 """Fallback channels: when a notification's channels reach no one, the next fallback channel, once each."""
-import threading
 
 import pytest
-from django.db import connections, transaction
 
 from notifier.models import Delivery, DeliveryStatus, Device, NotificationStatus, Recipient
 from notifier.pipeline.dispatch import deliver_due, notifications_refresh_status
 from notifier.pipeline.route import route_due
 from tests.pipeline.test_route import make_notification
 from tests.support import scripted_provider
+from tests.support.concurrency import record_at_once
 from tests.support.scripted_provider import script
 
 pytestmark = pytest.mark.django_db
@@ -234,27 +233,7 @@ def test_two_workers_recording_the_last_two_failures_at_once_start_one_fallback(
     deliveries = list(Delivery.objects.filter(notification=notification))
     assert len(deliveries) == 2
     Delivery.objects.filter(notification=notification).update(status=DeliveryStatus.SENDING)
-    both_recorded = threading.Barrier(2, timeout=10)
-    errors = []
-
-    def record(delivery):
-        try:
-            with transaction.atomic():
-                Delivery.objects.filter(id=delivery.id).update(status=DeliveryStatus.FAILED, last_error="refused")
-                both_recorded.wait()  # neither has committed: each sees the other's as in flight
-                notifications_refresh_status({notification.id})
-        except Exception as error:  # reported below: an assertion in a thread would be lost
-            errors.append(error)
-        finally:
-            connections.close_all()
-
-    workers = [threading.Thread(target=record, args=(d,)) for d in deliveries]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(30)
-
-    assert errors == []
+    record_at_once(notification, deliveries, status=DeliveryStatus.FAILED, last_error="refused")
     assert [d["channel"] for d in fallbacks(notification)] == ["sms"]
     assert Delivery.objects.filter(notification=notification, channel="sms", status="queued").count() == 1
     assert notification.status == NotificationStatus.PROCESSING
