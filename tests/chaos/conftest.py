@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from notifier.models import NOTIFICATION_OPEN_STATUSES, Notification, NotificationStatus, Recipient
 from tests.conftest import make_producer
-from tests.e2e.conftest import BIN, Process, process_env, start_api, start_worker  # noqa: F401 (fixtures)
+from tests.e2e.conftest import Process, start_api, start_beat, start_worker  # noqa: F401 (fixtures)
 from tests.fakes.sendgrid import FakeSendGrid
 
 CHAOS_SCALE = int(os.environ.get("CHAOS_SCALE", "10000"))
@@ -144,25 +144,6 @@ def chaos_env(sendgrid):
         "SENDGRID_HOST": sendgrid.url, "EMAIL_FROM": "shop@example.com",
         "NOTIFIER_CLAIM_LEASE_SECONDS": CHAOS_LEASE_SECONDS, "NOTIFIER_SWEEP_INTERVAL_SECONDS": 1,
     }
-
-
-@pytest.fixture
-def start_beat(tmp_path):
-    started = []
-
-    def start(**env):
-        name = f"beat-{uuid.uuid4().hex[:8]}"
-        beat = Process(
-            [str(BIN / "celery"), "-A", "notifier_project", "beat", "--schedule", str(tmp_path / f"{name}-schedule"),
-             "--loglevel=INFO"],
-            process_env(**env), tmp_path / f"{name}.log", ready_text="beat: Starting",
-        )
-        started.append(beat)
-        return beat
-
-    yield start
-    for beat in started:
-        beat.stop()
 
 
 def app_name(role: str) -> str:

@@ -100,6 +100,25 @@ def start_worker(tmp_path):
 
 
 @pytest.fixture
+def start_beat(tmp_path):
+    started = []
+
+    def start(**env):
+        name = f"beat-{uuid.uuid4().hex[:8]}"
+        beat = Process(
+            [str(BIN / "celery"), "-A", "notifier_project", "beat", "--schedule", str(tmp_path / f"{name}-schedule"),
+             "--loglevel=INFO"],
+            process_env(**env), tmp_path / f"{name}.log", ready_text="beat: Starting",
+        )
+        started.append(beat)
+        return beat
+
+    yield start
+    for beat in started:
+        beat.stop()
+
+
+@pytest.fixture
 def start_api(tmp_path):
     started = []
 

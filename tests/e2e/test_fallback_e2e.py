@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from notifier.models import Delivery, Notification
-from tests.e2e.conftest import BIN, Process, process_env, wait_until
+from tests.e2e.conftest import wait_until
 from tests.support import scripted_provider
 from tests.support.scripted_provider import script
 
@@ -43,7 +43,7 @@ def test_push_failing_permanently_on_every_device_falls_back_to_one_sms(api, ord
 
 
 def test_an_unread_in_app_item_escalates_to_email_on_a_real_beat_tick(api, order_type, reachable_user,
-                                                                      start_worker, tmp_path):
+                                                                      start_worker, start_beat):
     start_worker(**PROVIDERS)
     response = api.post("/api/v1/notifications", {"type": "order_shipped", "user_id": "u_42",
                                                   "data": {"order_id": "8"}, "channels": ["in_app"],
@@ -51,11 +51,7 @@ def test_an_unread_in_app_item_escalates_to_email_on_a_real_beat_tick(api, order
                         format="json")
     notification_id = response.json()["notifications"][0]["id"]
     wait_until(lambda: Delivery.objects.filter(notification_id=notification_id, status="delivered").exists())
-    beat = Process(
-        [str(BIN / "celery"), "-A", "notifier_project", "beat", "--schedule", str(tmp_path / "celerybeat-schedule"),
-         "--loglevel=INFO"],
-        process_env(NOTIFIER_RELEASE_HOLDS_INTERVAL_SECONDS=1), tmp_path / "beat.log", ready_text="beat: Starting",
-    )
+    beat = start_beat(NOTIFIER_RELEASE_HOLDS_INTERVAL_SECONDS=1)
     try:
         time.sleep(3)  # ticks before the escalation's moment send nothing
         notification = Notification.objects.get(id=notification_id)

@@ -93,7 +93,7 @@ def test_a_notification_in_quiet_hours_is_held_by_a_real_worker_and_sent_after_a
 
 
 def test_a_real_beat_releases_a_held_delivery_through_a_real_worker(api, order_type, reachable_user, start_worker,
-                                                                   tmp_path):
+                                                                   start_beat):
     start_worker()
     local = timezone.now().astimezone(ZoneInfo("Asia/Karachi"))
     window = {"start": (local - timedelta(hours=1)).strftime("%H:%M"),
@@ -104,11 +104,7 @@ def test_a_real_beat_releases_a_held_delivery_through_a_real_worker(api, order_t
                                                          "channels": ["sms"]},
                                format="json").json()["notifications"][0]["id"]
     wait_until(lambda: Delivery.objects.filter(notification_id=notification_id, status="held").exists())
-    beat = Process(
-        [str(BIN / "celery"), "-A", "notifier_project", "beat", "--schedule", str(tmp_path / "celerybeat-schedule"),
-         "--loglevel=INFO"],
-        process_env(NOTIFIER_RELEASE_HOLDS_INTERVAL_SECONDS=1), tmp_path / "beat.log", ready_text="beat: Starting",
-    )
+    beat = start_beat(NOTIFIER_RELEASE_HOLDS_INTERVAL_SECONDS=1)
     try:
         time.sleep(3)  # ticks while the hold's moment has not come release nothing
         assert Delivery.objects.get(notification_id=notification_id).status == "held"
