@@ -10,11 +10,11 @@ from notifier.models import Delivery, DeliveryStatus, Device
 
 def deliveries_build(notification, channel: str, targets, template, *, next_attempt_at, content: dict | None = None,
                      status: str = DeliveryStatus.QUEUED, status_reason: str = "", failed_at=None,
-                     last_error: str = "", replayed_from: Delivery | None = None) -> list[Delivery]:
+                     last_error: str = "") -> list[Delivery]:
     """One unsaved Delivery of `notification` on `channel` per target (a channel's Target: address and
     device), at the notification's priority, rendered by `template` into `content`. The caller saves them
     (in bulk) and decides the status: queued (due at next_attempt_at), held (released then, status_reason
-    says why) or failed (failed_at, last_error). A replay of a dead letter names it in `replayed_from`."""
+    says why) or failed (failed_at, last_error)."""
     return [
         Delivery(
             notification=notification,
@@ -29,7 +29,6 @@ def deliveries_build(notification, channel: str, targets, template, *, next_atte
             next_attempt_at=next_attempt_at,
             failed_at=failed_at,
             last_error=last_error,
-            replayed_from=replayed_from,
         )
         for target in targets
     ]

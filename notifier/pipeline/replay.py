@@ -23,9 +23,9 @@ from django.utils import timezone
 
 from notifier.channels import CHANNELS
 from notifier.models import Delivery, DeliveryStatus, Notification, NotificationStatus
-from notifier.pipeline.deliveries import active_devices, deliveries_build
-from notifier.pipeline.preferences import channel_verdict
-from notifier.pipeline.render import RenderError, active_templates, template_choose, template_render
+from notifier.pipeline.deliveries import active_devices
+from notifier.pipeline.render import active_templates
+from notifier.pipeline.route import _route_channel
 from notifier.pipeline.wake import wake_deliver
 from notifier.selectors import dead_letters
 
@@ -121,35 +121,31 @@ def replays_build(dead_rows: list[Delivery], channel: str | None, now) -> tuple[
 
 def _replay_build(dead: Delivery, channel_name: str, devices, templates: dict, now) -> Delivery:
     notification = dead.notification
-    recipient, notification_type = notification.recipient, notification.type
+    recipient = notification.recipient
     if notification.status in _NOT_REPLAYABLE:
         raise NotReplayable("delivery_id", _NOT_REPLAYABLE[notification.status])
     if notification.expires_at and notification.expires_at <= now:
         raise NotReplayable("delivery_id", f"the notification expired at {notification.expires_at.isoformat()}")
-    channel = CHANNELS.get(channel_name)
-    if channel is None:
+    if channel_name not in CHANNELS:
         raise NotReplayable("channel", f"unknown channel {channel_name!r}; known channels: {', '.join(CHANNELS)}")
-    verdict = channel_verdict(recipient, notification_type, channel_name)
-    if not verdict.allowed:
-        raise NotReplayable("channel", f"the user's preferences exclude {channel_name}: {verdict.reason}")
-    targets, reason = channel.targets(recipient, devices[recipient.id])
+    # The route step's rules for one channel (preferences, target, template, render), without quiet hours
+    # or a digest: an operator's replay goes now.
+    deliveries, decision = _route_channel(notification, channel_name, devices[recipient.id], templates,
+                                          release_at=None, now=now, digests=False)
+    if decision["decision"] == "suppressed":
+        raise NotReplayable("channel", f"the user's preferences exclude {channel_name}: {decision['reason']}")
+    if decision["decision"] == "failed":
+        raise NotReplayable("channel", f"the {channel_name} template does not render: {decision['reason']}")
+    if not deliveries:
+        raise NotReplayable("channel", f"cannot reach the user on {channel_name}: {decision['reason']}")
     if channel_name == dead.channel:
-        targets = [target for target in targets if target.address == dead.target]
-        reason = reason or f"the dead letter's target is no longer reachable on {channel_name}"
-    if not targets:
-        raise NotReplayable("channel", f"cannot reach the user on {channel_name}: {reason}")
-    template = template_choose(templates, notification.type_id, channel_name, recipient.language,
-                               notification_type.default_language)
-    if template is None:
-        raise NotReplayable("channel", f"no active {channel_name} template for type {notification_type.key}")
-    try:
-        content = template_render(template, notification_type, notification.data, recipient=recipient,
-                                  notification_id=notification.id)
-    except RenderError as error:
-        raise NotReplayable("channel", f"the {channel_name} template does not render: {error}") from None
+        deliveries = [delivery for delivery in deliveries if delivery.target == dead.target]
+        if not deliveries:
+            raise NotReplayable("channel", f"the dead letter's target is no longer reachable on {channel_name}")
     # Push on another channel: the newest device (active_devices lists them in the order they were registered).
-    return deliveries_build(notification, channel_name, targets[-1:], template, content=content,
-                            next_attempt_at=now, replayed_from=dead)[0]
+    replay = deliveries[-1]
+    replay.replayed_from = dead
+    return replay
 
 
 def _replays_start(replays: list[Delivery]) -> None:
