@@ -3,7 +3,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from notifier.models import Device, NotificationType, Recipient, Template
+from notifier.models import Device, NotificationType, Recipient, Template, Unsubscription
 
 
 def recipients_upsert(entries) -> tuple[dict[str, Recipient], set[str]]:
@@ -77,3 +77,26 @@ def template_publish(**fields) -> Template:
         latest = versions.aggregate(latest=Max("version"))["latest"] or 0
         versions.filter(active=True).update(active=False)
         return Template.objects.create(**fields, version=latest + 1, active=True)
+
+
+def recipient_unsubscribe(recipient_id: int, category: str, *, source: str, channel: str = "email",
+                          type_key: str = "", notification=None) -> Unsubscription | None:
+    """Opt a user out of `category` (a type's category, or a type key) on `channel`, before their next
+    send: the route step reads type_preferences in the same query that loads the recipient. Idempotent:
+    an opt-out already in place records nothing and returns None; otherwise returns the new record."""
+    with transaction.atomic():
+        recipient = Recipient.objects.select_for_update().get(id=recipient_id)
+        choices = recipient.type_preferences.get(category)
+        if isinstance(choices, dict) and choices.get(channel) is False:
+            return None
+        preferences = dict(recipient.type_preferences)
+        preferences[category] = {**(choices if isinstance(choices, dict) else {}), channel: False}
+        # A type-level "yes" would win over the category's "no" (pipeline/preferences.py): an unsubscribe
+        # from the category ends those too.
+        for key in NotificationType.objects.filter(category=category).values_list("key", flat=True):
+            if isinstance(preferences.get(key), dict) and preferences[key].get(channel) is True:
+                preferences[key] = {name: on for name, on in preferences[key].items() if name != channel}
+        recipient.type_preferences = preferences
+        recipient.save(update_fields=["type_preferences", "updated_at"])
+        return Unsubscription.objects.create(recipient=recipient, category=category, channel=channel,
+                                             type_key=type_key, notification=notification, source=source)

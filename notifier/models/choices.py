@@ -68,6 +68,18 @@ class DeliveryStatus(models.TextChoices):
     DEAD = "dead"  # retries exhausted: the dead letter
 
 
+class EventSource(models.TextChoices):
+    """Who reported a delivery's status change (DeliveryEvent.source)."""
+
+    WORKER = "worker"  # notifier's own pipeline: route, deliver, sweeper, holds, cancel
+    SENDGRID = "sendgrid"  # SendGrid's Event Webhook
+    TWILIO = "twilio"  # Twilio's status callback
+    PIXEL = "pixel"  # the open pixel of an email
+    CLICK = "click"  # the click redirect of an email
+    APP = "app"  # the producer's app: push and in-app opens, clicks, dismissals; inbox reads
+    ADMIN = "admin"  # an operator in Django admin
+
+
 class AttemptOutcome(models.TextChoices):
     """How one delivery attempt ended (DeliveryAttempt.outcome); the three error kinds are ProviderError.kind."""
 

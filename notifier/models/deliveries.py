@@ -1,7 +1,7 @@
 from django.db import models
 from django.db.models import Q
 
-from .choices import AttemptOutcome, Channel, DeliveryStatus, Priority
+from .choices import AttemptOutcome, Channel, DeliveryStatus, EventSource, Priority
 
 
 class Delivery(models.Model):
@@ -33,6 +33,11 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
+    # When the provider, the pixel, the click redirect or the app first reported each (pipeline/status.py):
+    # what the stats read, so they need no scan of the events.
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True)
+    clicked_at = models.DateTimeField(null=True, blank=True)
     # A replay of a dead letter (pipeline/replay.py) links to it; the dead row stays as history and reads its
     # replay as `replayed_as`. One-to-one: a dead letter is replayed at most once, however often it is asked.
     replayed_from = models.OneToOneField("self", null=True, blank=True, on_delete=models.SET_NULL,
@@ -91,3 +96,23 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self):
         return f"attempt {self.number}: {self.outcome}"
+
+
+class DeliveryEvent(models.Model):
+    """One status change of one delivery, or a provider's later word that changed nothing (a `delivered`
+    after `clicked`): the delivery's history. Written only by notifier/pipeline/status.py."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events")
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices)
+    # The status the delivery had before; equal to `status`'s predecessor only when the change applied.
+    previous_status = models.CharField(max_length=16, blank=True)
+    applied = models.BooleanField(default=True, help_text="False: recorded as history, the status stayed.")
+    source = models.CharField(max_length=16, choices=EventSource.choices)
+    at = models.DateTimeField(help_text="When it happened, by the reporter's clock where it gives one.")
+    payload = models.JSONField(null=True, blank=True, help_text="The provider's event, as received.")
+
+    class Meta:
+        indexes = [models.Index(fields=["delivery", "at"], name="event_delivery")]
+
+    def __str__(self):
+        return f"{self.status} ({self.source})"

@@ -48,3 +48,25 @@ class Recipient(models.Model):
         if phone != self.phone:
             self.phone = phone
             self.sms_opted_out_at = None
+
+
+class Unsubscription(models.Model):
+    """A user's opt-out of a category on a channel, and where it came from: the one-click link of an email
+    (RFC 8058), SendGrid's unsubscribe and spam-report events, or an operator. The opt-out itself is the
+    recipient's type_preferences entry (services.recipient_unsubscribe writes both); this row is the record
+    of who unsubscribed from what and when."""
+
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="unsubscriptions")
+    category = models.CharField(max_length=100, help_text="A type's category (marketing), or a type key.")
+    channel = models.CharField(max_length=16, default="email")
+    type_key = models.CharField(max_length=100, blank=True, help_text="The type of the message it came from.")
+    notification = models.ForeignKey("notifier.Notification", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    source = models.CharField(max_length=32, help_text="link, sendgrid unsubscribe, sendgrid spamreport, admin")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["recipient", "-created_at"], name="unsubscription_recipient")]
+
+    def __str__(self):
+        return f"{self.recipient} from {self.category} on {self.channel}"

@@ -1,0 +1,207 @@
+"""A delivery's status machine: every change of Delivery.status goes through this module, which applies
+only legal transitions and records each change as a DeliveryEvent.
+
+    queued ─▶ sending ─▶ sent ─▶ delivered ─▶ opened ─▶ clicked       (the success path, only forward)
+      ▲  │       │                    │            │         │
+      │  ▼       └─▶ queued (retry), failed, dead, expired, cancelled
+     held ─▶ queued, cancelled, expired, suppressed
+    sent, delivered, opened, clicked ─▶ bounced (a bounce after `delivered` is recorded)
+    sent ─▶ failed (Twilio's late `undelivered`)
+
+failed, bounced, suppressed, expired, cancelled and dead are terminal. A later word from a provider that
+would move a delivery backwards on the success path (a `delivered` after `clicked`) or out of a terminal
+status is recorded as history (`applied=False`) and changes nothing, once per delivery and status.
+
+Three ways in, one rule book:
+- `deliveries_save_status`: the deliver step and others that set the new status on loaded rows (the hot
+  path: one UPDATE per group and one INSERT of events);
+- `deliveries_move`: set-based moves of rows picked by a filter (holds released, cancels, lost claims);
+- `delivery_events_apply`: what providers, the pixel, the click redirect and the app report, by delivery.
+
+Each calls the observers with the changes it made (metrics, producer webhooks), in the same transaction.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from notifier.db import rows_update
+from notifier.models import Delivery, DeliveryEvent, DeliveryStatus as S, EventSource
+
+log = logging.getLogger(__name__)
+
+SUCCESS_PATH = (S.SENT, S.DELIVERED, S.OPENED, S.CLICKED)
+TERMINAL = (S.FAILED, S.BOUNCED, S.SUPPRESSED, S.EXPIRED, S.CANCELLED, S.DEAD)
+
+# status → the statuses it may change to. Anything else is refused (by the worker paths, loudly) or
+# recorded without effect (by delivery_events_apply).
+TRANSITIONS: dict[str, frozenset[str]] = {
+    S.QUEUED: frozenset({S.SENDING, S.HELD, S.CANCELLED, S.EXPIRED, S.SUPPRESSED}),
+    S.HELD: frozenset({S.QUEUED, S.CANCELLED, S.EXPIRED, S.SUPPRESSED}),
+    S.SENDING: frozenset({S.SENT, S.DELIVERED, S.QUEUED, S.FAILED, S.DEAD, S.EXPIRED, S.CANCELLED}),
+    S.SENT: frozenset({S.DELIVERED, S.OPENED, S.CLICKED, S.FAILED, S.BOUNCED}),
+    S.DELIVERED: frozenset({S.OPENED, S.CLICKED, S.BOUNCED}),
+    S.OPENED: frozenset({S.CLICKED, S.BOUNCED}),
+    S.CLICKED: frozenset({S.BOUNCED}),
+    **{status: frozenset() for status in TERMINAL},
+}
+# The first time a delivery reaches these, its timestamp column is set (what /api/v1/stats reads).
+FIRST_REACHED_AT = {S.DELIVERED: "delivered_at", S.OPENED: "opened_at", S.CLICKED: "clicked_at",
+                    S.FAILED: "failed_at", S.BOUNCED: "failed_at"}
+# Reaching a later step of the success path means the earlier ones happened: an open proves delivery.
+_IMPLIED = {S.OPENED: (S.DELIVERED,), S.CLICKED: (S.DELIVERED, S.OPENED)}
+
+
+def transition_allowed(old: str, new: str) -> bool:
+    return new in TRANSITIONS.get(old, ())
+
+
+@dataclass
+class StatusChange:
+    """One applied change, as the observers (metrics, producer webhooks) see it. `delivery` is the row
+    as written; on the deliver step's path its `notification` is loaded too."""
+
+    delivery: Delivery
+    previous: str
+    status: str
+    source: str
+    at: datetime
+
+
+@dataclass
+class StatusEvent:
+    """What a provider, the pixel, the click redirect or the app reports about one delivery."""
+
+    delivery_id: int
+    status: str
+    source: str
+    at: datetime | None = None  # when it happened (the provider's timestamp); default: now
+    payload: dict | None = None  # stored on the DeliveryEvent as received
+    fields: dict = field(default_factory=dict)  # more Delivery fields to set if it applies (last_error)
+
+
+class IllegalTransition(Exception):
+    """A worker path tried a change the table does not allow: a bug, never the input's fault."""
+
+
+# Called with the list of StatusChange of every write, inside its transaction. notifier.metrics and the
+# producer webhooks register here (apps.py), so this module needs to know neither.
+OBSERVERS: list = []
+
+
+def deliveries_save_status(deliveries: list[Delivery], previous: str, fields: list[str], *,
+                           where: dict | None = None, source: str = EventSource.WORKER, at=None) -> set:
+    """Write `fields` (which include "status") of loaded deliveries that all had status `previous`, where
+    the rows still match `where` (a claim token), and record an event for each row written whose status
+    changed. Returns the ids written. Raises IllegalTransition before writing anything if a new status is
+    not allowed from `previous`."""
+    at = at or timezone.now()
+    for delivery in deliveries:
+        if delivery.status != previous and not transition_allowed(previous, delivery.status):
+            raise IllegalTransition(f"delivery {delivery.id}: {previous} → {delivery.status}")
+        column = FIRST_REACHED_AT.get(delivery.status)
+        if column and getattr(delivery, column) is None:
+            setattr(delivery, column, at)
+    extra = sorted({FIRST_REACHED_AT[d.status] for d in deliveries if d.status in FIRST_REACHED_AT} - set(fields))
+    with transaction.atomic(savepoint=False):
+        written = rows_update(deliveries, [*fields, *extra], where=where)
+        changes = [StatusChange(d, previous, d.status, source, at)
+                   for d in deliveries if d.id in written and d.status != previous]
+        _changes_record(changes)
+    return written
+
+
+def deliveries_move(delivery_filter: dict, to: str, *, source: str = EventSource.WORKER, fields: dict | None = None,
+                    at=None) -> list[StatusChange]:
+    """Move the deliveries matching `delivery_filter` (Delivery.objects.filter keywords) to status `to`,
+    those whose current status allows it; set `fields` on them too. Two queries and one INSERT of events,
+    whatever the number of rows. Returns the changes made."""
+    at = at or timezone.now()
+    sources = [status for status, targets in TRANSITIONS.items() if to in targets]
+    with transaction.atomic(savepoint=False):
+        rows = list(Delivery.objects.select_for_update().filter(**delivery_filter, status__in=sources)
+                    .only("id", "notification_id", "channel", "priority", "provider", "status"))
+        if not rows:
+            return []
+        changes = [StatusChange(row, row.status, to, source, at) for row in rows]
+        values = {"status": to, **(fields or {})}
+        column = FIRST_REACHED_AT.get(to)
+        if column and column not in values:
+            values[column] = at
+        Delivery.objects.filter(id__in=[row.id for row in rows]).update(**values)
+        for row in rows:
+            for name, value in values.items():
+                setattr(row, name, value)
+        _changes_record(changes)
+    return changes
+
+
+def delivery_events_apply(events: list[StatusEvent]) -> list[StatusChange]:
+    """Apply what providers, the pixel, the click redirect or the app reported. Each event that the table
+    allows changes its delivery's status and is recorded; one that it does not (a late `delivered` after
+    `clicked`, an open after a bounce) is recorded once as history and changes nothing; a repeat of a
+    status already recorded for the delivery is ignored. Events for unknown deliveries are ignored (the
+    caller decides what that means). A fixed number of queries, whatever the number of events; the rows
+    are locked, so two webhooks about one delivery apply one after the other. Returns the changes."""
+    if not events:
+        return []
+    now = timezone.now()
+    with transaction.atomic(savepoint=False):
+        deliveries = {d.id: d for d in Delivery.objects.select_for_update().filter(
+            id__in={e.delivery_id for e in events}).order_by("id")}
+        seen = set(DeliveryEvent.objects.filter(delivery_id__in=deliveries).values_list("delivery_id", "status"))
+        changes, history, changed_fields = [], [], {}
+        for event in sorted(events, key=lambda e: (e.at or now)):
+            delivery = deliveries.get(event.delivery_id)
+            if delivery is None or (delivery.id, event.status) in seen or event.status == delivery.status:
+                continue
+            at = event.at or now
+            seen.add((delivery.id, event.status))
+            if not transition_allowed(delivery.status, event.status):
+                history.append(DeliveryEvent(delivery=delivery, status=event.status, previous_status=delivery.status,
+                                             applied=False, source=event.source, at=at, payload=event.payload))
+                _first_reached(delivery, event.status, at, changed_fields)
+                continue
+            for status in (*_IMPLIED.get(event.status, ()), event.status):
+                _first_reached(delivery, status, at, changed_fields, applied=True)
+            changes.append(StatusChange(delivery, delivery.status, event.status, event.source, at))
+            delivery.status = event.status
+            changed_fields.setdefault(delivery.id, set()).add("status")
+            for name, value in event.fields.items():
+                setattr(delivery, name, value)
+                changed_fields[delivery.id].add(name)
+            history.append(DeliveryEvent(delivery=delivery, status=event.status, previous_status=changes[-1].previous,
+                                         source=event.source, at=at, payload=event.payload))
+        for names in {frozenset(names) for names in changed_fields.values()}:
+            rows_update([deliveries[id_] for id_, n in changed_fields.items() if frozenset(n) == names], sorted(names))
+        DeliveryEvent.objects.bulk_create(history)
+        _observers_call(changes)
+    return changes
+
+
+def _first_reached(delivery: Delivery, status: str, at, changed_fields: dict, applied: bool = False) -> None:
+    """Stamp delivered_at / opened_at / clicked_at / failed_at the first time; the success path's even
+    when the status itself stays (a `delivered` reported after the open)."""
+    column = FIRST_REACHED_AT.get(status)
+    if column and (applied or status in SUCCESS_PATH) and getattr(delivery, column) is None:
+        setattr(delivery, column, at)
+        changed_fields.setdefault(delivery.id, set()).add(column)
+
+
+def _changes_record(changes: list[StatusChange]) -> None:
+    DeliveryEvent.objects.bulk_create([
+        DeliveryEvent(delivery_id=c.delivery.id, status=c.status, previous_status=c.previous, source=c.source, at=c.at)
+        for c in changes
+    ])
+    _observers_call(changes)
+
+
+def _observers_call(changes: list[StatusChange]) -> None:
+    if not changes:
+        return
+    for observer in OBSERVERS:
+        observer(changes)
