@@ -167,3 +167,16 @@ def test_applying_many_events_costs_a_fixed_number_of_queries(order_type, django
         changes = delivery_events_apply([StatusEvent(i, S.OPENED, "pixel") for i in ids]
                                         + [StatusEvent(i, S.DELIVERED, "sendgrid") for i in ids[:10]])
     assert len(changes) == 30
+
+
+def test_nothing_outside_the_status_module_writes_a_delivery_status():
+    """DESIGN: one function applies every delivery status change. A set-based update of Delivery.status,
+    or rows_update of a delivery's "status", anywhere else would skip the table and the history."""
+    import re
+    from pathlib import Path
+
+    root = Path(status.__file__).resolve().parents[1]
+    writes = re.compile(r"\.update\(\s*status=DeliveryStatus|rows_update\([^)]*deliver[^)]*\"status\"")
+    offenders = [str(path.relative_to(root)) for path in root.rglob("*.py")
+                 if "migrations" not in path.parts and path.name != "status.py" and writes.search(path.read_text())]
+    assert offenders == []
