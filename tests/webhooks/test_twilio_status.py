@@ -225,3 +225,20 @@ def test_the_callback_url_defaults_to_the_public_url_plus_the_webhook_path():
     assert explicit["status_callback_url"] == "https://hooks.example.org/t"
     assert "status_callback_url" not in local  # Twilio could not reach the local default
     assert no_twilio == {}  # no credentials: Twilio stays unconfigured and SMS stays on the sandbox
+
+
+def test_a_late_undelivered_starts_the_notifications_fallback_channel(client, twilio_settings, fake_twilio, order_type,
+                                                                      reachable_user):
+    fake_twilio.clear()
+    notification = make_notification(order_type, reachable_user, channels=["sms"], fallback_channels=["in_app"])
+    route_due("high")
+    deliver_due("sms", "high")
+    sms = Delivery.objects.get(notification=notification, channel="sms")
+    notification.refresh_from_db()
+    assert notification.status == "delivered"  # on Twilio's word that it took the message
+
+    callback(client, status_fields(sms, "undelivered", ErrorCode="30003"))
+
+    notification.refresh_from_db()
+    assert notification.status == "processing"
+    assert Delivery.objects.get(notification=notification, channel="in_app").status == "queued"
