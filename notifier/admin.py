@@ -668,7 +668,7 @@ class ProducerEventAdmin(ReadOnlyAdmin):
         return format_html('<a href="{}">{}</a>', reverse("admin:notifier_delivery_change", args=[event.delivery_id]),
                            event.delivery_id)
 
-    @admin.display(description="body (as POSTed, in {\"events\": [...]})")
+    @admin.display(description="body (one of the POSTed events)")
     def body(self, event):
         return format_html("<pre>{}</pre>", json.dumps(event_body(event), indent=2))
 
