@@ -293,6 +293,8 @@ def producer_events_post(session: requests.Session, producer: Producer, events: 
                           allow_redirects=False, stream=True) as response:
             if 200 <= response.status_code < 300:
                 return ""
+            if response.is_redirect:
+                return f"HTTP {response.status_code}: a redirect to {response.headers['Location'][:200]}, not followed"
             answer = response.raw.read(200, decode_content=True).decode(errors="replace")
             return f"HTTP {response.status_code}: {answer}".strip()
     except requests.RequestException as error:
