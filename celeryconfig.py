@@ -119,6 +119,9 @@ beat_schedule = {
     # before its first try. On the maintenance queue: a run starts no new POST after 20 s.
     "send-producer-webhooks": {"task": "notifier.send_producer_webhooks", "schedule": _PRODUCER_WEBHOOKS_INTERVAL,
                                "options": {"expires": max(1.0, _PRODUCER_WEBHOOKS_INTERVAL)}},
+    # Deletes producer events older than NOTIFIER_PRODUCER_EVENT_RETENTION_DAYS, in batches.
+    "purge-producer-events": {"task": "notifier.purge_producer_events", "schedule": 3600.0,
+                              "options": {"expires": 1800}},
     # Deletes inbox items older than NOTIFIER_INBOX_RETENTION_DAYS, in batches.
     "purge-inbox": {"task": "notifier.purge_inbox", "schedule": 3600.0, "options": {"expires": 1800}},
 }

@@ -17,6 +17,7 @@
   On anything else each event backs off exponentially with jitter, the producer is paused until the
   earliest retry (a down endpoint gets one request per backoff step, not one per tick), and an event still
   refused RETRY_WINDOW after it was recorded becomes failed: visible in admin, where a replay sends it again.
+- Keeping: events are deleted NOTIFIER_PRODUCER_EVENT_RETENTION_DAYS after they were recorded (hourly beat).
 """
 from __future__ import annotations
 
@@ -337,6 +338,25 @@ def producer_events_replay(events) -> int:
                           attempts=0, claim_token=None, last_error="", sent_at=None)
     Producer.objects.filter(id__in=producer_ids).update(webhook_paused_until=None)
     return count
+
+
+PURGE_BATCH_SIZE = 5000
+
+
+def producer_events_purge(now=None, batch_size: int = PURGE_BATCH_SIZE) -> int:
+    """Delete events recorded more than NOTIFIER_PRODUCER_EVENT_RETENTION_DAYS (7) ago, whatever their
+    status (a pending one is long past its retry window), a batch at a time. Returns how many."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=_setting("NOTIFIER_PRODUCER_EVENT_RETENTION_DAYS", 7))
+    deleted = 0
+    while True:
+        ids = list(ProducerEvent.objects.filter(created_at__lt=cutoff).order_by("created_at")
+                   .values_list("id", flat=True)[:batch_size])
+        if not ids:
+            return deleted
+        deleted += ProducerEvent.objects.filter(id__in=ids).delete()[0]
+        if len(ids) < batch_size:
+            return deleted
 
 
 # Importing this module (apps.py, ready) registers the observer, once.

@@ -17,7 +17,8 @@ class ProducerEvent(models.Model):
     it twice is harmless and a producer dedupes by `id` across retries and replays."""
 
     id = models.UUIDField(primary_key=True, editable=False)
-    producer = models.ForeignKey("notifier.Producer", on_delete=models.CASCADE, related_name="events")
+    # No index of its own: producer_event_producer starts with it.
+    producer = models.ForeignKey("notifier.Producer", on_delete=models.CASCADE, related_name="events", db_index=False)
     type = models.CharField(max_length=32, help_text="delivery.delivered, delivery.failed, recipient.unsubscribed…")
     # Links for admin; the ids the producer sees are in `data`, and stay when these rows go.
     notification = models.ForeignKey("notifier.Notification", null=True, blank=True, on_delete=models.SET_NULL,
@@ -43,7 +44,9 @@ class ProducerEvent(models.Model):
         indexes = [
             models.Index(fields=["producer", "next_attempt_at"], condition=Q(status="pending"),
                          name="producer_event_due"),
+            # The admin's listing, per producer or not; the purge of old events.
             models.Index(fields=["producer", "-created_at"], name="producer_event_producer"),
+            models.Index(fields=["created_at"], name="producer_event_created"),
         ]
 
     def __str__(self):

@@ -63,3 +63,13 @@ def make_delivery(producer, notification_type, recipient, channel="email", statu
     return Delivery.objects.create(notification=notification, channel=channel, priority="high",
                                    target=fields.pop("target", recipient.email), next_attempt_at=timezone.now(),
                                    status=status, **fields)
+
+
+@pytest.fixture
+def ops(client):
+    """A Django test client logged in to admin as a superuser."""
+    from django.contrib.auth.models import User
+
+    User.objects.create_superuser("ops", "ops@example.com", "pw")
+    client.login(username="ops", password="pw")
+    return client

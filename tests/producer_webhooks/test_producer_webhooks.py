@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -18,6 +18,7 @@ from notifier.pipeline.status import StatusChange, StatusEvent, delivery_events_
 from notifier.producer_webhooks import (
     producer_event_unsubscribed,
     producer_events_claim,
+    producer_events_purge,
     producer_events_record,
     producer_events_record_outcome,
     producer_events_replay,
@@ -332,3 +333,37 @@ def _time_passes(producer, by: timedelta) -> None:
         event.save(update_fields=["next_attempt_at"])
     Producer.objects.filter(id=producer.id, webhook_paused_until__isnull=False).update(
         webhook_paused_until=now - timedelta(seconds=1))
+
+
+def test_events_older_than_the_retention_are_purged_and_newer_ones_kept(hooked_producer, order_type, reachable_user):
+    old, new = (make_delivery(hooked_producer, order_type, reachable_user, target=f"{n}@example.com") for n in "ab")
+    delivery_events_apply([StatusEvent(old.id, "delivered", "sendgrid"), StatusEvent(new.id, "delivered", "sendgrid")])
+    ProducerEvent.objects.filter(delivery=old).update(created_at=timezone.now() - timedelta(days=8))
+
+    assert producer_events_purge(batch_size=1) == 1
+
+    assert list(ProducerEvent.objects.values_list("delivery_id", flat=True)) == [new.id]
+
+
+def plan_of(queryset) -> str:
+    sql, params = queryset.query.sql_with_params()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_claiming_a_producers_due_events_uses_the_due_index(hooked_producer):
+    # producer_events_claim's select, without its FOR UPDATE.
+    plan = plan_of(ProducerEvent.objects.filter(producer=hooked_producer, status=E.PENDING,
+                                                next_attempt_at__lte=timezone.now()).order_by("next_attempt_at"))
+
+    assert "producer_event_due" in plan, plan
+    assert "Sort" not in plan, plan
+
+
+def test_the_purge_and_the_admin_listing_use_the_created_at_indexes(hooked_producer):
+    assert "producer_event_created" in plan_of(ProducerEvent.objects.filter(
+        created_at__lt=timezone.now()).order_by("created_at"))
+    assert "producer_event_producer" in plan_of(ProducerEvent.objects.filter(
+        producer=hooked_producer).order_by("-created_at"))
