@@ -99,18 +99,18 @@ def retry_delay(attempts: int) -> float:
 
 # ----- which producers have a webhook (read on the hot path)
 
-_producers_with_webhook = ProcessCache(max_entries=1)
+producers_with_webhook_cache = ProcessCache(max_entries=1)
 
 
 def producers_with_webhook() -> frozenset[int]:
     """Ids of the producers with a webhook URL: a query at most once per NOTIFIER_PROCESS_CACHE_SECONDS
     per process; a producer saved in this process applies at once, in others within that time."""
-    return _producers_with_webhook.get("ids", lambda: frozenset(
+    return producers_with_webhook_cache.get("ids", lambda: frozenset(
         Producer.objects.exclude(webhook_url="").values_list("id", flat=True)))
 
 
 def _forget_producers_with_webhook(sender, **kwargs):
-    _producers_with_webhook.clear()
+    producers_with_webhook_cache.clear()
 
 
 post_save.connect(_forget_producers_with_webhook, sender=Producer, dispatch_uid="notifier.producer_webhooks.save")

@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from notifier import producer_webhooks
 from notifier.models import Delivery, Notification
 from tests.fakes.http import FakeHTTPServer, Reply
 
@@ -22,14 +21,6 @@ class ProducerEndpoint(FakeHTTPServer):
 
     def respond(self, request, outcome):
         return Reply(outcome.status, dict(outcome.headers), b"{}" if outcome.body is None else str(outcome.body).encode())
-
-
-@pytest.fixture(autouse=True)
-def fresh_webhook_cache():
-    # A test's rollback sends no post_delete signal: an earlier test's producers must not be remembered.
-    producer_webhooks._producers_with_webhook.clear()
-    yield
-    producer_webhooks._producers_with_webhook.clear()
 
 
 @pytest.fixture
