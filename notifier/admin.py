@@ -674,8 +674,9 @@ class ProducerEventAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Send again now (failed or sent events; same id, so the producer can dedupe)")
     def replay(self, request, queryset):
+        selected = queryset.count()  # before the replay: a changelist filtered by status would lose them
         count = producer_events_replay(queryset.filter(
             status__in=[models.ProducerEventStatus.FAILED, models.ProducerEventStatus.SENT]))
-        skipped = queryset.count() - count
+        skipped = selected - count
         messages.success(request, f"{count} event(s) will be sent again within seconds"
                                   + (f"; {skipped} still pending, left as they are." if skipped else "."))

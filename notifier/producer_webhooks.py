@@ -159,7 +159,9 @@ def producer_events_record(changes: list) -> None:
         }
         if change.status in (S.FAILED, S.BOUNCED, S.DEAD) and "last_error" not in delivery.get_deferred_fields():
             data["error"] = delivery.last_error
-        events.append(_event(uuid.uuid5(_EVENT_ID_NAMESPACE, f"delivery:{delivery.id}:{change.status}"),
+        # The notification's id (random) makes it unique across databases, the delivery and status in it.
+        event_id = uuid.uuid5(_EVENT_ID_NAMESPACE, f"delivery:{delivery.notification_id}:{delivery.id}:{change.status}")
+        events.append(_event(event_id,
                              fact.producer_id, DELIVERY_EVENT_TYPES[change.status], data, now,
                              notification_id=delivery.notification_id, delivery_id=delivery.id))
     if events:
@@ -189,7 +191,8 @@ def producer_event_unsubscribed(unsubscription) -> ProducerEvent | None:
         "source": unsubscription.source,
         "at": unsubscription.created_at.isoformat(),
     }
-    event = _event(uuid.uuid5(_EVENT_ID_NAMESPACE, f"unsubscription:{unsubscription.id}"), producer_id,
+    event_id = uuid.uuid5(_EVENT_ID_NAMESPACE, f"unsubscription:{unsubscription.notification_id}:{unsubscription.id}")
+    event = _event(event_id, producer_id,
                    UNSUBSCRIBED, data, timezone.now(), notification_id=unsubscription.notification_id)
     ProducerEvent.objects.bulk_create([event], ignore_conflicts=True)
     return event
@@ -244,7 +247,8 @@ def producer_webhooks_send() -> int:
     run_budget_seconds(). Returns how many events were sent (a 2xx answered)."""
     started = time.monotonic()
     now = timezone.now()
-    producers = list(Producer.objects.exclude(webhook_url="").filter(
+    # A producer without a secret (its URL set by an UPDATE, not save()) is skipped: never sent unsigned.
+    producers = list(Producer.objects.exclude(webhook_url="").exclude(webhook_secret="").filter(
         Q(webhook_paused_until__isnull=True) | Q(webhook_paused_until__lte=now)))
     random.shuffle(producers)  # a producer whose endpoint is slow does not always leave the others last
     sent = 0

@@ -20,7 +20,8 @@ class ProducerEndpoint(FakeHTTPServer):
         return json.loads(raw)
 
     def respond(self, request, outcome):
-        return Reply(outcome.status, dict(outcome.headers), b"{}" if outcome.body is None else str(outcome.body).encode())
+        body = b"{}" if outcome.body is None else str(outcome.body).encode()
+        return Reply(outcome.status, dict(outcome.headers), body)
 
 
 @pytest.fixture

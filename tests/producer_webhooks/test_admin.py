@@ -100,8 +100,20 @@ def test_the_replay_action_sends_failed_and_sent_events_again_and_leaves_pending
     response = ops.post(EVENTS, {"action": "replay", ACTION_CHECKBOX_NAME: [e.id for e in events.values()]},
                         follow=True)
 
-    assert "2 event(s) will be sent again within seconds; 1 still pending, left as they are." in response.content.decode()
+    message = "2 event(s) will be sent again within seconds; 1 still pending, left as they are."
+    assert message in response.content.decode()
     assert set(ProducerEvent.objects.values_list("status", flat=True)) == {E.PENDING}
     assert Producer.objects.get().webhook_paused_until is None  # the failure's pause ends with the replay
     assert producer_webhooks_send() == 3
     assert {e["type"] for e in endpoint.requests[before].body["events"]} == set(events)
+
+
+def test_replaying_from_a_list_filtered_by_status_counts_what_it_replayed(ops, events):
+    failed = events["delivery.bounced"]
+
+    response = ops.post(EVENTS + "?status__exact=failed", {"action": "replay", ACTION_CHECKBOX_NAME: [failed.id]},
+                        follow=True)
+
+    assert "1 event(s) will be sent again within seconds." in response.content.decode()
+    failed.refresh_from_db()
+    assert failed.status == E.PENDING

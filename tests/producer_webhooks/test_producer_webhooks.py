@@ -96,7 +96,8 @@ def test_a_producer_without_a_webhook_gets_no_events_while_another_does(
     theirs = make_delivery(quiet, order_type, reachable_user, target="a@example.com")
     ours = make_delivery(hooked_producer, order_type, reachable_user, target="b@example.com")
 
-    delivery_events_apply([StatusEvent(theirs.id, "delivered", "sendgrid"), StatusEvent(ours.id, "bounced", "sendgrid")])
+    delivery_events_apply([StatusEvent(theirs.id, "delivered", "sendgrid"),
+                           StatusEvent(ours.id, "bounced", "sendgrid")])
 
     assert list(ProducerEvent.objects.values_list("producer_id", "type", "delivery_id")) == [
         (hooked_producer.id, "delivery.bounced", ours.id)]
