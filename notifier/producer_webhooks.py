@@ -109,12 +109,15 @@ def producers_with_webhook() -> frozenset[int]:
         Producer.objects.exclude(webhook_url="").values_list("id", flat=True)))
 
 
-def _forget_producers_with_webhook(sender, **kwargs):
+def _reload_producers_with_webhook(sender, **kwargs):
+    # Reloaded at once rather than forgotten: a producer is saved rarely (admin), and the next status change,
+    # on the deliver step's hot path, then finds the set loaded.
     producers_with_webhook_cache.clear()
+    producers_with_webhook()
 
 
-post_save.connect(_forget_producers_with_webhook, sender=Producer, dispatch_uid="notifier.producer_webhooks.save")
-post_delete.connect(_forget_producers_with_webhook, sender=Producer, dispatch_uid="notifier.producer_webhooks.delete")
+post_save.connect(_reload_producers_with_webhook, sender=Producer, dispatch_uid="notifier.producer_webhooks.save")
+post_delete.connect(_reload_producers_with_webhook, sender=Producer, dispatch_uid="notifier.producer_webhooks.delete")
 
 
 # ----- recording events

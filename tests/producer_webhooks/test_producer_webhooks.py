@@ -23,6 +23,7 @@ from notifier.producer_webhooks import (
     producer_events_record_outcome,
     producer_events_replay,
     producer_webhooks_send,
+    producers_with_webhook,
     signature_header,
 )
 from notifier_project.celery import app
@@ -107,7 +108,7 @@ def test_when_no_producer_has_a_webhook_the_observer_costs_no_query(
         producer, order_type, reachable_user, django_assert_num_queries):
     delivery = make_delivery(producer, order_type, reachable_user)
     changes = [StatusChange(delivery, "sent", "delivered", "sendgrid", timezone.now())]
-    producer_events_record(changes)  # loads the cache: one query per process and NOTIFIER_PROCESS_CACHE_SECONDS
+    producers_with_webhook()  # loaded once per process and NOTIFIER_PROCESS_CACHE_SECONDS, and on a save
 
     with django_assert_num_queries(0):
         producer_events_record(changes * 50)
@@ -122,8 +123,7 @@ def test_on_the_deliver_path_the_observer_costs_one_insert_for_a_group(
     # As deliveries_claim loads them: with the notification, its type and its recipient.
     loaded = list(Delivery.objects.select_related("notification__type", "notification__recipient"))
     changes = [StatusChange(d, "sending", "delivered", "worker", timezone.now()) for d in loaded]
-    producer_events_record([])  # nothing to record: no query, not even the cache's
-    producer_events_record(changes[:1])  # loads the cache
+    producers_with_webhook()  # loaded once per process and NOTIFIER_PROCESS_CACHE_SECONDS, and on a save
 
     with django_assert_num_queries(1) as captured:
         producer_events_record(changes)
@@ -138,13 +138,29 @@ def test_on_other_paths_the_observer_reads_the_producers_in_one_query(
         make_delivery(hooked_producer, order_type, reachable_user, target=f"u{n}@example.com")
     bare = list(Delivery.objects.only("id", "notification_id", "channel", "status"))
     changes = [StatusChange(d, "sent", "dead", "worker", timezone.now()) for d in bare]
-    producer_events_record(changes[:1])  # loads the cache
+    producers_with_webhook()
 
     with django_assert_num_queries(2):  # the notifications' producers, then the INSERT
         producer_events_record(changes)
 
     assert ProducerEvent.objects.filter(type="delivery.dead").count() == 20
     assert "error" not in ProducerEvent.objects.first().data  # last_error was not loaded: not guessed
+
+
+def test_a_webhook_set_or_cleared_in_this_process_applies_at_once_without_a_query(
+        producer, order_type, reachable_user, django_assert_num_queries):
+    delivery = make_delivery(producer, order_type, reachable_user)
+    producer.webhook_url = "https://shop.example.com/hooks"
+    producer.save()
+
+    with django_assert_num_queries(1):  # the INSERT: the notification, its type and recipient are loaded
+        producer_events_record([StatusChange(delivery, "sent", "delivered", "sendgrid", timezone.now())])
+    producer.webhook_url = ""
+    producer.save()
+    with django_assert_num_queries(0):
+        producer_events_record([StatusChange(delivery, "delivered", "opened", "pixel", timezone.now())])
+
+    assert list(ProducerEvent.objects.values_list("type", flat=True)) == ["delivery.delivered"]
 
 
 def test_recording_an_event_twice_keeps_one_with_a_stable_id(hooked_producer, order_type, reachable_user):
