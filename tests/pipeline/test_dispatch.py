@@ -7,9 +7,9 @@ from django.utils import timezone
 
 from notifier.models import Delivery, DeliveryStatus, Device, InboxItem, NotificationStatus, Recipient, SandboxMessage
 from notifier.pipeline.dispatch import deliver_due, deliveries_claim, deliveries_send, retry_delay
-from notifier.producer_webhooks import producers_with_webhook
 from notifier.pipeline.route import route_due
 from notifier.pipeline.sweep import release_expired_claims, wake_due_queues
+from notifier.producer_webhooks import producers_with_webhook
 from tests.pipeline.test_route import make_notification
 from tests.support import scripted_provider
 from tests.support.concurrency import record_at_once
