@@ -21,7 +21,7 @@ from notifier.api.pagination import PageQuery
 from notifier.models import (
     Channel, Delivery, DeliveryEvent, Device, Notification, NotificationType, Platform, Priority, Recipient, Template,
 )
-from notifier.models.choices import Category
+from notifier.models.choices import Category, NotificationStatus
 from notifier.models.templates import CRITICAL_ONLY_TRANSACTIONAL
 from notifier.pipeline.accept import CONTACT_FIELDS, AcceptRequest, RecipientEntry
 from notifier.pipeline.render import VARIABLE_TYPES, template_problems, variable_errors
@@ -214,8 +214,13 @@ class NotificationRequestSerializer(serializers.Serializer):
                                      allow_empty=False)
     priority = serializers.ChoiceField(Priority.choices, required=False)
     idempotency_key = serializers.CharField(max_length=255, required=False)
-    schedule_at = serializers.DateTimeField(required=False, allow_null=True)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    schedule_at = serializers.DateTimeField(
+        required=False, allow_null=True,
+        help_text="ISO 8601; without a UTC offset it is UTC. In the past (or absent): sent at once.")
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True,
+        help_text="ISO 8601; without a UTC offset it is UTC. Must be in the future and after schedule_at; what "
+                  "has not been sent by then is not sent (status expired).")
     # Push: apns-collapse-id (Apple allows at most 64 bytes) and FCM's android.collapse_key.
     collapse_key = serializers.CharField(max_length=64, required=False, allow_blank=True)
     fallback_channels = serializers.ListField(
@@ -372,6 +377,20 @@ class NotificationRequestSerializer(serializers.Serializer):
         return entries
 
 
+class AcceptedNotificationSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    user_id = serializers.CharField()
+    status = serializers.ChoiceField(NotificationStatus.choices,
+                                     help_text="accepted, or scheduled when schedule_at is in the future.")
+
+
+class NotificationsAcceptedSerializer(serializers.Serializer):
+    """The 202 answer of POST /api/v1/notifications (pipeline/accept.py builds it): one notification per
+    recipient, in the request's order. A replay under the same idempotency key answers the same body."""
+
+    notifications = AcceptedNotificationSerializer(many=True)
+
+
 class RecipientSerializer(serializers.ModelSerializer):
     class Meta:
         model = Recipient
@@ -434,7 +453,8 @@ class DeliverySerializer(serializers.ModelSerializer):
 
     events = DeliveryEventSerializer(many=True, read_only=True)
 
-    template_version = serializers.IntegerField(source="template.version", default=None, read_only=True)
+    template_version = serializers.IntegerField(source="template.version", default=None, read_only=True,
+                                                allow_null=True, help_text="null until a template is rendered.")
     release_at = serializers.SerializerMethodField()
 
     def get_release_at(self, delivery) -> str | None:
@@ -576,3 +596,9 @@ class SandboxMessageSerializer(serializers.Serializer):
     delivery_id = serializers.IntegerField()
     message = serializers.JSONField()
     created_at = serializers.DateTimeField()
+
+
+class SandboxMessageListSerializer(serializers.Serializer):
+    """GET /api/v1/sandbox/messages: an object, as every list the API answers, so fields can be added."""
+
+    messages = SandboxMessageSerializer(many=True)

@@ -51,6 +51,8 @@ ENDPOINTS = [
     ("POST", "dead-letter-bulk-replay", {}, "send"),
     ("POST", "dead-letter-replay", {"delivery_id": 1}, "send"),
 ]
+# Public, like the schema (GET /api/v1/schema) and its docs page (GET /api/v1/docs): no key needed.
+PUBLIC = [("GET", "api-index")]
 # What a key with "send" reached before keys had finer scopes; migration 0006 gives it all of these.
 SEND_BEFORE_SCOPES = ["send", "users:read", "users:write", "inbox:read", "tokens"]
 
@@ -73,7 +75,16 @@ def test_the_table_lists_every_method_of_every_endpoint():
         for method in ("get", "post", "put", "patch", "delete") if hasattr(pattern.callback.view_class, method)
     }
 
-    assert handlers == {(name, method) for method, name, _, _ in ENDPOINTS}
+    assert handlers == {(name, method) for method, name, _, _ in ENDPOINTS} | {(name, method) for method, name in PUBLIC}
+
+
+@pytest.mark.parametrize("method, name", PUBLIC)
+def test_a_public_endpoint_answers_without_a_key_and_with_a_bad_one(method, name):
+    anonymous, bad_key = APIClient(), APIClient()
+    bad_key.credentials(HTTP_AUTHORIZATION="Bearer nk_not-a-key")
+
+    assert call(anonymous, method, name, {}).status_code == 200
+    assert call(bad_key, method, name, {}).status_code == 200
 
 
 @pytest.mark.parametrize("method, name, kwargs, scope", ENDPOINTS, ids=[f"{m} {n}" for m, n, _, _ in ENDPOINTS])
