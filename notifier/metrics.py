@@ -178,7 +178,7 @@ class QueueCollector:
     trip; a part that fails or times out is left out and says so in notifier_metrics_source_up."""
 
     def describe(self):
-        return self._families()
+        return list(self._families().values())
 
     def _families(self):
         return {
@@ -268,7 +268,7 @@ def metric_names() -> set[str]:
     """Every series name /metrics can show (counters with _total, histograms with _bucket/_sum/_count),
     for the check of the alert rules and the dashboard against what notifier exports."""
     names = set()
-    for family in [*PROCESS_METRICS.collect(), *QueueCollector().describe().values()]:
+    for family in [*PROCESS_METRICS.collect(), *QueueCollector().describe()]:
         suffixes = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created")}
         names.update(family.name + suffix for suffix in suffixes.get(family.type, ("",)))
     return names
