@@ -422,8 +422,24 @@ class NotificationAdmin(ReadOnlyAdmin):
             ))
 
 
+class DeliveryEventInline(admin.TabularInline):
+    """A delivery's history: every status change and every later provider report (pipeline/status.py)."""
+
+    model = models.DeliveryEvent
+    extra = 0
+    can_delete = False
+    fields = ["at", "previous_status", "status", "applied", "source", "payload"]
+    readonly_fields = fields
+    ordering = ["at", "id"]
+    verbose_name_plural = "history"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(models.Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
+    inlines = [DeliveryEventInline]
     list_display = ["id", "notification_link", "channel", "provider", "status", "attempts", "target",
                     "next_attempt_at", "sent_at"]
     list_filter = ["status", "channel", "provider", "priority"]
@@ -506,7 +522,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     fields = ["notification_link", "user", "type", "channel", "priority", "target", "provider", "attempts",
               "last_error", "failed_at", "replay_link", "content"]
     readonly_fields = fields
-    inlines = [DeliveryAttemptInline]
+    inlines = [DeliveryAttemptInline, DeliveryEventInline]
     actions = ["replay", "replay_to_channel"]
 
     def get_queryset(self, request):

@@ -177,6 +177,8 @@ SPECTACULAR_SETTINGS = {
         "ChannelEnum": "notifier.models.choices.Channel",
         "PriorityEnum": "notifier.models.choices.Priority",
         "NotificationStatusEnum": "notifier.models.choices.NotificationStatus",
+        "DeliveryStatusEnum": "notifier.models.choices.DeliveryStatus",
+        "EventSourceEnum": "notifier.models.choices.EventSource",
     },
 }
 
@@ -320,6 +322,9 @@ for _priority, _changes in json.loads(os.environ.get("NOTIFIER_RETRY_POLICY", "{
 NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS = int(os.environ.get("NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS", str(24 * 3600)))
 # Idempotency keys are kept at least this long (the IETF draft and Stripe keep 24 hours).
 NOTIFIER_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("NOTIFIER_IDEMPOTENCY_TTL_HOURS", "24"))
+# A provider's status report for a message id no delivery carries yet waits this long for the worker to
+# record the send (pipeline/status.py, provider_events_apply).
+NOTIFIER_PENDING_EVENT_RETENTION_SECONDS = int(os.environ.get("NOTIFIER_PENDING_EVENT_RETENTION_SECONDS", "86400"))
 
 # --- preferences, quiet hours and rate limits (notifier/pipeline/preferences.py, holds.py, rate_limits.py) ---
 # A channel a user has said nothing about is enabled.

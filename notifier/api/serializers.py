@@ -18,7 +18,9 @@ from rest_framework import serializers
 from rest_framework.fields import SkipField
 
 from notifier.api.pagination import PageQuery
-from notifier.models import Channel, Delivery, Device, Notification, NotificationType, Platform, Priority, Recipient, Template
+from notifier.models import (
+    Channel, Delivery, DeliveryEvent, Device, Notification, NotificationType, Platform, Priority, Recipient, Template,
+)
 from notifier.models.choices import Category
 from notifier.models.templates import CRITICAL_ONLY_TRANSACTIONAL
 from notifier.pipeline.accept import CONTACT_FIELDS, AcceptRequest, RecipientEntry
@@ -408,13 +410,29 @@ class DeviceSerializer(serializers.ModelSerializer):
         read_only_fields = ["active", "last_seen_at", "deactivated_at", "deactivated_reason", "created_at"]
 
 
+class DeliveryEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeliveryEvent
+        fields = ["status", "previous_status", "applied", "source", "at", "payload"]
+        extra_kwargs = {
+            "applied": {"help_text": "False: a later report (a `delivered` after `clicked`) kept as history; the "
+                                     "status did not change."},
+            "payload": {"help_text": "The provider's event as received (SendGrid, Twilio), or the pixel's, the "
+                                     "click's or the app's details."},
+        }
+
+
 class DeliverySerializer(serializers.ModelSerializer):
+    """A delivery and its history: every status change, oldest first (notifier/pipeline/status.py)."""
+
     class Meta:
         model = Delivery
         fields = ["id", "channel", "target", "provider", "status", "status_reason", "release_at", "attempts",
                   "last_error", "provider_message_id", "template_version", "next_attempt_at", "created_at",
-                  "sent_at", "failed_at", "replayed_from"]
+                  "sent_at", "delivered_at", "opened_at", "clicked_at", "failed_at", "replayed_from", "events"]
         extra_kwargs = {"replayed_from": {"help_text": "A replay: the id of the dead delivery it replays."}}
+
+    events = DeliveryEventSerializer(many=True, read_only=True)
 
     template_version = serializers.IntegerField(source="template.version", default=None, read_only=True)
     release_at = serializers.SerializerMethodField()

@@ -14,7 +14,7 @@ from .choices import (  # noqa: F401
     Priority,
     RateLimitAction,
 )
-from .deliveries import DeadLetter, Delivery, DeliveryAttempt, DeliveryEvent  # noqa: F401
+from .deliveries import DeadLetter, Delivery, DeliveryAttempt, DeliveryEvent, PendingProviderEvent  # noqa: F401
 from .devices import Device  # noqa: F401
 from .digests import DigestBatch  # noqa: F401
 from .inbox import InboxItem  # noqa: F401

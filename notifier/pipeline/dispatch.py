@@ -21,7 +21,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from notifier.channels import CHANNELS
@@ -41,6 +41,7 @@ from notifier.models import (
     Recipient,
 )
 from notifier.pipeline.route import notifications_fall_back
+from notifier.pipeline.status import deliveries_mark_claimed, deliveries_move, deliveries_save_status, pending_events_release
 from notifier.pipeline.wake import clear_flag, deliver_queue, wake_deliver
 from notifier.providers.base import PermanentError, ProviderError, RateLimited, SendDeferred, SendResult
 
@@ -84,10 +85,7 @@ def deliveries_claim(channel: str, priority: str, limit: int) -> list[Delivery]:
         )
         if not ids:
             return []
-        # The status condition makes the claim safe even where SKIP LOCKED is not available (SQLite).
-        Delivery.objects.filter(id__in=ids, status=DeliveryStatus.QUEUED).update(
-            status=DeliveryStatus.SENDING, claim_token=token, claimed_at=now, attempts=F("attempts") + 1
-        )
+        deliveries_mark_claimed(ids, token, now)
     return list(
         Delivery.objects.filter(claim_token=token).select_related(
             "notification__type", "notification__recipient", "device"
@@ -157,7 +155,8 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
     written: set = set()
 
     def write(rows):
-        written.update(rows_update(rows, _RECORDED_FIELDS, where={"claim_token": token}))
+        written.update(deliveries_save_status(rows, DeliveryStatus.SENDING, _RECORDED_FIELDS,
+                                              where={"claim_token": token}))
 
     with transaction.atomic():
         refused = rows_write_isolated(deliveries, write)
@@ -168,7 +167,8 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
             delivery.last_error = f"the outcome ({delivery.status}) could not be recorded: {str(error).strip()}"
             delivery.status, delivery.failed_at = DeliveryStatus.FAILED, timezone.now()
         unrecordable = [deliveries[index] for index in refused]
-        written.update(rows_update(unrecordable, _UNRECORDABLE_FIELDS, where={"claim_token": token}))
+        written.update(deliveries_save_status(unrecordable, DeliveryStatus.SENDING, _UNRECORDABLE_FIELDS,
+                                              where={"claim_token": token}))
         for delivery in deliveries:
             if delivery.id not in written:
                 log.warning("dispatch: lost the claim on delivery %s of notification %s (its lease ran out and "
@@ -177,6 +177,7 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
                             extra=delivery_log_context(delivery))
         kept = [(d, o) for d, o in group if d.id in written]
         DeliveryAttempt.objects.bulk_create([attempt_of(d, o) for d, o in kept])
+        pending_events_release([d for d, o in kept if isinstance(o, SendResult)])
         targets_gone([d for d, o in kept if isinstance(o, ProviderError) and o.target_gone])
         notifications_refresh_status({d.notification_id for d, _ in kept})
 
@@ -285,9 +286,8 @@ def notifications_refresh_status(notification_ids) -> None:
         )
         cancelled_ids = [id_ for id_, _, cancelled_at in locked if cancelled_at]
         if cancelled_ids:
-            Delivery.objects.filter(notification_id__in=cancelled_ids, status__in=DELIVERY_WAITING_STATUSES).update(
-                status=DeliveryStatus.CANCELLED, status_reason=CANCELLED_REASON
-            )
+            deliveries_move({"notification_id__in": cancelled_ids, "status__in": DELIVERY_WAITING_STATUSES},
+                            DeliveryStatus.CANCELLED, fields={"status_reason": CANCELLED_REASON})
         # A pending escalation keeps its notification open; whoever ends it refreshes it (escalation.py).
         open_ids = [id_ for id_, escalate_at, _ in locked if escalate_at is None]
         if open_ids:

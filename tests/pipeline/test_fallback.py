@@ -217,7 +217,7 @@ def test_starting_fallbacks_costs_a_fixed_number_of_queries(scripted, order_type
         script(f"token-{index}", REFUSED)
     route_due("high")
 
-    with django_assert_max_num_queries(20):
+    with django_assert_max_num_queries(21):
         deliver_due("push", "high")
 
     assert Delivery.objects.filter(channel="sms", status="queued").count() == 10
