@@ -99,8 +99,10 @@ _DEFERRED_MARK = ": not sent, "
 
 
 def _field(delivery: Delivery, name: str) -> str:
-    """A loaded field's value, or "" for one the query left out: the observer never makes a query."""
-    return delivery.__dict__.get(name) or ""
+    """A loaded field's text, or "" for one the query left out (the observer never makes a query) or one
+    a set-based move wrote as an SQL expression (the sweeper's last_error)."""
+    value = delivery.__dict__.get(name)
+    return value if isinstance(value, str) else ""
 
 
 def status_changes_count(changes) -> None:
@@ -114,9 +116,10 @@ def status_changes_count(changes) -> None:
             deliveries[(channel, provider, _field(delivery, "priority"), change.status)] += 1
             if (change.previous == S.SENDING and change.status in (S.SENT, S.DELIVERED)
                     and Delivery.notification.is_cached(delivery)):
-                notification = delivery.notification
-                start = max(notification.created_at, notification.schedule_at or notification.created_at)
-                latencies.append(((channel, _field(delivery, "priority")), (change.at - start).total_seconds()))
+                accepted = delivery.notification.__dict__  # loaded fields only: a deferred one would query
+                if accepted.get("created_at"):
+                    start = max(accepted["created_at"], accepted.get("schedule_at") or accepted["created_at"])
+                    latencies.append(((channel, _field(delivery, "priority")), (change.at - start).total_seconds()))
         elif change.previous in _SENT:
             reports[(channel, provider, change.status, change.source)] += 1
         elif (change.previous == S.SENDING and change.status == S.QUEUED and change.source == EventSource.WORKER

@@ -150,3 +150,17 @@ def test_the_observer_makes_no_query_even_on_rows_loaded_without_their_notificat
 
     with django_assert_num_queries(0):
         status_changes_count(changes * 50)
+
+
+def test_a_claim_the_sweeper_gives_back_to_the_queue_counts_as_a_retry(email_delivery, settings, figures,
+                                                                       django_capture_on_commit_callbacks):
+    from notifier.pipeline.sweep import release_expired_claims
+
+    Delivery.objects.filter(id=email_delivery.id).update(claimed_at=timezone.now(), provider="sendgrid")
+    before = figures("notifier_delivery_retries_total", channel="email", provider="sendgrid")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        release_expired_claims(now=timezone.now() + timedelta(seconds=settings.NOTIFIER_CLAIM_LEASE_SECONDS + 1))
+
+    assert Delivery.objects.get(id=email_delivery.id).status == S.QUEUED
+    assert figures("notifier_delivery_retries_total", channel="email", provider="sendgrid") == before + 1
