@@ -209,8 +209,10 @@ class QueueCollector:
         now = timezone.now()
         try:
             with transaction.atomic():
-                with connection.cursor() as cursor:
-                    cursor.execute("SET LOCAL statement_timeout = %s", [settings.NOTIFIER_METRICS_QUERY_TIMEOUT_MS])
+                if connection.vendor == "postgresql":  # SQLite (a quick local run) has no statement timeout
+                    with connection.cursor() as cursor:
+                        cursor.execute("SET LOCAL statement_timeout = %s",
+                                       [settings.NOTIFIER_METRICS_QUERY_TIMEOUT_MS])
                 dead = list(Delivery.objects.filter(status=S.DEAD, replayed_as=None)
                             .values_list("channel").annotate(n=Count("id")).order_by())
                 due = list(Delivery.objects.filter(status=S.QUEUED, next_attempt_at__lte=now)
