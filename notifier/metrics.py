@@ -19,7 +19,6 @@ import hmac
 import logging
 import os
 import socket
-import time
 from collections import Counter as Tally
 from functools import partial
 
@@ -28,6 +27,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Count, Min
 from django.http import Http404, HttpResponse
 from django.utils import timezone
+from django.views.decorators.http import require_http_methods
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.core import GaugeMetricFamily
 
@@ -288,6 +288,7 @@ def process_exited(pid: int) -> None:
         multiprocess.mark_process_dead(process_identifier(pid))
 
 
+@require_http_methods(["GET", "HEAD"])
 def metrics_view(request):
     """GET /metrics. With METRICS_TOKEN set, only `Authorization: Bearer <METRICS_TOKEN>` reads it (401
     otherwise); without one it is off (404) unless NOTIFIER_METRICS_PUBLIC=1 opens it to anyone who
@@ -302,7 +303,4 @@ def metrics_view(request):
                                     content_type="text/plain")
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
-    started = time.monotonic()
-    body = generate_latest(scrape_registry())
-    log.debug("metrics: scraped in %.3f s", time.monotonic() - started)
-    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)
+    return HttpResponse(generate_latest(scrape_registry()), content_type=CONTENT_TYPE_LATEST)

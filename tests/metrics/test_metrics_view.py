@@ -131,3 +131,9 @@ def test_a_database_count_over_its_deadline_leaves_the_queue_gauges_out_and_says
     assert samples[("notifier_metrics_source_up", (("source", "database"),))] == 0
     assert not [key for key in samples if key[0] in ("notifier_due_rows", "notifier_dead_letters")]
     assert took < 2
+
+
+def test_metrics_answer_only_reads(token):
+    response = Client().post("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+
+    assert response.status_code == 405
