@@ -10,6 +10,7 @@ class NotifierConfig(AppConfig):
 
         from notifier import checks  # noqa: F401  (registers the system checks)
         from notifier import metrics
+        from notifier import producer_webhooks  # noqa: F401  (registers its status observer)
         from notifier.api import schema  # noqa: F401  (registers the OpenAPI description of our auth)
         from notifier.pipeline import status
 
