@@ -188,11 +188,19 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# LOG_FORMAT=json: one JSON object a line (python-json-logger), carrying the delivery's context where the
+# log call gives it (notification_id, delivery_id, channel, provider, attempt, producer: notifier/log_format.py).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "notifier.log_format.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     # The SDKs' own INFO lines repeat ours (one per delivery, with provider, ids and outcome), and Twilio's
     # print every request's headers: keep their warnings and errors only. SDK_LOG_LEVEL=INFO to see them.
@@ -372,3 +380,12 @@ NOTIFIER_INBOX_UNREAD_COUNT_CAP = int(os.environ.get("NOTIFIER_INBOX_UNREAD_COUN
 # (EventSource does so by itself, sending Last-Event-ID); a comment line keeps idle proxies from closing it.
 NOTIFIER_INBOX_STREAM_SECONDS = int(os.environ.get("NOTIFIER_INBOX_STREAM_SECONDS", "300"))
 NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS = float(os.environ.get("NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS", "15"))
+
+# --- metrics (notifier/metrics.py, README "Operations and monitoring") ------------------------------------
+
+# GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`. Without a token it is off (404), unless
+# NOTIFIER_METRICS_PUBLIC=1 opens it to whoever reaches it (a private network, a local run).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
+NOTIFIER_METRICS_PUBLIC = env_bool("NOTIFIER_METRICS_PUBLIC", False)
+# The queue gauges are counted at scrape time; a slow count is cut off and the scrape answers without them.
+NOTIFIER_METRICS_QUERY_TIMEOUT_MS = int(os.environ.get("NOTIFIER_METRICS_QUERY_TIMEOUT_MS", "2000"))

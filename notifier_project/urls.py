@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from notifier.api.errors import api_not_found
 from notifier.health import healthz
+from notifier.metrics import metrics_view
 from notifier.webhooks import twilio
 
 urlpatterns = [
@@ -15,6 +16,8 @@ urlpatterns = [
     # Swagger UI over the schema, its assets from drf-spectacular-sidecar (served by WhiteNoise: no CDN).
     path("api/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
+    # Prometheus scrapes this; METRICS_TOKEN guards it (notifier/metrics.py).
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     # Last: any other path under /api/ is a JSON 404, with DEBUG on too (handler404 covers DEBUG off only).
     re_path(r"^api/", api_not_found),

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from notifier.channels import CHANNELS
 from notifier.db import rows_update, rows_write_isolated
+from notifier.log_format import delivery_log_context
 from notifier.models import (
     DELIVERY_IN_FLIGHT_STATUSES,
     DELIVERY_SUCCESS_STATUSES,
@@ -162,7 +163,7 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
         for index, error in refused.items():
             delivery = deliveries[index]
             log.error("dispatch: the outcome of delivery %s (%s) could not be recorded: %s", delivery.id,
-                      delivery.status, error)
+                      delivery.status, error, extra=delivery_log_context(delivery))
             delivery.last_error = f"the outcome ({delivery.status}) could not be recorded: {str(error).strip()}"
             delivery.status, delivery.failed_at = DeliveryStatus.FAILED, timezone.now()
         unrecordable = [deliveries[index] for index in refused]
@@ -172,7 +173,8 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
             if delivery.id not in written:
                 log.warning("dispatch: lost the claim on delivery %s of notification %s (its lease ran out and "
                             "the sweeper gave it back to the queue): its outcome here (%s) is not recorded",
-                            delivery.id, delivery.notification_id, delivery.status)
+                            delivery.id, delivery.notification_id, delivery.status,
+                            extra=delivery_log_context(delivery))
         kept = [(d, o) for d, o in group if d.id in written]
         DeliveryAttempt.objects.bulk_create([attempt_of(d, o) for d, o in kept])
         pending_events_release([d for d, o in kept if isinstance(o, SendResult)])
@@ -238,11 +240,13 @@ def _log_outcome(delivery: Delivery, outcome) -> None:
         log.info(
             "%s: %s delivery %s of notification %s to %s (attempt %s)", delivery.provider, outcome.status,
             delivery.id, delivery.notification_id, delivery.target[:24], delivery.attempts,
+            extra=delivery_log_context(delivery),
         )
     else:
         log.warning(
             "%s: %s error on delivery %s of notification %s (attempt %s): %s -> %s", delivery.provider,
             outcome.kind, delivery.id, delivery.notification_id, delivery.attempts, outcome, delivery.status,
+            extra=delivery_log_context(delivery),
         )
 
 
