@@ -23,7 +23,8 @@ def test_the_procfile_runs_gunicorn_with_its_hook_and_flower_outside_the_directo
                  if line and not line.startswith("#"))
 
     assert lines["api"].startswith("gunicorn -c deploy/gunicorn.conf.py ")
-    assert lines["flower"].startswith("env -u PROMETHEUS_MULTIPROC_DIR ")
+    _, _, flower = lines["flower"].rpartition("; ")  # after waiting for the workers (test_flower_start_e2e.py)
+    assert flower.startswith("exec env -u PROMETHEUS_MULTIPROC_DIR ")
     assert not [name for name, line in lines.items() if "PROMETHEUS_MULTIPROC_DIR" in line and name != "flower"]
 
 
