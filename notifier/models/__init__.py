@@ -22,4 +22,5 @@ from .notifications import IdempotencyKey, Notification  # noqa: F401
 from .producers import Producer  # noqa: F401
 from .recipients import Recipient, Unsubscription  # noqa: F401
 from .sandbox import SandboxMessage  # noqa: F401
+from .suppressions import EmailSuppression, WebhookEventSeen  # noqa: F401
 from .templates import NotificationType, Template  # noqa: F401
