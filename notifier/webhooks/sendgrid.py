@@ -114,7 +114,7 @@ def signature_problem(raw: bytes, signature: str, timestamp: str, now: float | N
         return (f"{TIMESTAMP_HEADER} is {abs(skew):.0f} s in the {'future' if skew > 0 else 'past'}, more than "
                 f"{MAX_CLOCK_SKEW_SECONDS} s: stale or replayed")
     try:
-        key = _public_key(public_key)
+        key = webhook_public_key_load(public_key)
     except ValueError as error:
         log.error("SendGrid: SENDGRID_WEBHOOK_PUBLIC_KEY is not a public key (%s): every event post is refused",
                   error)
@@ -128,7 +128,7 @@ def signature_problem(raw: bytes, signature: str, timestamp: str, now: float | N
 
 
 @lru_cache(maxsize=4)
-def _public_key(public_key: str):
+def webhook_public_key_load(public_key: str):
     """The key as SendGrid shows it (base64 DER SubjectPublicKeyInfo), loaded once per process."""
     return EventWebhook().convert_public_key_to_ecdsa(public_key.strip())
 

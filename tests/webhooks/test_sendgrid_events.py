@@ -510,3 +510,38 @@ def test_admin_suppresses_an_address_by_hand_lower_cased(admin_client):
     assert response.status_code == 302
     suppression = EmailSuppression.objects.get()
     assert suppression.address == "ops-test@example.com" and suppression.source.startswith("admin")
+
+
+# --- manage.py check
+
+
+def test_check_warns_about_a_public_key_that_cannot_be_read(sendgrid_settings):
+    from django.core.checks import run_checks
+
+    assert [m for m in run_checks() if m.id == "notifier.W006"] == []
+    sendgrid_settings.NOTIFIER_PROVIDER_CONFIG["sendgrid"]["webhook_public_key"] = "bm90IGEga2V5"
+
+    [warning] = [m for m in run_checks() if m.id == "notifier.W006"]
+    assert "every SendGrid event post will be refused" in warning.msg
+
+
+def settings_in_a_fresh_process(**env) -> dict:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    keep = {k: v for k, v in os.environ.items() if not k.startswith(("SENDGRID_", "NOTIFIER_", "EMAIL_", "SMTP_"))}
+    code = ("import json; from notifier_project import settings as s; "
+            "print(json.dumps([s.NOTIFIER_PROVIDER_CONFIG['sendgrid'], s.NOTIFIER_CHANNEL_PROVIDERS['email']]))")
+    out = subprocess.run([sys.executable, "-c", code], env={**keep, **env}, capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])
+    return json.loads(out.stdout)
+
+
+def test_the_public_key_setting_reaches_the_webhook_and_alone_does_not_make_sendgrid_send(fake):
+    key_only = settings_in_a_fresh_process(SENDGRID_WEBHOOK_PUBLIC_KEY=fake.public_key)
+    with_api_key = settings_in_a_fresh_process(SENDGRID_WEBHOOK_PUBLIC_KEY=fake.public_key, SENDGRID_API_KEY=API_KEY)
+
+    assert key_only == [{"webhook_public_key": fake.public_key}, ["sandbox"]]
+    assert with_api_key[0]["webhook_public_key"] == fake.public_key and with_api_key[1] == ["sendgrid"]
