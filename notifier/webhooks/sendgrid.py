@@ -170,7 +170,7 @@ def events_record(events: list[dict]) -> dict:
     counts = {"received": len(events), "applied": 0, "duplicates": 0, "unmatched": 0, "ignored": 0}
     handled = []
     for event in events:
-        if event.get("event") in HANDLED_EVENTS and _event_id(event):
+        if isinstance(event.get("event"), str) and event["event"] in HANDLED_EVENTS and _event_id(event):
             handled.append(event)
         else:
             counts["ignored"] += 1
@@ -199,10 +199,12 @@ def events_record(events: list[dict]) -> dict:
                 status_events.append(status_event)
         changes = delivery_events_apply(status_events)
         EmailSuppression.objects.bulk_create([s for s in suppressions if s.address], ignore_conflicts=True)
-        for event, target in opt_outs:
+        unsubscribed = [
             recipient_unsubscribe(target.recipient_id, target.category, source=f"sendgrid {event['event']}",
                                   channel="email", type_key=target.type_key, notification=target.notification)
-        counts["applied"] = len(changes) + len(opt_outs)
+            for event, target in opt_outs
+        ]
+        counts["applied"] = len(changes) + sum(record is not None for record in unsubscribed)
     log.info("SendGrid: %(received)s events: %(applied)s applied, %(duplicates)s repeated, %(unmatched)s for no "
              "known delivery, %(ignored)s ignored", counts)
     return counts
@@ -285,9 +287,9 @@ def _status_event(event: dict, target: _Target) -> StatusEvent | None:
     status, fields = STATUS_OF_EVENT.get(kind), {}
     reason = " ".join(part for part in (_text(event, "status"), _text(event, "reason")) if part)
     if kind == "bounce":
-        blocked = event.get("type") == "blocked"
-        status = DeliveryStatus.FAILED if blocked else DeliveryStatus.BOUNCED
-        fields["last_error"] = f"sendgrid {'blocked' if blocked else 'bounce'}: {reason or 'no reason given'}"
+        hard = _hard_bounce(event)
+        status = DeliveryStatus.BOUNCED if hard else DeliveryStatus.FAILED
+        fields["last_error"] = f"sendgrid {'bounce' if hard else 'blocked'}: {reason or 'no reason given'}"
     elif kind == "dropped":
         status = DeliveryStatus.FAILED
         fields["last_error"] = f"sendgrid dropped: {reason or 'no reason given'}"
@@ -296,9 +298,15 @@ def _status_event(event: dict, target: _Target) -> StatusEvent | None:
     return StatusEvent(target.delivery_id, status, source=EventSource.SENDGRID, at=at, payload=event, fields=fields)
 
 
+def _hard_bounce(event: dict) -> bool:
+    """A bounce event's `type` is "bounce" (the address is dead) or "blocked" (this message was refused);
+    events from before SendGrid added the field are hard bounces."""
+    return event.get("type", "bounce") == "bounce"
+
+
 def _suppresses(event: dict) -> bool:
     if event["event"] == "bounce":
-        return event.get("type", "bounce") == "bounce"
+        return _hard_bounce(event)
     return event["event"] == "dropped" and _text(event, "reason").strip().lower() in DEAD_ADDRESS_DROP_REASONS
 
 

@@ -4,30 +4,37 @@ EventWebhook helper, as in production; events applied to the deliveries they nam
 The emails are sent for real first: through the SendGrid adapter to the fake SendGrid API, which remembers
 the X-Message-Id it answered and the custom args it was given, and builds SendGrid's events from them."""
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+from django.core.checks import run_checks
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from sendgrid.helpers.eventwebhook import EventWebhook
 
 from notifier.models import (
     Delivery,
     DeliveryEvent,
     EmailSuppression,
-    Notification,
     Recipient,
     Unsubscription,
     WebhookEventSeen,
 )
 from notifier.pipeline.dispatch import deliver_due
+from notifier.pipeline.replay import dead_letters_replay
 from notifier.pipeline.route import route_due
 from notifier.pipeline.sweep import sweep
 from notifier.webhooks.sendgrid import EVENTS_PATH, MAX_CLOCK_SKEW_SECONDS
 from tests.conftest import make_order_type, make_reachable_user
 from tests.fakes.sendgrid import SIGNATURE_HEADER, TIMESTAMP_HEADER, FakeSendGrid, sign, signing_key_new
 from tests.pipeline.test_route import make_notification
+from tests.support.dead_letters import make_dead_letters, use_scripted_providers
 
 pytestmark = pytest.mark.django_db
 
@@ -451,7 +458,8 @@ def test_a_body_that_is_not_utf8_is_refused(client, fake, sent_email):
 @pytest.mark.parametrize("oddity", [
     {"sg_event_id": None}, {"sg_event_id": 7}, {"timestamp": "yesterday"}, {"timestamp": 10 ** 20},
     {"delivery_id": "12; DROP TABLE"}, {"delivery_id": -1}, {"delivery_id": True}, {"sg_message_id": 5},
-    {"email": ["a@b"]}, {"reason": {"nested": "x"}}, {"type": None},
+    {"email": ["a@b"]}, {"reason": {"nested": "x"}}, {"type": None}, {"type": ["bounce"]}, {"event": ["bounce"]},
+    {"event": {"kind": "bounce"}}, {"event": None}, {"custom_args": "x", "notification_id": {"a": 1}},
 ])
 def test_odd_field_values_in_a_signed_event_never_cause_a_500(client, fake, sent_email, mail, oddity):
     response = post_events(client, fake, [fake.event(mail, "bounce", **oddity)])
@@ -460,8 +468,6 @@ def test_odd_field_values_in_a_signed_event_never_cause_a_500(client, fake, sent
 
 
 def test_the_fake_signs_exactly_as_the_sdk_verifies(fake):
-    from sendgrid.helpers.eventwebhook import EventWebhook
-
     body, headers = fake.signed([{"event": "delivered"}])
     helper = EventWebhook(fake.public_key)
 
@@ -516,8 +522,6 @@ def test_admin_suppresses_an_address_by_hand_lower_cased(admin_client):
 
 
 def test_check_warns_about_a_public_key_that_cannot_be_read(sendgrid_settings):
-    from django.core.checks import run_checks
-
     assert [m for m in run_checks() if m.id == "notifier.W006"] == []
     sendgrid_settings.NOTIFIER_PROVIDER_CONFIG["sendgrid"]["webhook_public_key"] = "bm90IGEga2V5"
 
@@ -526,11 +530,6 @@ def test_check_warns_about_a_public_key_that_cannot_be_read(sendgrid_settings):
 
 
 def settings_in_a_fresh_process(**env) -> dict:
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     keep = {k: v for k, v in os.environ.items() if not k.startswith(("SENDGRID_", "NOTIFIER_", "EMAIL_", "SMTP_"))}
     code = ("import json; from notifier_project import settings as s; "
             "print(json.dumps([s.NOTIFIER_PROVIDER_CONFIG['sendgrid'], s.NOTIFIER_CHANNEL_PROVIDERS['email']]))")
@@ -545,3 +544,15 @@ def test_the_public_key_setting_reaches_the_webhook_and_alone_does_not_make_send
 
     assert key_only == [{"webhook_public_key": fake.public_key}, ["sandbox"]]
     assert with_api_key[0]["webhook_public_key"] == fake.public_key and with_api_key[1] == ["sendgrid"]
+
+
+def test_a_replay_of_a_dead_email_to_a_suppressed_address_is_refused_with_the_reason(settings, order_type):
+    use_scripted_providers(settings)
+    dead = make_dead_letters(order_type, 3, "email")
+    EmailSuppression.objects.create(address=dead[1].target.upper(), reason="hard_bounce")
+
+    result = dead_letters_replay(None, {})
+
+    assert result.replayed == 2
+    [(delivery_id, refusal)] = result.refused.items()
+    assert delivery_id == dead[1].id and "email address suppressed: hard bounce" in str(refusal)
