@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('notifier', '0012_delivery_events'),
+        ('notifier', '0013_pending_provider_events'),
     ]
 
     operations = [
