@@ -29,7 +29,9 @@ to its first ".".
     processed, deferred, other    nothing (deferred: SendGrid retries for up to 72 h and then bounces)
 
 Status changes go through pipeline/status.py, which records each as a DeliveryEvent with the event as its
-payload and refuses what the delivery's status does not allow (a late `delivered` after `clicked`).
+payload and refuses what the delivery's status does not allow (a late `delivered` after `clicked`). A
+bounce or a failure reopens a notification that was closed as delivered, so its status says so and its
+fallback channels still run.
 """
 from __future__ import annotations
 
@@ -50,7 +52,16 @@ from django.views.decorators.csrf import csrf_exempt
 from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
 
 from notifier.api.errors import error_response
-from notifier.models import Delivery, DeliveryStatus, EmailSuppression, EventSource, WebhookEventSeen
+from notifier.models import (
+    Delivery,
+    DeliveryStatus,
+    EmailSuppression,
+    EventSource,
+    Notification,
+    NotificationStatus,
+    WebhookEventSeen,
+)
+from notifier.pipeline.dispatch import notifications_refresh_status
 from notifier.pipeline.status import StatusEvent, delivery_events_apply
 from notifier.services import recipient_unsubscribe
 from notifier.validation import json_problem
@@ -67,6 +78,8 @@ MAX_CLOCK_SKEW_SECONDS = 300
 STATUS_OF_EVENT = {"delivered": DeliveryStatus.DELIVERED, "open": DeliveryStatus.OPENED,
                    "click": DeliveryStatus.CLICKED}
 OPT_OUT_EVENTS = {"spamreport", "unsubscribe", "group_unsubscribe"}
+FAILURES = {DeliveryStatus.BOUNCED, DeliveryStatus.FAILED}
+_CLOSED = (NotificationStatus.DELIVERED, NotificationStatus.PARTIALLY_DELIVERED, NotificationStatus.FAILED)
 HANDLED_EVENTS = {*STATUS_OF_EVENT, "bounce", "dropped", *OPT_OUT_EVENTS}
 # SendGrid's drop reasons that mean the address itself is dead (its own suppression lists say so).
 DEAD_ADDRESS_DROP_REASONS = {"bounced address", "invalid"}
@@ -198,6 +211,7 @@ def events_record(events: list[dict]) -> dict:
             elif status_event := _status_event(event, target):
                 status_events.append(status_event)
         changes = delivery_events_apply(status_events)
+        _notifications_reopen({c.delivery.notification_id for c in changes if c.status in FAILURES})
         EmailSuppression.objects.bulk_create([s for s in suppressions if s.address], ignore_conflicts=True)
         unsubscribed = [
             recipient_unsubscribe(target.recipient_id, target.category, source=f"sendgrid {event['event']}",
@@ -208,6 +222,16 @@ def events_record(events: list[dict]) -> dict:
     log.info("SendGrid: %(received)s events: %(applied)s applied, %(duplicates)s repeated, %(unmatched)s for no "
              "known delivery, %(ignored)s ignored", counts)
     return counts
+
+
+def _notifications_reopen(notification_ids: set) -> None:
+    """A notification closed on its email's first outcome (sent counts as a success) is reopened and
+    closed again when the email bounces or fails: its status then says so, and its fallback channels run,
+    as for Twilio's late `undelivered` (webhooks/twilio.py)."""
+    if notification_ids:
+        Notification.objects.filter(id__in=notification_ids, status__in=_CLOSED).update(
+            status=NotificationStatus.PROCESSING)
+        notifications_refresh_status(notification_ids)
 
 
 def _event_id(event: dict) -> str:
