@@ -78,11 +78,12 @@ MAX_CLOCK_SKEW_SECONDS = 300
 STATUS_OF_EVENT = {"delivered": DeliveryStatus.DELIVERED, "open": DeliveryStatus.OPENED,
                    "click": DeliveryStatus.CLICKED}
 OPT_OUT_EVENTS = {"spamreport", "unsubscribe", "group_unsubscribe"}
-FAILURES = {DeliveryStatus.BOUNCED, DeliveryStatus.FAILED}
-_CLOSED = (NotificationStatus.DELIVERED, NotificationStatus.PARTIALLY_DELIVERED, NotificationStatus.FAILED)
 HANDLED_EVENTS = {*STATUS_OF_EVENT, "bounce", "dropped", *OPT_OUT_EVENTS}
 # SendGrid's drop reasons that mean the address itself is dead (its own suppression lists say so).
 DEAD_ADDRESS_DROP_REASONS = {"bounced address", "invalid"}
+# A bounce or failure reopens its notification if it was closed on the email's first outcome (sent).
+FAILURES = {DeliveryStatus.BOUNCED, DeliveryStatus.FAILED}
+_CLOSED = (NotificationStatus.DELIVERED, NotificationStatus.PARTIALLY_DELIVERED, NotificationStatus.FAILED)
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _DELIVERY_ID = re.compile(r"[0-9]{1,18}")
