@@ -8,7 +8,8 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.db.models import Count, Q
+from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models.functions import Lower
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
@@ -22,6 +23,7 @@ from rest_framework.exceptions import ValidationError
 from notifier import admin_tools, models, services
 from notifier.api.preferences import preferences_validate
 from notifier.api.serializers import NotificationTypeSerializer, contact_errors
+from notifier.channels.email import email_suppression_of
 from notifier.models.producers import SCOPE_SEND, SCOPES, scopes_ordered
 from notifier.pipeline.render import template_problems
 from notifier.pipeline.replay import dead_letters_replay
@@ -167,9 +169,68 @@ class RecipientForm(CheckedInputForm):
 @admin.register(models.Recipient)
 class RecipientAdmin(admin.ModelAdmin):
     form = RecipientForm
-    list_display = ["user_id", "email", "phone", "timezone", "language", "sms_opted_out_at", "created_at"]
+    list_display = ["user_id", "email", "email_suppressed", "phone", "timezone", "language", "sms_opted_out_at",
+                    "created_at"]
     list_filter = ["language"]
     search_fields = ["=user_id", "email", "phone"]
+    readonly_fields = ["email_suppression"]
+    actions = ["email_suppressions_clear"]
+
+    def get_queryset(self, request):
+        # One subquery for the whole page, not one query per row.
+        return super().get_queryset(request).annotate(_email_suppressed=Exists(
+            models.EmailSuppression.objects.filter(address=Lower(OuterRef("email")))))
+
+    @admin.display(boolean=True, description="email suppressed", ordering="_email_suppressed")
+    def email_suppressed(self, recipient):
+        return recipient._email_suppressed
+
+    @admin.display(description="email suppression")
+    def email_suppression(self, recipient):
+        """Why no email goes to this address, if SendGrid reported it dead, with the way to clear it."""
+        suppression = email_suppression_of(recipient) if recipient.pk else None
+        if suppression is None:
+            return "none: email is sent to this address"
+        clear_url = reverse("admin:notifier_emailsuppression_delete", args=[suppression.pk])
+        return format_html('{} ({}) — <a href="{}">clear it</a> to send email to this address again',
+                           suppression.describe(), suppression.detail or suppression.source, clear_url)
+
+    @admin.action(description="Clear the email suppression of the selected recipients (email is sent again)")
+    def email_suppressions_clear(self, request, queryset):
+        addresses = {email.lower() for email in queryset.exclude(email="").values_list("email", flat=True)}
+        count, _ = models.EmailSuppression.objects.filter(address__in=addresses).delete()
+        messages.success(request, f"Cleared {count} email suppression(s).")
+
+
+class EmailSuppressionForm(CheckedInputForm):
+    class Meta:
+        model = models.EmailSuppression
+        fields = ["address", "reason", "detail"]
+
+    def clean_address(self):
+        # Lower-cased before the unique check, as the model stores it.
+        return self.cleaned_data["address"].strip().lower()
+
+
+@admin.register(models.EmailSuppression)
+class EmailSuppressionAdmin(admin.ModelAdmin):
+    """The addresses no email goes to (SendGrid's hard bounces and dead-address drops). Deleting one clears
+    it; adding one suppresses an address by hand."""
+
+    form = EmailSuppressionForm
+    list_display = ["address", "reason", "source", "detail", "created_at", "delivery"]
+    list_filter = ["reason", "source"]
+    search_fields = ["address"]
+    date_hierarchy = "created_at"
+
+    def get_readonly_fields(self, request, obj=None):
+        # A suppression is the provider's report: cleared (deleted), never rewritten.
+        return ["address", "reason", "source", "detail", "delivery", "created_at"] if obj else ["source"]
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            obj.source = f"admin ({request.user})"[:32]
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(models.Device)

@@ -37,6 +37,25 @@ def claim_lease_outlasts_tasks(app_configs, **kwargs):
     )]
 
 
+@register()
+def sendgrid_webhook_key(app_configs, **kwargs):
+    """A SENDGRID_WEBHOOK_PUBLIC_KEY that cannot be read refuses every event post: say so at start, not at
+    the first bounce."""
+    public_key = settings.NOTIFIER_PROVIDER_CONFIG.get("sendgrid", {}).get("webhook_public_key", "")
+    if not public_key:
+        return []
+    from notifier.webhooks.sendgrid import webhook_public_key_load
+
+    try:
+        webhook_public_key_load(public_key)
+    except ValueError as error:
+        return [Warning(f"SENDGRID_WEBHOOK_PUBLIC_KEY is not a public key ({error}): every SendGrid event post "
+                        "will be refused.",
+                        hint="Copy the Verification Key of SendGrid's Signed Event Webhook. See README, "
+                             "\"SendGrid's Event Webhook\".", id="notifier.W006")]
+    return []
+
+
 @register(deploy=True)
 def production_settings(app_configs, **kwargs):
     """`manage.py check --deploy`: what a production deployment must set beyond Django's own HTTPS

@@ -292,6 +292,15 @@ NOTIFIER_CHANNEL_PROVIDERS = {
     "email": env_list("NOTIFIER_EMAIL_PROVIDERS", _configured("sendgrid", "smtp")),
     "sms": env_list("NOTIFIER_SMS_PROVIDERS", _configured("twilio")),
 }
+# SendGrid signs its Event Webhook (notifier/webhooks/sendgrid.py) with an ECDSA key; this is its public half,
+# as SendGrid shows it (Settings → Mail Settings → Event Webhook → Signature Verification: base64 DER, no PEM
+# lines). Added after the providers are chosen above: a verification key alone does not make SendGrid a
+# sending provider. Without it every event post is refused (403).
+if os.environ.get("SENDGRID_WEBHOOK_PUBLIC_KEY"):
+    NOTIFIER_PROVIDER_CONFIG["sendgrid"]["webhook_public_key"] = os.environ["SENDGRID_WEBHOOK_PUBLIC_KEY"]
+# Event ids a provider webhook already delivered are kept this long to drop repeats (SendGrid retries a
+# batch for up to 24 hours); the sweeper deletes older ones.
+NOTIFIER_WEBHOOK_EVENT_RETENTION_DAYS = int(os.environ.get("NOTIFIER_WEBHOOK_EVENT_RETENTION_DAYS", "3"))
 
 # A circuit breaker per provider, shared by every worker through Redis (notifier/providers/circuit.py): this
 # many transient failures in a row open it; it stays open for the cool-down, then one probe send decides;

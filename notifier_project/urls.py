@@ -6,10 +6,11 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from notifier.api.errors import api_not_found
 from notifier.health import healthz
 from notifier.metrics import metrics_view
-from notifier.webhooks import twilio
+from notifier.webhooks import sendgrid, twilio
 
 urlpatterns = [
     path("api/v1/webhooks/twilio/status", twilio.status_callback, name="twilio-status"),
+    path("api/v1/webhooks/sendgrid/events", sendgrid.events_webhook, name="sendgrid-events"),
     path("api/v1", RedirectView.as_view(pattern_name="api-index"), name="api-index-no-slash"),
     path("api/v1/", include("notifier.api.urls")),
     path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),

@@ -18,6 +18,7 @@ from rest_framework import serializers
 from rest_framework.fields import SkipField
 
 from notifier.api.pagination import PageQuery
+from notifier.channels.email import email_suppression_of
 from notifier.models import (
     Channel, Delivery, DeliveryEvent, Device, Notification, NotificationType, Platform, Priority, Recipient, Template,
 )
@@ -391,12 +392,27 @@ class NotificationsAcceptedSerializer(serializers.Serializer):
     notifications = AcceptedNotificationSerializer(many=True)
 
 
+class EmailSuppressionSerializer(serializers.Serializer):
+    reason = serializers.CharField(help_text="hard_bounce, invalid_address or admin")
+    at = serializers.DateTimeField(source="created_at", help_text="When the provider reported it.")
+    detail = serializers.CharField(help_text="The provider's words, e.g. the SMTP answer of the bounce.")
+
+
 class RecipientSerializer(serializers.ModelSerializer):
+    email_suppressed = serializers.SerializerMethodField(
+        help_text="Set when SendGrid reported the email address dead (a hard bounce): no email is sent to it "
+                  "until an operator clears it in admin. null otherwise.")
+
     class Meta:
         model = Recipient
         fields = ["user_id", "email", "phone", "timezone", "language", "attributes", "sms_opted_out_at",
-                  "created_at", "updated_at"]
+                  "email_suppressed", "created_at", "updated_at"]
         read_only_fields = ["user_id", "sms_opted_out_at", "created_at", "updated_at"]
+
+    @extend_schema_field(EmailSuppressionSerializer(allow_null=True))
+    def get_email_suppressed(self, recipient) -> dict | None:
+        suppression = email_suppression_of(recipient)
+        return EmailSuppressionSerializer(suppression).data if suppression is not None else None
 
     def validate_attributes(self, attributes):
         if not isinstance(attributes, dict):

@@ -1,4 +1,9 @@
+from notifier.models import EmailSuppression
+
 from .base import ProviderChannel, Target
+
+# Where email_suppressions_load keeps a recipient's suppression: (the address it was read for, the row or None).
+_LOADED = "_email_suppression"
 
 
 class EmailChannel(ProviderChannel):
@@ -7,4 +12,32 @@ class EmailChannel(ProviderChannel):
     def targets(self, recipient, devices):
         if not recipient.email:
             return [], "recipient has no email address"
+        suppression = email_suppression_of(recipient)
+        if suppression is not None:  # SendGrid reported the address dead: sending again hurts the sender
+            return [], suppression.describe()
         return [Target(address=recipient.email)], ""
+
+
+def email_suppressions_load(recipients) -> None:
+    """Read the suppressions (EmailSuppression) of these recipients' addresses in one query and keep each
+    on its recipient for targets(): the route step calls this once per batch. Recipients loaded already
+    are skipped."""
+    pending = [r for r in recipients if r.email and getattr(r, _LOADED, (None,))[0] != r.email.lower()]
+    if not pending:
+        return
+    found = {s.address: s for s in EmailSuppression.objects.filter(address__in={r.email.lower() for r in pending})}
+    for recipient in pending:
+        setattr(recipient, _LOADED, (recipient.email.lower(), found.get(recipient.email.lower())))
+
+
+def email_suppression_of(recipient) -> EmailSuppression | None:
+    """The suppression of the recipient's address, or None: as loaded for its batch, else one query (the
+    paths that route one recipient at a time: digests, replays, the admin's test send)."""
+    if not recipient.email:
+        return None
+    address = recipient.email.lower()
+    loaded = getattr(recipient, _LOADED, None)
+    if loaded is None or loaded[0] != address:
+        email_suppressions_load([recipient])
+        loaded = getattr(recipient, _LOADED)
+    return loaded[1]

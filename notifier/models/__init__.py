@@ -23,4 +23,5 @@ from .producer_events import ProducerEvent, ProducerEventStatus  # noqa: F401
 from .producers import Producer  # noqa: F401
 from .recipients import Recipient, Unsubscription  # noqa: F401
 from .sandbox import SandboxMessage  # noqa: F401
+from .suppressions import EmailSuppression, WebhookEventSeen  # noqa: F401
 from .templates import NotificationType, Template  # noqa: F401

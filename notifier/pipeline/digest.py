@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from notifier.channels import CHANNELS
+from notifier.channels.email import email_suppressions_load
 from notifier.db import rows_update
 from notifier.models import (
     Channel,
@@ -126,6 +127,7 @@ def _digests_flush_chunk(now, batch_size: int) -> int:
             return 0
         templates = active_templates(b.type_id for b in batches)
         devices = active_devices(b.recipient_id for b in batches)
+        email_suppressions_load([b.recipient for b in batches if b.channel == "email"])
         deliveries, by_batch, notifications = [], {}, []
         for batch in batches:
             batch.status, batch.flushed_at = DigestBatch.FLUSHED, now

@@ -22,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from notifier.channels import CHANNELS
+from notifier.channels.email import email_suppressions_load
 from notifier.models import Delivery, DeliveryStatus, Notification, NotificationStatus
 from notifier.pipeline.deliveries import active_devices
 from notifier.pipeline.render import active_templates
@@ -107,9 +108,10 @@ def dead_letters_replay(producer, filters: dict, channel: str | None = None) -> 
 
 def replays_build(dead_rows: list[Delivery], channel: str | None, now) -> tuple[list[Delivery], dict]:
     """The unsaved replays of some dead letters (their notification, type and recipient loaded), on their
-    own channel or on `channel`, and why each of the others cannot be replayed. Two queries."""
+    own channel or on `channel`, and why each of the others cannot be replayed. Two queries, three with email."""
     devices = active_devices(d.notification.recipient_id for d in dead_rows)
     templates = active_templates(d.notification.type_id for d in dead_rows)
+    email_suppressions_load([d.notification.recipient for d in dead_rows if (channel or d.channel) == "email"])
     replays, refused = [], {}
     for dead in dead_rows:
         try:

@@ -4,10 +4,11 @@ templates, and create one Delivery per target.
 A batch is claimed with SELECT … FOR UPDATE SKIP LOCKED and routed in the same transaction: if the worker
 dies, the transaction rolls back and the rows are due again; two workers never route the same row.
 
-For each channel, in order: the user's preferences (pipeline/preferences.py), a reachable target, a
-template, quiet hours (pipeline/quiet_hours.py) and the user's rate limits (pipeline/rate_limits.py, one
-Redis round trip per batch; with Redis unreachable the batch is admitted, as the producer quota admits
-requests, and each decision says so). Every channel's outcome is recorded in Notification.decisions with its reason;
+For each channel, in order: the user's preferences (pipeline/preferences.py), a reachable target (for
+email, an address SendGrid has not reported dead: channels/email.py, read once per batch), a template,
+quiet hours (pipeline/quiet_hours.py) and the user's rate limits (pipeline/rate_limits.py, one Redis round
+trip per batch; with Redis unreachable the batch is admitted, as the producer quota admits requests, and
+each decision says so). Every channel's outcome is recorded in Notification.decisions with its reason;
 a held or suppressed Delivery also carries it in status_reason.
 
 Those per-channel rules are one function, `_route_channel`, used by the first routing and by every later
@@ -30,6 +31,7 @@ from django.utils import timezone
 
 from notifier import metrics
 from notifier.channels import CHANNELS
+from notifier.channels.email import email_suppressions_load
 from notifier.db import rows_update
 from notifier.models import (
     NOTIFICATION_OPEN_STATUSES,
@@ -96,6 +98,7 @@ def notifications_route(notifications: list[Notification]) -> list[Delivery]:
     now = timezone.now()
     devices = active_devices([n.recipient_id for n in notifications])
     templates = active_templates(n.type_id for n in notifications)
+    email_suppressions_load([n.recipient for n in notifications])
     created = {notification.id: _route_one_guarded(notification, devices[notification.recipient_id], templates, now)
                for notification in notifications}
     _apply_rate_limits(notifications, created, now)
@@ -224,6 +227,7 @@ def notifications_route_step(step: str, plans: list[tuple[Notification, str, str
     starts with `why`, also kept as its `cause`. Returns the new deliveries (unsaved) by notification id."""
     created: dict = defaultdict(list)
     decided = []
+    email_suppressions_load([notification.recipient for notification, _, _ in plans])
     for notification, channel_name, why in plans:
         if notification.expires_at and notification.expires_at <= now:
             deliveries, decision = [], {"channel": channel_name, "decision": "expired",

@@ -6,7 +6,8 @@
   ended, and rows whose wake-up was lost because the broker was down when they were accepted. A queue
   whose rows have been due for longer than a sweep interval gets one even if its flag says one is
   pending: the message may have been lost after the flag was set, and a spare wake-up finds nothing to do.
-- Idempotency keys older than their retention are deleted.
+- Idempotency keys older than their retention are deleted, and so are the webhook event ids kept to drop
+  repeated events (NOTIFIER_WEBHOOK_EVENT_RETENTION_DAYS).
 """
 import logging
 from datetime import timedelta
@@ -28,6 +29,7 @@ from notifier.models import (
     Notification,
     PendingProviderEvent,
     Priority,
+    WebhookEventSeen,
 )
 from notifier.pipeline.dispatch import notifications_refresh_status
 from notifier.pipeline.status import deliveries_move
@@ -45,6 +47,7 @@ def sweep() -> dict:
         "queues_woken": wake_due_queues(),
         "idempotency_keys_deleted": purge_idempotency_keys(),
         "pending_events_deleted": purge_pending_events(),
+        "webhook_events_forgotten": purge_webhook_events_seen(),
     }
 
 
@@ -131,4 +134,12 @@ def purge_pending_events(now=None) -> int:
     deleted, _ = PendingProviderEvent.objects.filter(received_at__lt=cutoff).delete()
     if deleted:
         log.warning("sweep: dropped %s provider status reports that matched no delivery", deleted)
+    return deleted
+
+
+def purge_webhook_events_seen(now=None) -> int:
+    """Forget webhook event ids older than the retention: a provider retries for a day at most."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.NOTIFIER_WEBHOOK_EVENT_RETENTION_DAYS)
+    deleted, _ = WebhookEventSeen.objects.filter(received_at__lt=cutoff).delete()
     return deleted

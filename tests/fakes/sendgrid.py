@@ -13,14 +13,33 @@ https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgrid-v3-ap
     fake.requests[-1].body["personalizations"]
     fake.calls_per_delivery()                   # Counter: delivery id → how many times it was sent
 
+It also plays SendGrid's Signed Event Webhook: it keeps what it accepted (`fake.accepted`, with the
+X-Message-Id it answered), builds the events SendGrid would report for such a message, and signs them as
+SendGrid does, with an ECDSA P-256 key of its own: the signature is base64 DER ECDSA-SHA256 over the
+timestamp header followed by the body, and `fake.public_key` is what SendGrid's settings page shows (base64
+DER SubjectPublicKeyInfo), to put in SENDGRID_WEBHOOK_PUBLIC_KEY.
+https://www.twilio.com/docs/sendgrid/for-developers/tracking-events/event
+
+    [mail] = fake.accepted_for(delivery_id)
+    events = [fake.event(mail, "delivered"), fake.event(mail, "click", url="https://shop.example/o/42")]
+    fake.post_events(live_server.url + "/api/v1/webhooks/sendgrid/events", events)   # → (status, body)
+    body, headers = fake.signed(events)         # the same post, for Django's test client
+
 Standalone, for benchmarks: python -m tests.fakes.sendgrid --port 8090 [--latency 0.05] [--api-key SG.x]
 """
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.fakes.http import FakeHTTPServer, Outcome, ReceivedRequest, Reply, json_reply, standalone
 
@@ -34,6 +53,36 @@ UNAUTHORIZED = {
 }
 
 
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+
+
+@dataclass(frozen=True)
+class AcceptedMail:
+    """One personalization of a message the fake answered 202 for: what SendGrid's events are about."""
+
+    message_id: str  # the X-Message-Id answered
+    email: str
+    custom_args: dict
+    categories: list
+
+
+def signing_key_new() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def public_key_text(key: ec.EllipticCurvePrivateKey) -> str:
+    """The verification key as SendGrid shows it: base64 DER SubjectPublicKeyInfo, without PEM lines."""
+    der = key.public_key().public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
+
+
+def sign(key: ec.EllipticCurvePrivateKey, timestamp: str, body: bytes) -> str:
+    """SendGrid's signature: base64 of the DER ECDSA-SHA256 signature over timestamp + body."""
+    return base64.b64encode(key.sign(timestamp.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
+
+
 def error_body(message: str, field: str | None = None) -> dict:
     return {"errors": [{"message": message, "field": field, "help": None}]}
 
@@ -44,6 +93,9 @@ class FakeSendGrid(FakeHTTPServer):
     def __init__(self, api_key: str = DEFAULT_API_KEY, **kwargs):
         super().__init__(**kwargs)
         self.api_key = api_key
+        self.signing_key = signing_key_new()
+        self.public_key = public_key_text(self.signing_key)
+        self._accepted: list[AcceptedMail] = []
 
     def calls_per_delivery(self) -> Counter:
         """How many times each delivery was sent, by the delivery_id custom_arg notifier puts on every
@@ -51,6 +103,73 @@ class FakeSendGrid(FakeHTTPServer):
         return Counter(personalization["custom_args"]["delivery_id"] for request in self.requests
                        if isinstance(request.body, dict)
                        for personalization in request.body.get("personalizations", []))
+
+    @property
+    def accepted(self) -> list[AcceptedMail]:
+        """Every personalization of every message answered 202, oldest first."""
+        with self._lock:
+            return list(self._accepted)
+
+    def accepted_for(self, delivery_id) -> list[AcceptedMail]:
+        return [mail for mail in self.accepted if mail.custom_args.get("delivery_id") == str(delivery_id)]
+
+    def clear(self) -> None:
+        super().clear()
+        with self._lock:
+            self._accepted.clear()
+
+    def event(self, mail: AcceptedMail, kind: str, *, custom_args: bool = True, timestamp: int | None = None,
+              **fields) -> dict:
+        """The event SendGrid would post about `mail`: `kind` is delivered, open, click, bounce, dropped,
+        deferred, processed, spamreport, unsubscribe, group_unsubscribe. The usual fields of each kind are
+        filled in (a bounce is a hard one, type "bounce", unless told type="blocked"); `fields` add or
+        replace. custom_args=False leaves out the echoed custom args, as for a message sent without them."""
+        event = {
+            "email": mail.email,
+            "timestamp": timestamp if timestamp is not None else int(time.time()),
+            "event": kind,
+            "sg_event_id": secrets.token_urlsafe(16),
+            # "<X-Message-Id>.<filter and server ids>": only the part before the first "." is the message id.
+            "sg_message_id": f"{mail.message_id}.recvd-5f9c8d7b6-x2k4p-1-6569A1B2-3.0",
+            "smtp-id": f"<{mail.message_id}@geopod-ismtpd-3>",
+            "category": list(mail.categories),
+        }
+        event.update({
+            "delivered": {"response": "250 2.0.0 OK  1701485000 d5si123456qkb.42 - gsmtp", "tls": 1},
+            "open": {"useragent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "ip": "203.0.113.7",
+                     "sg_machine_open": False},
+            "click": {"useragent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "ip": "203.0.113.7",
+                      "url": "https://example.com/", "url_offset": {"index": 0, "type": "html"}},
+            "bounce": {"type": "bounce", "status": "5.1.1", "bounce_classification": "Invalid Address",
+                       "reason": "550 5.1.1 The email account that you tried to reach does not exist."},
+            "dropped": {"status": "5.0.0", "reason": "Bounced Address"},
+            "deferred": {"response": "451 4.7.1 Try again later", "attempt": "1"},
+            "group_unsubscribe": {"asm_group_id": 42},
+        }.get(kind, {}))
+        if custom_args:
+            event.update(mail.custom_args)
+        event.update(fields)
+        return event
+
+    def signed(self, events, *, timestamp: str | None = None, key: ec.EllipticCurvePrivateKey | None = None
+               ) -> tuple[bytes, dict]:
+        """The body and headers of SendGrid's post of `events` (a list, or any JSON value), signed now
+        (or at `timestamp`) with the fake's key (or `key`, to forge one)."""
+        body = events if isinstance(events, bytes) else json.dumps(events).encode()
+        timestamp = timestamp if timestamp is not None else str(int(time.time()))
+        signature = sign(key or self.signing_key, timestamp, body)
+        return body, {"Content-Type": "application/json", SIGNATURE_HEADER: signature, TIMESTAMP_HEADER: timestamp}
+
+    def post_events(self, url: str, events, **signing) -> tuple[int, bytes]:
+        """POST `events` to a running notifier's webhook URL, signed as SendGrid does (see signed()).
+        Returns the answer's status and body."""
+        body, headers = self.signed(events, **signing)
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return answer.status, answer.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
 
     def parse_body(self, headers, raw):
         return json.loads(raw) if raw else None
@@ -71,6 +190,7 @@ class FakeSendGrid(FakeHTTPServer):
     def respond(self, request: ReceivedRequest, outcome: Outcome) -> Reply:
         if outcome.status == 202:
             headers = {"X-Message-Id": secrets.token_urlsafe(16), **outcome.headers}
+            self._remember(request, headers["X-Message-Id"])
             return Reply(202, headers, b"")
         headers = dict(outcome.headers)
         if outcome.status == 429:
@@ -84,6 +204,13 @@ class FakeSendGrid(FakeHTTPServer):
         if isinstance(body, (dict, list)):
             return json_reply(outcome.status, body, headers)
         return Reply(outcome.status, headers, body.encode() if isinstance(body, str) else body)
+
+    def _remember(self, request: ReceivedRequest, message_id: str) -> None:
+        categories = request.body.get("categories", [])
+        mails = [AcceptedMail(message_id, to.get("email", ""), dict(p.get("custom_args", {})), list(categories))
+                 for p in request.body.get("personalizations", []) for to in p.get("to", [])]
+        with self._lock:
+            self._accepted.extend(mails)
 
     def _usual_body(self, request: ReceivedRequest, status: int) -> dict:
         if status == 400:
