@@ -51,6 +51,7 @@ from django.http import HttpResponseNotAllowed, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
 
+from notifier.metrics import webhook_event_count
 from notifier.api.errors import error_response
 from notifier.models import (
     Delivery,
@@ -104,13 +105,23 @@ def events_webhook(request):
                                 request.headers.get(TIMESTAMP_HEADER, ""))
     if problem:
         log.warning("SendGrid: event webhook refused from %s: %s", request.META.get("REMOTE_ADDR"), problem)
+        webhook_event_count(EventSource.SENDGRID, "stale" if problem.endswith(STALE) else "forged")
         return error_response(403, "permission_denied", problem)
     try:
         events = events_parse(raw)
     except EventsInvalid as error:
         log.warning("SendGrid: event webhook body refused: %s", error)
+        webhook_event_count(EventSource.SENDGRID, "invalid")
         return error_response(400, "invalid", str(error), {error.field: [error.problem]})
-    return JsonResponse(events_record(events))
+    counts = events_record(events)
+    for key, result in (("applied", "applied"), ("duplicates", "duplicate"), ("unmatched", "unknown_delivery"),
+                        ("ignored", "ignored")):
+        if counts[key]:
+            webhook_event_count(EventSource.SENDGRID, result, counts[key])
+    return JsonResponse(counts)
+
+
+STALE = "stale or replayed"
 
 
 def signature_problem(raw: bytes, signature: str, timestamp: str, now: float | None = None) -> str | None:
@@ -126,7 +137,7 @@ def signature_problem(raw: bytes, signature: str, timestamp: str, now: float | N
     skew = int(timestamp) - (time.time() if now is None else now)
     if abs(skew) > MAX_CLOCK_SKEW_SECONDS:
         return (f"{TIMESTAMP_HEADER} is {abs(skew):.0f} s in the {'future' if skew > 0 else 'past'}, more than "
-                f"{MAX_CLOCK_SKEW_SECONDS} s: stale or replayed")
+                f"{MAX_CLOCK_SKEW_SECONDS} s: {STALE}")
     try:
         key = webhook_public_key_load(public_key)
     except ValueError as error:

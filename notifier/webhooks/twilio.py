@@ -29,6 +29,7 @@ from django.http import HttpResponse, HttpResponseForbidden, HttpResponseNotAllo
 from django.views.decorators.csrf import csrf_exempt
 from twilio.request_validator import RequestValidator
 
+from notifier.metrics import webhook_event_count
 from notifier.models import DeliveryStatus, EventSource, Notification, NotificationStatus
 from notifier.pipeline.dispatch import notifications_refresh_status
 from notifier.pipeline.status import StatusEvent, provider_events_apply
@@ -48,11 +49,13 @@ def status_callback(request):
         return HttpResponseNotAllowed(["POST"])
     if not signature_is_valid(request):
         log.warning("Twilio: status callback with a missing or bad signature from %s", request.META.get("REMOTE_ADDR"))
+        webhook_event_count(EventSource.TWILIO, "forged")
         return HttpResponseForbidden("bad X-Twilio-Signature")
-    delivery_status_record(
+    changed = delivery_status_record(
         request.POST.get("MessageSid", ""), request.POST.get("MessageStatus", ""),
         request.POST.get("ErrorCode", ""), payload=request.POST.dict(),
     )
+    webhook_event_count(EventSource.TWILIO, "applied" if changed else "ignored")
     return HttpResponse(status=204)
 
 

@@ -409,6 +409,36 @@ def test_a_forged_stale_or_replayed_post_is_403_and_changes_nothing(client, fake
     assert nothing_changed(sent_email)
 
 
+@pytest.mark.parametrize("how, result", [("another key", "forged"), ("stale", "stale")])
+def test_refused_posts_are_counted_by_why(client, fake, sent_email, mail, how, result,
+                                          django_capture_on_commit_callbacks):
+    from notifier.metrics import PROCESS_METRICS
+
+    def count():
+        return PROCESS_METRICS.get_sample_value("notifier_webhook_events_total",
+                                                {"source": "sendgrid", "result": result}) or 0.0
+
+    before = count()
+    with django_capture_on_commit_callbacks(execute=True):  # counts are added once the request commits
+        post(client, *forged(fake, mail, how))
+    assert count() == before + 1
+
+
+def test_applied_and_repeated_events_are_counted(client, fake, sent_email, mail, django_capture_on_commit_callbacks):
+    from notifier.metrics import PROCESS_METRICS
+
+    def count(result):
+        return PROCESS_METRICS.get_sample_value("notifier_webhook_events_total",
+                                                {"source": "sendgrid", "result": result}) or 0.0
+
+    before = count("applied"), count("duplicate")
+    events = [fake.event(mail, "delivered")]
+    with django_capture_on_commit_callbacks(execute=True):
+        post_events(client, fake, events)
+        post_events(client, fake, events)
+    assert (count("applied"), count("duplicate")) == (before[0] + 1, before[1] + 1)
+
+
 def test_a_replay_of_a_real_post_after_five_minutes_is_refused(client, fake, sent_email, mail):
     signed_at = int(time.time()) - MAX_CLOCK_SKEW_SECONDS + 2
     body, headers = fake.signed([fake.event(mail, "bounce")], timestamp=str(signed_at))
