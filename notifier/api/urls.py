@@ -1,5 +1,7 @@
 from django.urls import path
 
+from notifier.webhooks import tracking
+
 from . import cancel, deadletters, inbox, preferences, views
 
 urlpatterns = [
@@ -27,4 +29,8 @@ urlpatterns = [
     path("dead-letters/replay", deadletters.DeadLetterBulkReplayView.as_view(), name="dead-letter-bulk-replay"),
     path("dead-letters/<str:delivery_id>/replay", deadletters.DeadLetterReplayView.as_view(),
          name="dead-letter-replay"),
+    # Public: a reader of an email reaches these without a key, by the signed token in the URL.
+    path("unsubscribe/<str:token>", tracking.unsubscribe, name="unsubscribe"),
+    path("t/o/<str:token>.gif", tracking.open_pixel, name="track-open"),
+    path("t/c/<str:token>", tracking.click_redirect, name="track-click"),
 ]

@@ -51,6 +51,14 @@ ENDPOINTS = [
     ("POST", "dead-letter-bulk-replay", {}, "send"),
     ("POST", "dead-letter-replay", {"delivery_id": 1}, "send"),
 ]
+# Public: a reader of an email reaches these with no key at all; the signed token in the URL is the only
+# authority, so a bad one is a 400.
+PUBLIC_ENDPOINTS = [
+    ("GET", "unsubscribe", {"token": "not-a-token"}),
+    ("POST", "unsubscribe", {"token": "not-a-token"}),
+    ("GET", "track-open", {"token": "not-a-token"}),
+    ("GET", "track-click", {"token": "not-a-token"}),
+]
 # What a key with "send" reached before keys had finer scopes; migration 0006 gives it all of these.
 SEND_BEFORE_SCOPES = ["send", "users:read", "users:write", "inbox:read", "tokens"]
 
@@ -67,13 +75,23 @@ def call(client, method, name, kwargs):
 
 
 def test_the_table_lists_every_method_of_every_endpoint():
+    patterns = [pattern for pattern in api_urls.urlpatterns if isinstance(pattern, URLPattern)]
     handlers = {
         (pattern.name, method.upper())
-        for pattern in api_urls.urlpatterns if isinstance(pattern, URLPattern)
+        for pattern in patterns if hasattr(pattern.callback, "view_class")
         for method in ("get", "post", "put", "patch", "delete") if hasattr(pattern.callback.view_class, method)
     }
+    plain_views = {pattern.name for pattern in patterns if not hasattr(pattern.callback, "view_class")}
 
     assert handlers == {(name, method) for method, name, _, _ in ENDPOINTS}
+    assert plain_views == {name for _, name, _ in PUBLIC_ENDPOINTS}  # a plain view is public, or it is a bug
+
+
+@pytest.mark.parametrize("method, name, kwargs", PUBLIC_ENDPOINTS, ids=[f"{m} {n}" for m, n, _ in PUBLIC_ENDPOINTS])
+def test_a_public_endpoint_needs_no_key_and_refuses_a_bad_token(method, name, kwargs):
+    response = getattr(APIClient(enforce_csrf_checks=True), method.lower())(reverse(name, kwargs=kwargs))
+
+    assert response.status_code == 400
 
 
 @pytest.mark.parametrize("method, name, kwargs, scope", ENDPOINTS, ids=[f"{m} {n}" for m, n, _, _ in ENDPOINTS])
