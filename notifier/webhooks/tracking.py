@@ -35,8 +35,8 @@ from notifier.validation import text_problem
 
 log = logging.getLogger(__name__)
 
-# The smallest transparent GIF (1x1, one transparent colour): 43 bytes.
-PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+# A 1x1 GIF whose one pixel is the transparent colour (its graphic control extension says so): 43 bytes.
+PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")
 NO_CACHE = "no-store, no-cache, must-revalidate, private, max-age=0"
 USER_AGENT_MAX_CHARS = 512
 
