@@ -18,6 +18,8 @@ urlpatterns = [
     path("users/<str:user_id>/notifications/mark-all-read", inbox.InboxMarkAllReadView.as_view(), name="inbox-read-all"),
     path("users/<str:user_id>/notifications/stream", inbox.InboxStreamView.as_view(), name="inbox-stream"),
     path("users/<str:user_id>/notifications/<str:notification_id>", inbox.InboxItemView.as_view(), name="inbox-item"),
+    path("users/<str:user_id>/notifications/<str:notification_id>/events", inbox.NotificationEventView.as_view(),
+         name="notification-events"),
     path("users/<str:user_id>/notification-preferences", preferences.NotificationPreferencesView.as_view(),
          name="notification-preferences"),
     path("users/<str:user_id>/devices", views.DeviceListView.as_view(), name="device-list"),

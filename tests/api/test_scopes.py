@@ -36,6 +36,7 @@ ENDPOINTS = [
     ("POST", "inbox-read-all", {"user_id": "u_1"}, "inbox:read"),
     ("GET", "inbox-stream", {"user_id": "u_1"}, "inbox:read"),
     ("PATCH", "inbox-item", {"user_id": "u_1", "notification_id": NOTIFICATION_ID}, "inbox:read"),
+    ("POST", "notification-events", {"user_id": "u_1", "notification_id": NOTIFICATION_ID}, "inbox:read"),
     ("GET", "notification-preferences", {"user_id": "u_1"}, "users:read"),
     ("PUT", "notification-preferences", {"user_id": "u_1"}, "users:write"),
     ("PATCH", "notification-preferences", {"user_id": "u_1"}, "users:write"),
