@@ -26,7 +26,7 @@ from django.shortcuts import render
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from notifier.models import Delivery, DeliveryStatus, EventSource, Notification, NotificationType, Recipient
+from notifier.models import Category, Delivery, DeliveryStatus, EventSource, Notification, NotificationType, Recipient
 from notifier.pipeline.render import unsubscribe_token_read
 from notifier.pipeline.status import StatusEvent, delivery_events_apply
 from notifier.services import recipient_unsubscribe
@@ -67,10 +67,11 @@ def unsubscribe(request, token: str):
 
 
 def unsubscribe_category(type_key: str) -> str:
-    """What a link of this type unsubscribes from: the type's category (marketing), or the type key itself
-    if the type has since been deleted (recipient_unsubscribe takes either)."""
+    """What a link of this type unsubscribes from (recipient_unsubscribe takes a category or a type key):
+    the marketing category, as the link promises. If the type has since been deleted, or made
+    transactional or system, only the type itself: an old link must not mute a user's receipts."""
     category = NotificationType.objects.filter(key=type_key).values_list("category", flat=True).first()
-    return category or type_key
+    return category if category == Category.MARKETING else type_key
 
 
 def _notification(notification_id: str | None, recipient_id: int):

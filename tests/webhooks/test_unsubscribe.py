@@ -181,6 +181,18 @@ def test_a_link_of_a_deleted_type_unsubscribes_from_that_type(marketing_type, su
     assert subscriber.type_preferences == {"gone_type": {"email": False}}
 
 
+def test_a_link_of_a_type_made_transactional_since_mutes_that_type_alone(marketing_type, subscriber, order_type):
+    link = path_of(unsubscribe_url("u_7", "spring_sale"))
+    marketing_type.category = "transactional"
+    marketing_type.save()
+
+    response = Client().post(link)
+
+    assert "You are unsubscribed from spring_sale email" in response.content.decode()
+    subscriber.refresh_from_db()
+    assert subscriber.type_preferences == {"spring_sale": {"email": False}}  # not every transactional email
+
+
 def test_other_methods_are_refused(marketing_type, subscriber):
     link = path_of(unsubscribe_url("u_7", "spring_sale"))
 
