@@ -9,12 +9,14 @@ from django.test import Client
 
 from notifier.models import Delivery, DeliveryEvent, NotificationType, SandboxMessage, Template
 from notifier.pipeline.dispatch import deliver_due
+from notifier.pipeline.replay import dead_letter_replay
 from notifier.pipeline.route import route_due
 from notifier.tracking import click_token, open_token, tracked_html
 from notifier.webhooks import tracking as tracking_views
 from tests.conftest import make_reachable_user
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.pipeline.test_route import make_notification
+from tests.support.dead_letters import make_dead_letters, use_scripted_providers
 
 pytestmark = pytest.mark.django_db
 
@@ -130,6 +132,22 @@ def test_every_delivery_gets_urls_of_its_own():
     assert click_paths(first) != click_paths(second)
     assert click_token(1, 0) in first and click_token(2, 0) in second
     assert open_token(1) in first and open_token(2) in second
+
+
+def test_a_replayed_dead_letter_is_tracked_under_its_own_delivery(settings):
+    receipt = email_type("receipt", "transactional", track_engagement="on")
+    use_scripted_providers(settings)
+    [dead] = make_dead_letters(receipt, 1)
+    replay = dead_letter_replay(None, dead.id).delivery
+    settings.NOTIFIER_CHANNEL_PROVIDERS = {**settings.NOTIFIER_CHANNEL_PROVIDERS, "email": ["sandbox"]}
+
+    deliver_due("email", "high")
+
+    html = SandboxMessage.objects.get(delivery_id=replay.id).message["html_body"]
+    assert click_token(replay.id, 0) in html and open_token(replay.id) in html
+    assert Client().get(click_paths(html)[0])["Location"] == SALE_URL
+    assert Delivery.objects.get(id=replay.id).status == "clicked"
+    assert Delivery.objects.get(id=dead.id).status == "dead"
 
 
 # --- the click redirect --------------------------------------------------------------------------------

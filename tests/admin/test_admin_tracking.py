@@ -1,9 +1,10 @@
-"""Admin shows who unsubscribed from what and when: the Unsubscription list, and each recipient's page."""
+"""Admin shows who unsubscribed from what and when (the Unsubscription list, each recipient's page), and
+edits a type's email tracking setting."""
 import pytest
 from django.test import Client
 from django.urls import reverse
 
-from notifier.models import Unsubscription
+from notifier.models import NotificationType, Unsubscription
 from notifier.pipeline.render import unsubscribe_url
 from tests.conftest import make_order_type, make_reachable_user
 
@@ -51,3 +52,21 @@ def test_a_recipients_page_lists_their_unsubscriptions_and_links_to_all(ops, uns
     page = response.content.decode()
     assert "marketing on email (link, from spring_sale)" in page
     assert f"?recipient__id__exact={unsubscribed.pk}" in page
+
+
+def test_a_types_tracking_setting_is_edited_and_listed(ops):
+    notification_type = make_order_type("receipt", channels=("email",))
+    url = reverse("admin:notifier_notificationtype_change", args=[notification_type.pk])
+
+    response = ops.post(url, {
+        "key": "receipt", "name": "", "category": "transactional", "default_priority": "high",
+        "default_channels": '["email"]', "default_language": "en", "variables": "{}", "rate_limit_action": "suppress",
+        "digest_window_seconds": 0, "track_engagement": "on", "templates-TOTAL_FORMS": "0",
+        "templates-INITIAL_FORMS": "0"})
+
+    assert response.status_code == 302
+    assert NotificationType.objects.get(pk=notification_type.pk).track_engagement == "on"
+    listing = ops.get(reverse("admin:notifier_notificationtype_changelist"), {"track_engagement__exact": "on"})
+    assert "receipt" in listing.content.decode()
+    off = ops.get(reverse("admin:notifier_notificationtype_changelist"), {"track_engagement__exact": "off"})
+    assert "receipt" not in off.content.decode()
