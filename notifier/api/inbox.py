@@ -18,7 +18,7 @@ import orjson
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.http import Http404, StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import authentication, exceptions, serializers
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
@@ -31,6 +31,7 @@ from notifier.api.auth import (
     RecipientPrincipal,
     recipient_token_principal,
 )
+from notifier.api.errors import ErrorSerializer
 from notifier.api.renderers import ORJSONRenderer
 from notifier.models import InboxItem, Recipient
 from notifier.models.producers import SCOPE_INBOX_READ
@@ -169,7 +170,15 @@ class NotificationEventView(APIView):
     permission_classes = [IsProducerOrSameRecipient]
     required_scopes = {"POST": SCOPE_INBOX_READ}
 
-    @extend_schema(request=EngagementEvent, responses={200: EngagementAnswer})
+    @extend_schema(request=EngagementEvent, responses={
+        200: EngagementAnswer,
+        400: OpenApiResponse(ErrorSerializer, description="event is missing or unknown, channel is not push or "
+                                                          "in_app, or the body has another field (each named)."),
+        401: OpenApiResponse(ErrorSerializer, description="No credentials, or a bad or expired one."),
+        403: OpenApiResponse(ErrorSerializer, description="A producer key without the inbox:read scope."),
+        404: OpenApiResponse(ErrorSerializer, description="The user has no such notification (or the token is "
+                                                          "another user's)."),
+    })
     def post(self, request, user_id, notification_id):
         report = EngagementEvent(data=request.data)
         report.is_valid(raise_exception=True)
