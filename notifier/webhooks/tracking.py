@@ -54,16 +54,23 @@ def unsubscribe(request, token: str):
                              "the whole link into your browser.")
     recipient_id = Recipient.objects.filter(user_id=link["user_id"]).values_list("id", flat=True).first()
     if recipient_id is None:
-        # A genuine link of a user who has since been deleted: there is nothing left to unsubscribe, and
-        # nothing will be sent to them.
-        return _page(request, "notifier/link_error.html", 404, heading="No subscription found",
-                     message="We have no subscription for this link any more; you will not receive email from it.")
+        return _user_gone(request)
     category = unsubscribe_category(link["type_key"])
     if request.method == "POST":
-        recipient_unsubscribe(recipient_id, category, source="link", channel="email", type_key=link["type_key"],
-                              notification=_notification(link["notification_id"], recipient_id))
+        try:
+            recipient_unsubscribe(recipient_id, category, source="link", channel="email", type_key=link["type_key"],
+                                  notification=_notification(link["notification_id"], recipient_id))
+        except Recipient.DoesNotExist:  # deleted since the lookup above
+            return _user_gone(request)
         return _page(request, "notifier/unsubscribe_done.html", 200, category=category)
     return _page(request, "notifier/unsubscribe_confirm.html", 200, category=category, action=request.path)
+
+
+def _user_gone(request) -> HttpResponse:
+    # A genuine link of a user who has since been deleted: there is nothing left to unsubscribe, and nothing
+    # will be sent to them.
+    return _page(request, "notifier/link_error.html", 404, heading="No subscription found",
+                 message="We have no subscription for this link any more; you will not receive email from it.")
 
 
 def unsubscribe_category(type_key: str) -> str:
