@@ -49,7 +49,9 @@ run: check-redis var/secret-key
 	$(BIN)/python manage.py seeddemo
 	@echo "API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
 	@echo "Demo producer key: $$(cat var/demo-producer-key)   (in another shell: KEY=\$$(cat var/demo-producer-key))"
-	REDIS_URL=$(REDIS_URL) PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
+	@# prometheus-client's multiprocess directory: emptied at each start (its files are the processes' counts).
+	rm -rf var/prometheus && mkdir -p var/prometheus
+	REDIS_URL=$(REDIS_URL) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
 
 test: $(VENV)/.installed-test check-redis check-postgres
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)

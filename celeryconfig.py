@@ -99,6 +99,7 @@ task_send_sent_event = True
 _RELEASE_HOLDS_INTERVAL = float(os.environ.get("NOTIFIER_RELEASE_HOLDS_INTERVAL_SECONDS", "60"))
 # settings.NOTIFIER_SWEEP_INTERVAL_SECONDS reads the same variable: the sweeper knows how often it runs.
 _SWEEP_INTERVAL = float(os.environ.get("NOTIFIER_SWEEP_INTERVAL_SECONDS", "5"))
+_PRODUCER_WEBHOOKS_INTERVAL = float(os.environ.get("NOTIFIER_PRODUCER_WEBHOOKS_INTERVAL_SECONDS", "5"))
 beat_schedule = {
     # Wakes queues that have due rows (scheduled sends, retries whose backoff ended, anything whose
     # wake-up was lost to a broker outage) and returns deliveries whose worker died to the queue.
@@ -114,6 +115,13 @@ beat_schedule = {
                             "options": {"expires": max(1.0, _RELEASE_HOLDS_INTERVAL - 5)}},
     # Sends digests whose window has ended, each exactly once (notifier/pipeline/digest.py).
     "flush-digests": {"task": "notifier.flush_digests", "schedule": 30.0, "options": {"expires": 25}},
+    # POSTs producers' status events (notifier/producer_webhooks.py); an event waits at most one interval
+    # before its first try. On the maintenance queue: a run starts no new POST after 20 s.
+    "send-producer-webhooks": {"task": "notifier.send_producer_webhooks", "schedule": _PRODUCER_WEBHOOKS_INTERVAL,
+                               "options": {"expires": max(1.0, _PRODUCER_WEBHOOKS_INTERVAL)}},
+    # Deletes producer events older than NOTIFIER_PRODUCER_EVENT_RETENTION_DAYS, in batches.
+    "purge-producer-events": {"task": "notifier.purge_producer_events", "schedule": 3600.0,
+                              "options": {"expires": 1800}},
     # Deletes inbox items older than NOTIFIER_INBOX_RETENTION_DAYS, in batches.
     "purge-inbox": {"task": "notifier.purge_inbox", "schedule": 3600.0, "options": {"expires": 1800}},
 }

@@ -25,6 +25,7 @@ from notifier.api.serializers import NotificationTypeSerializer, contact_errors
 from notifier.models.producers import SCOPE_SEND, SCOPES, scopes_ordered
 from notifier.pipeline.render import template_problems
 from notifier.pipeline.replay import dead_letters_replay
+from notifier.producer_webhooks import event_body, producer_events_replay
 from notifier.providers.circuit import circuit_close, circuit_states
 from notifier.providers.registry import configured_provider_names
 from notifier.validation import data_size_problem, input_problem, validate_user_id
@@ -74,12 +75,13 @@ class ProducerForm(CheckedInputForm):
 @admin.register(models.Producer)
 class ProducerAdmin(admin.ModelAdmin):
     form = ProducerForm
-    list_display = ["name", "key_hint", "scopes", "is_active", "created_at"]
+    list_display = ["name", "key_hint", "scopes", "is_active", "webhook_url", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["name", "key_hint"]
-    readonly_fields = ["key_hint", "created_at"]
+    # The webhook secret is generated with the URL and shown here: the producer needs it to verify events.
+    readonly_fields = ["key_hint", "created_at", "webhook_secret", "webhook_paused_until"]
     exclude = ["key_hash"]
-    actions = ["rotate_keys"]
+    actions = ["rotate_keys", "rotate_webhook_secrets"]
 
     def save_model(self, request, obj, form, change):
         if not change:
@@ -95,6 +97,14 @@ class ProducerAdmin(admin.ModelAdmin):
             key = producer.rotate_key()
             producer.save(update_fields=["key_hash", "key_hint"])
             self._show_key_once(request, producer, key)
+
+    @admin.action(description="Rotate the webhook secret (events are signed with the new one at once)")
+    def rotate_webhook_secrets(self, request, queryset):
+        for producer in queryset:
+            producer.rotate_webhook_secret()
+            producer.save(update_fields=["webhook_secret"])
+            messages.warning(request, format_html("New webhook secret for <b>{}</b>: <code>{}</code>",
+                                                  producer.name, producer.webhook_secret))
 
     def _show_key_once(self, request, producer, key):
         messages.warning(request, format_html(
@@ -459,8 +469,24 @@ class NotificationAdmin(ReadOnlyAdmin):
             ))
 
 
+class DeliveryEventInline(admin.TabularInline):
+    """A delivery's history: every status change and every later provider report (pipeline/status.py)."""
+
+    model = models.DeliveryEvent
+    extra = 0
+    can_delete = False
+    fields = ["at", "previous_status", "status", "applied", "source", "payload"]
+    readonly_fields = fields
+    ordering = ["at", "id"]
+    verbose_name_plural = "history"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(models.Delivery)
 class DeliveryAdmin(ReadOnlyAdmin):
+    inlines = [DeliveryEventInline]
     list_display = ["id", "notification_link", "channel", "provider", "status", "attempts", "target",
                     "next_attempt_at", "sent_at"]
     list_filter = ["status", "channel", "provider", "priority"]
@@ -543,7 +569,7 @@ class DeadLetterAdmin(ReadOnlyAdmin):
     fields = ["notification_link", "user", "type", "channel", "priority", "target", "provider", "attempts",
               "last_error", "failed_at", "replay_link", "content"]
     readonly_fields = fields
-    inlines = [DeliveryAttemptInline]
+    inlines = [DeliveryAttemptInline, DeliveryEventInline]
     actions = ["replay", "replay_to_channel"]
 
     def get_queryset(self, request):
@@ -646,3 +672,48 @@ class IdempotencyKeyAdmin(ReadOnlyAdmin):
     search_fields = ["=key"]
     list_select_related = ["producer"]
     date_hierarchy = "created_at"
+
+
+@admin.register(models.ProducerEvent)
+class ProducerEventAdmin(ReadOnlyAdmin):
+    """The producer webhooks' outbox (notifier/producer_webhooks.py): every status event, whether it was
+    sent, its attempts and last error, and a replay that sends failed or sent events again."""
+
+    list_display = ["id", "producer", "type", "status", "attempts", "created_at", "next_attempt_at", "sent_at",
+                    "last_error"]
+    list_filter = ["status", "type", "producer", "created_at"]
+    search_fields = ["=notification__id", "=delivery__id"]
+    date_hierarchy = "created_at"
+    ordering = ["-created_at"]
+    list_select_related = ["producer"]
+    fields = ["id", "producer", "type", "status", "attempts", "created_at", "next_attempt_at", "give_up_at",
+              "claimed_at", "sent_at", "last_error", "notification_link", "delivery_link", "body"]
+    readonly_fields = fields
+    actions = ["replay"]
+
+    @admin.display(description="notification")
+    def notification_link(self, event):
+        if event.notification_id is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse("admin:notifier_notification_change",
+                                                          args=[event.notification_id]), event.notification_id)
+
+    @admin.display(description="delivery")
+    def delivery_link(self, event):
+        if event.delivery_id is None:
+            return "—"
+        return format_html('<a href="{}">{}</a>', reverse("admin:notifier_delivery_change", args=[event.delivery_id]),
+                           event.delivery_id)
+
+    @admin.display(description="body (one of the POSTed events)")
+    def body(self, event):
+        return format_html("<pre>{}</pre>", json.dumps(event_body(event), indent=2))
+
+    @admin.action(description="Send again now (failed or sent events; same id, so the producer can dedupe)")
+    def replay(self, request, queryset):
+        selected = queryset.count()  # before the replay: a changelist filtered by status would lose them
+        count = producer_events_replay(queryset.filter(
+            status__in=[models.ProducerEventStatus.FAILED, models.ProducerEventStatus.SENT]))
+        skipped = selected - count
+        messages.success(request, f"{count} event(s) will be sent again within seconds"
+                                  + (f"; {skipped} still pending, left as they are." if skipped else "."))

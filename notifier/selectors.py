@@ -3,7 +3,7 @@ import uuid
 
 from django.db.models import Exists, OuterRef, Prefetch
 
-from notifier.models import Delivery, DeliveryAttempt, DeliveryStatus, Notification, SandboxMessage
+from notifier.models import Delivery, DeliveryAttempt, DeliveryEvent, DeliveryStatus, Notification, SandboxMessage
 
 SANDBOX_PAGE = 200
 
@@ -19,7 +19,8 @@ def notification_for_producer(producer, notification_id) -> Notification | None:
 
 def notification_deliveries(notification):
     """A notification's deliveries, for paging (they may be many: one per device of the user)."""
-    return Delivery.objects.filter(notification=notification).select_related("template")
+    return Delivery.objects.filter(notification=notification).select_related("template").prefetch_related(
+        Prefetch("events", DeliveryEvent.objects.order_by("at", "id")))
 
 
 def sandbox_messages(producer, user_id=None, channel=None, notification_id=None):

@@ -4,6 +4,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from notifier.models import Device, NotificationType, Recipient, Template, Unsubscription
+from notifier.producer_webhooks import producer_event_unsubscribed
 
 
 def recipients_upsert(entries) -> tuple[dict[str, Recipient], set[str]]:
@@ -98,5 +99,7 @@ def recipient_unsubscribe(recipient_id: int, category: str, *, source: str, chan
                 preferences[key] = {name: on for name, on in preferences[key].items() if name != channel}
         recipient.type_preferences = preferences
         recipient.save(update_fields=["type_preferences", "updated_at"])
-        return Unsubscription.objects.create(recipient=recipient, category=category, channel=channel,
-                                             type_key=type_key, notification=notification, source=source)
+        unsubscription = Unsubscription.objects.create(recipient=recipient, category=category, channel=channel,
+                                                       type_key=type_key, notification=notification, source=source)
+        producer_event_unsubscribed(unsubscription)  # the producer's webhook hears of it (idempotent)
+        return unsubscription

@@ -15,6 +15,7 @@ from notifier.pipeline.escalation import release_due_escalations
 from notifier.pipeline.holds import release_due_holds
 from notifier.pipeline.route import route_due
 from notifier.pipeline.sweep import sweep as sweep_once
+from notifier.producer_webhooks import producer_events_purge, producer_webhooks_send
 
 _RETRY = {
     "autoretry_for": (DatabaseError, RedisError),
@@ -58,3 +59,13 @@ def flush_digests() -> int:
 @shared_task(name="notifier.purge_inbox", **_RETRY)
 def purge_inbox() -> int:
     return inbox_purge()
+
+
+@shared_task(name="notifier.send_producer_webhooks", **_RETRY)
+def send_producer_webhooks() -> int:
+    return producer_webhooks_send()
+
+
+@shared_task(name="notifier.purge_producer_events", **_RETRY)
+def purge_producer_events() -> int:
+    return producer_events_purge()

@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's assets for /api/v1/docs, served from here, not a CDN
     "notifier",
 ]
 
@@ -171,20 +172,35 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "notifier API",
     "DESCRIPTION": "Self-hosted notification service: push, email, SMS and in-app inbox.",
     "VERSION": "1",
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums",
-                             "notifier.api.schema.path_parameter_schemas"],
+                             "notifier.api.schema.path_parameter_schemas",
+                             # The error envelope of every 4xx each operation can answer, in one place.
+                             "notifier.api.schema.error_responses"],
     "ENUM_NAME_OVERRIDES": {
         "ChannelEnum": "notifier.models.choices.Channel",
         "PriorityEnum": "notifier.models.choices.Priority",
         "NotificationStatusEnum": "notifier.models.choices.NotificationStatus",
+        "DeliveryStatusEnum": "notifier.models.choices.DeliveryStatus",
+        "EventSourceEnum": "notifier.models.choices.EventSource",
     },
 }
 
+# LOG_FORMAT=json: one JSON object a line (python-json-logger), carrying the delivery's context where the
+# log call gives it (notification_id, delivery_id, channel, provider, attempt, producer: notifier/log_format.py).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "notifier.log_format.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     # The SDKs' own INFO lines repeat ours (one per delivery, with provider, ids and outcome), and Twilio's
     # print every request's headers: keep their warnings and errors only. SDK_LOG_LEVEL=INFO to see them.
@@ -312,6 +328,9 @@ for _priority, _changes in json.loads(os.environ.get("NOTIFIER_RETRY_POLICY", "{
 NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS = int(os.environ.get("NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS", str(24 * 3600)))
 # Idempotency keys are kept at least this long (the IETF draft and Stripe keep 24 hours).
 NOTIFIER_IDEMPOTENCY_TTL_HOURS = int(os.environ.get("NOTIFIER_IDEMPOTENCY_TTL_HOURS", "24"))
+# A provider's status report for a message id no delivery carries yet waits this long for the worker to
+# record the send (pipeline/status.py, provider_events_apply).
+NOTIFIER_PENDING_EVENT_RETENTION_SECONDS = int(os.environ.get("NOTIFIER_PENDING_EVENT_RETENTION_SECONDS", "86400"))
 
 # --- preferences, quiet hours and rate limits (notifier/pipeline/preferences.py, holds.py, rate_limits.py) ---
 # A channel a user has said nothing about is enabled.
@@ -361,3 +380,12 @@ NOTIFIER_INBOX_UNREAD_COUNT_CAP = int(os.environ.get("NOTIFIER_INBOX_UNREAD_COUN
 # (EventSource does so by itself, sending Last-Event-ID); a comment line keeps idle proxies from closing it.
 NOTIFIER_INBOX_STREAM_SECONDS = int(os.environ.get("NOTIFIER_INBOX_STREAM_SECONDS", "300"))
 NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS = float(os.environ.get("NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS", "15"))
+
+# --- metrics (notifier/metrics.py, README "Operations and monitoring") ------------------------------------
+
+# GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`. Without a token it is off (404), unless
+# NOTIFIER_METRICS_PUBLIC=1 opens it to whoever reaches it (a private network, a local run).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "").strip()
+NOTIFIER_METRICS_PUBLIC = env_bool("NOTIFIER_METRICS_PUBLIC", False)
+# The queue gauges are counted at scrape time; a slow count is cut off and the scrape answers without them.
+NOTIFIER_METRICS_QUERY_TIMEOUT_MS = int(os.environ.get("NOTIFIER_METRICS_QUERY_TIMEOUT_MS", "2000"))

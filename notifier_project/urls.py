@@ -1,16 +1,26 @@
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from django.urls import include, path, re_path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from notifier.api.errors import api_not_found
 from notifier.health import healthz
+from notifier.metrics import metrics_view
 from notifier.webhooks import twilio
 
 urlpatterns = [
     path("api/v1/webhooks/twilio/status", twilio.status_callback, name="twilio-status"),
+    path("api/v1", RedirectView.as_view(pattern_name="api-index"), name="api-index-no-slash"),
     path("api/v1/", include("notifier.api.urls")),
     path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    # Swagger UI over the schema, its assets from drf-spectacular-sidecar (served by WhiteNoise: no CDN).
+    path("api/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
+    # Prometheus scrapes this; METRICS_TOKEN guards it (notifier/metrics.py).
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
+    # Last: any other path under /api/ is a JSON 404, with DEBUG on too (handler404 covers DEBUG off only).
+    re_path(r"^api/", api_not_found),
 ]
 handler404 = "notifier.api.errors.page_not_found"
 handler500 = "notifier.api.errors.server_error"

@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 from notifier.api.auth import producers_by_key_hash
 from notifier.api.serializers import notification_types_by_key
 from notifier.models import Device, NotificationType, Producer, Recipient, Template
+from notifier.producer_webhooks import producers_with_webhook_cache
 from notifier.providers.registry import providers_reset
 from notifier.redis_client import redis_clients_reset
 from tests.support.redis_server import RedisServer
@@ -45,6 +46,7 @@ def fresh_process_caches():
     # A test's rollback sends no post_delete signal: rows cached by an earlier test must not leak into it.
     producers_by_key_hash.clear()
     notification_types_by_key.clear()
+    producers_with_webhook_cache.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -79,10 +79,6 @@ ANSWER_EXAMPLE = OpenApiExample("Push sent, email cancelled", response_only=True
     "already_sent": [{"delivery_id": 11, "channel": "push", "target": "a1b2c3", "status": "delivered"}],
     "not_sent": [], "digests": [],
 }]})
-ERRORS = {
-    401: OpenApiResponse(ErrorSerializer, description="No producer key, or an unknown one."),
-    403: OpenApiResponse(ErrorSerializer, description="The key lacks the send scope."),
-}
 ANSWERED = OpenApiResponse(CancelAnswerSerializer, description=(
     "What became of each delivery. Also when cancelling again: nothing is newly cancelled then."))
 
@@ -96,7 +92,7 @@ class NotificationCancelView(APIView):
         description="Cancels every delivery not yet handed to a provider, and says what was cancelled, what a "
                     "worker had already claimed (it finishes) and what had gone out. Harmless to repeat.",
         request=None,
-        responses={200: ANSWERED, **ERRORS,
+        responses={200: ANSWERED,  # 401, 403 and the rest: notifier.api.schema.error_responses
                    404: OpenApiResponse(ErrorSerializer, description="No such notification, or another producer's.")},
         examples=[ANSWER_EXAMPLE],
     )
@@ -116,7 +112,7 @@ class NotificationCancelByKeyView(APIView):
         description="For a producer that did not keep our ids: cancels every notification that the request "
                     "sent with this idempotency key made (one per recipient), as cancelling each one by id would.",
         request=CancelByKeyRequestSerializer,
-        responses={200: ANSWERED, **ERRORS,
+        responses={200: ANSWERED,  # 401, 403 and the rest: notifier.api.schema.error_responses
                    400: OpenApiResponse(ErrorSerializer, description="idempotency_key is missing or empty."),
                    404: OpenApiResponse(ErrorSerializer, description="This producer sent nothing with this key.")},
         examples=[ANSWER_EXAMPLE],

@@ -3,7 +3,8 @@
     {"error": {"code": "invalid", "message": "...", "fields": {"recipients[2].user_id": ["..."]}}}
 
 An unexpected exception, in a DRF view or a plain one (webhooks), is a 500 in the same shape, with no
-internals in it (the traceback goes to the log, as Django logs every 500); an unknown path is a 404 in it.
+internals in it (the traceback goes to the log, as Django logs every 500); an unknown path is a 404 in it,
+with DEBUG on or off; a body that is not JSON is a 415 that says to send `Content-Type: application/json`.
 """
 import orjson
 from django.core.exceptions import PermissionDenied
@@ -39,6 +40,9 @@ def exception_handler(exc, context):
         fields = flatten_errors(exc.detail)
         first = next(iter(fields.items()))
         body = {"code": "invalid", "message": f"{first[0]}: {first[1][0]}", "fields": fields}
+    elif isinstance(exc, exceptions.UnsupportedMediaType):
+        # DRF's message names the type received; say what to send instead.
+        body = {"code": exc.detail.code, "message": f"{exc.detail} Send Content-Type: application/json."}
     else:
         detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
         code = detail.code if hasattr(detail, "code") else "error"
@@ -54,10 +58,16 @@ def server_error(request):
     return defaults.server_error(request)
 
 
+def api_not_found(request, exception=None):
+    """An unknown path under /api/: the JSON envelope, like every other API error. The last URL pattern, so
+    that it answers with DEBUG on too (Django's handler404 is skipped then, for its HTML debug page)."""
+    return JsonResponse({"error": {"code": "not_found", "message": f"No endpoint at {request.path}."}}, status=404)
+
+
 def page_not_found(request, exception):
-    """handler404: an unknown path under /api/ answers the JSON envelope, like every other API error."""
+    """handler404: an Http404 under /api/ answers the JSON envelope, Django's page elsewhere (admin)."""
     if request.path.startswith("/api/"):
-        return JsonResponse({"error": {"code": "not_found", "message": f"No endpoint at {request.path}."}}, status=404)
+        return api_not_found(request, exception)
     return defaults.page_not_found(request, exception)
 
 

@@ -222,6 +222,20 @@ class EventStreamRenderer(BaseRenderer):
         return orjson.dumps(data) if data is not None else b""
 
 
+# One event of the stream, as an SSE client parses it (`data` is the JSON text of the payload).
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["notification", "unread_count"]},
+        "data": {"type": "string", "description": "notification: an inbox item (as GET …/notifications lists "
+                                                  "them); unread_count: {unread_count, unread_count_capped}."},
+        "id": {"type": "string", "description": "notification events: the inbox position, for Last-Event-ID."},
+        "retry": {"type": "integer"},
+    },
+    "required": ["event", "data"],
+}
+
+
 class InboxStreamView(APIView):
     """Server-Sent Events: `notification` when an item arrives, `unread_count` at the start and after every
     change. The stream ends after NOTIFIER_INBOX_STREAM_SECONDS (EventSource reconnects by itself with
@@ -234,7 +248,7 @@ class InboxStreamView(APIView):
     permission_classes = [IsProducerOrSameRecipient]
     required_scopes = {"GET": SCOPE_INBOX_READ}
 
-    @extend_schema(responses={(200, "text/event-stream"): str})
+    @extend_schema(responses={(200, "text/event-stream"): SSE_EVENT_SCHEMA})
     def get(self, request, user_id):
         recipient_id = _recipient_id(request, user_id)
         last_event_id = request.headers.get("Last-Event-ID", "")

@@ -3,6 +3,7 @@ before any view runs, so that every endpoint, including one added later, is cove
 
 - the body's size: over NOTIFIER_MAX_REQUEST_BYTES is a 413, answered from the declared Content-Length
   before a byte is read, and for a chunked body (no Content-Length) after reading at most the limit + 1;
+- an Http404 raised by a plain Django view answers the JSON error envelope, with DEBUG on too;
 - every query parameter and path segment: notifier.validation.text_problem, and a `user_id` path segment
   must be a user id (validate_user_id). A 400 names the parameter or segment (`cursor`, `user_id`).
 """
@@ -10,8 +11,9 @@ import io
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.http import Http404
 
-from notifier.api.errors import error_response
+from notifier.api.errors import api_not_found, error_response
 from notifier.validation import text_problem, validate_user_id
 
 API_PREFIX = "/api/"
@@ -49,6 +51,13 @@ class ApiInputMiddleware:
             request.META["CONTENT_LENGTH"] = str(len(body))
             request._stream = io.BytesIO(body)  # as HttpRequest.body does once it has read the body
         return True
+
+    def process_exception(self, request, exception):
+        """An Http404 from a plain (non-DRF) view under /api/ answers the JSON envelope with DEBUG on too,
+        where Django would answer its HTML debug page instead of calling handler404."""
+        if isinstance(exception, Http404) and request.path_info.startswith(API_PREFIX):
+            return api_not_found(request, exception)
+        return None
 
     def process_view(self, request, view_func, view_args, view_kwargs):
         if not request.path_info.startswith(API_PREFIX):

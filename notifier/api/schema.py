@@ -2,6 +2,7 @@
 how to authenticate (`Authorization: Bearer <producer key or recipient token>`), and of the path
 parameters every endpoint reads alike."""
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework.permissions import AllowAny
 
 from notifier.validation import USER_ID_MAX_LENGTH, USER_ID_PATTERN
 
@@ -48,4 +49,58 @@ def path_parameter_schemas(result, generator, request, public):
             for parameter in operation.get("parameters", []):
                 if parameter["in"] == "path" and parameter["name"] in PATH_PARAMETER_SCHEMAS:
                     parameter["schema"] = dict(PATH_PARAMETER_SCHEMAS[parameter["name"]])
+    return result
+
+
+# The 4xx answers any operation can give, whoever wrote the view, and when. Each is in the error envelope
+# of notifier/api/errors.py (ErrorSerializer, the "Error" component). A view documents the answers that are
+# its own (409, 422, a 404 without a path parameter) with extend_schema; error_responses adds these.
+ERROR_REASONS = {
+    400: "A path segment, query parameter or body field is invalid: `fields` names each one and what is wrong.",
+    401: "No `Authorization: Bearer …` header, or an unknown, revoked or expired key or token.",
+    403: "The producer key lacks the scope this operation needs (the message names it), or a recipient token "
+         "calls an endpoint it cannot reach.",
+    404: "No such object, or one that belongs to another producer or user.",
+    413: "The body is larger than NOTIFIER_MAX_REQUEST_BYTES.",
+    415: "The body is not JSON: send `Content-Type: application/json`.",
+    429: "Over the producer's quota; `Retry-After` says when to try again.",
+}
+ERROR_COMPONENT = "Error"
+
+
+def _codes_for(operation: dict, path: str, view) -> list[int]:
+    codes = [400, 401]  # a bad Authorization header is a 401 even where none is needed (the schema)
+    if not all(permission is AllowAny for permission in getattr(view, "permission_classes", [None])):
+        codes.append(403)
+    if "{" in path:
+        codes.append(404)
+    if "requestBody" in operation:
+        codes += [413, 415]
+    if getattr(view, "throttle_classes", None):
+        codes.append(429)
+    return codes
+
+
+def _views_by_operation(generator) -> dict[tuple[str, str], type]:
+    return {(path, method.lower()): getattr(callback, "cls", None)
+            for path, _, method, callback in (generator.endpoints or [])}
+
+
+def error_responses(result, generator, request, public):
+    """drf-spectacular postprocessing hook: every operation documents, in the error envelope, each 4xx of
+    ERROR_REASONS it can answer, and every 4xx a view documented itself is in the envelope too (not a
+    generic object)."""
+    envelope = {"$ref": f"#/components/schemas/{ERROR_COMPONENT}"}
+    # The component exists because views name ErrorSerializer in their own responses (cancel.py, deadletters.py).
+    assert ERROR_COMPONENT in result["components"]["schemas"], "no view names notifier.api.errors.ErrorSerializer"
+    views = _views_by_operation(generator)
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            responses = operation.setdefault("responses", {})
+            for code in _codes_for(operation, path, views.get((path, method))):
+                responses.setdefault(str(code), {"description": ERROR_REASONS[code]})
+            for code, response in responses.items():
+                if code.startswith("4"):
+                    response["content"] = {"application/json": {"schema": envelope}}
+            operation["responses"] = dict(sorted(responses.items()))
     return result

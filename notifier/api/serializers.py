@@ -18,8 +18,10 @@ from rest_framework import serializers
 from rest_framework.fields import SkipField
 
 from notifier.api.pagination import PageQuery
-from notifier.models import Channel, Delivery, Device, Notification, NotificationType, Platform, Priority, Recipient, Template
-from notifier.models.choices import Category
+from notifier.models import (
+    Channel, Delivery, DeliveryEvent, Device, Notification, NotificationType, Platform, Priority, Recipient, Template,
+)
+from notifier.models.choices import Category, NotificationStatus
 from notifier.models.templates import CRITICAL_ONLY_TRANSACTIONAL
 from notifier.pipeline.accept import CONTACT_FIELDS, AcceptRequest, RecipientEntry
 from notifier.pipeline.render import VARIABLE_TYPES, template_problems, variable_errors
@@ -212,8 +214,13 @@ class NotificationRequestSerializer(serializers.Serializer):
                                      allow_empty=False)
     priority = serializers.ChoiceField(Priority.choices, required=False)
     idempotency_key = serializers.CharField(max_length=255, required=False)
-    schedule_at = serializers.DateTimeField(required=False, allow_null=True)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    schedule_at = serializers.DateTimeField(
+        required=False, allow_null=True,
+        help_text="ISO 8601; without a UTC offset it is UTC. In the past (or absent): sent at once.")
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True,
+        help_text="ISO 8601; without a UTC offset it is UTC. Must be in the future and after schedule_at; what "
+                  "has not been sent by then is not sent (status expired).")
     # Push: apns-collapse-id (Apple allows at most 64 bytes) and FCM's android.collapse_key.
     collapse_key = serializers.CharField(max_length=64, required=False, allow_blank=True)
     fallback_channels = serializers.ListField(
@@ -370,6 +377,20 @@ class NotificationRequestSerializer(serializers.Serializer):
         return entries
 
 
+class AcceptedNotificationSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    user_id = serializers.CharField()
+    status = serializers.ChoiceField(NotificationStatus.choices,
+                                     help_text="accepted, or scheduled when schedule_at is in the future.")
+
+
+class NotificationsAcceptedSerializer(serializers.Serializer):
+    """The 202 answer of POST /api/v1/notifications (pipeline/accept.py builds it): one notification per
+    recipient, in the request's order. A replay under the same idempotency key answers the same body."""
+
+    notifications = AcceptedNotificationSerializer(many=True)
+
+
 class RecipientSerializer(serializers.ModelSerializer):
     class Meta:
         model = Recipient
@@ -408,15 +429,32 @@ class DeviceSerializer(serializers.ModelSerializer):
         read_only_fields = ["active", "last_seen_at", "deactivated_at", "deactivated_reason", "created_at"]
 
 
+class DeliveryEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeliveryEvent
+        fields = ["status", "previous_status", "applied", "source", "at", "payload"]
+        extra_kwargs = {
+            "applied": {"help_text": "False: a later report (a `delivered` after `clicked`) kept as history; the "
+                                     "status did not change."},
+            "payload": {"help_text": "The provider's event as received (SendGrid, Twilio), or the pixel's, the "
+                                     "click's or the app's details."},
+        }
+
+
 class DeliverySerializer(serializers.ModelSerializer):
+    """A delivery and its history: every status change, oldest first (notifier/pipeline/status.py)."""
+
     class Meta:
         model = Delivery
         fields = ["id", "channel", "target", "provider", "status", "status_reason", "release_at", "attempts",
                   "last_error", "provider_message_id", "template_version", "next_attempt_at", "created_at",
-                  "sent_at", "failed_at", "replayed_from"]
+                  "sent_at", "delivered_at", "opened_at", "clicked_at", "failed_at", "replayed_from", "events"]
         extra_kwargs = {"replayed_from": {"help_text": "A replay: the id of the dead delivery it replays."}}
 
-    template_version = serializers.IntegerField(source="template.version", default=None, read_only=True)
+    events = DeliveryEventSerializer(many=True, read_only=True)
+
+    template_version = serializers.IntegerField(source="template.version", default=None, read_only=True,
+                                                allow_null=True, help_text="null until a template is rendered.")
     release_at = serializers.SerializerMethodField()
 
     def get_release_at(self, delivery) -> str | None:
@@ -558,3 +596,9 @@ class SandboxMessageSerializer(serializers.Serializer):
     delivery_id = serializers.IntegerField()
     message = serializers.JSONField()
     created_at = serializers.DateTimeField()
+
+
+class SandboxMessageListSerializer(serializers.Serializer):
+    """GET /api/v1/sandbox/messages: an object, as every list the API answers, so fields can be added."""
+
+    messages = SandboxMessageSerializer(many=True)

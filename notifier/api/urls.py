@@ -5,6 +5,7 @@ from notifier.webhooks import tracking
 from . import cancel, deadletters, inbox, preferences, views
 
 urlpatterns = [
+    path("", views.ApiIndexView.as_view(), name="api-index"),
     path("notifications", views.NotificationCreateView.as_view(), name="notification-create"),
     path("notifications/cancel", cancel.NotificationCancelByKeyView.as_view(), name="notification-cancel-by-key"),
     path("notifications/<str:notification_id>", views.NotificationDetailView.as_view(), name="notification-detail"),

@@ -1,10 +1,14 @@
 """HTTP in, service call, HTTP out. No logic lives here."""
+from functools import cache
+
 from django.conf import settings
 from django.http import Http404
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
-from rest_framework.exceptions import APIException
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -42,11 +46,18 @@ class NotificationCreateView(APIView):
     required_scopes = {"POST": SCOPE_SEND}
     throttle_classes = [ProducerQuotaThrottle]
 
-    @extend_schema(request=s.NotificationRequestSerializer, responses={202: dict})
+    @extend_schema(
+        request=s.NotificationRequestSerializer,
+        parameters=[OpenApiParameter(
+            "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+            description="The same as the body's idempotency_key; giving both with different values is a 400.")],
+        responses={
+            202: s.NotificationsAcceptedSerializer,
+            409: OpenApiResponse(description="A request with this idempotency key is still being processed."),
+            422: OpenApiResponse(description="This idempotency key was used with a different request body."),
+        })
     def post(self, request):
-        body = request.data
-        if isinstance(body, dict) and "Idempotency-Key" in request.headers and "idempotency_key" not in body:
-            body = {**body, "idempotency_key": request.headers["Idempotency-Key"]}
+        body = with_idempotency_header(request.data, request.headers.get("Idempotency-Key"))
         serializer = s.NotificationRequestSerializer(data=body)
         serializer.is_valid(raise_exception=True)
         try:
@@ -57,6 +68,19 @@ class NotificationCreateView(APIView):
             raise IdempotencyKeyInFlightError()
         headers = {"Idempotent-Replayed": "true"} if result.replayed else {}
         return Response(result.response, status=status.HTTP_202_ACCEPTED, headers=headers)
+
+
+def with_idempotency_header(body, header: str | None):
+    """The body with the Idempotency-Key header as its idempotency_key. Both given and different is a 400
+    naming both: neither silently wins."""
+    if not isinstance(body, dict) or header is None:
+        return body
+    if "idempotency_key" not in body:
+        return {**body, "idempotency_key": header}
+    if body["idempotency_key"] != header:
+        raise ValidationError({"idempotency_key": [
+            "Differs from the Idempotency-Key header; send the key in one of them, or the same value in both."]})
+    return body
 
 
 def _notification_or_404(producer, notification_id):
@@ -194,9 +218,44 @@ class TemplateListView(APIView):
 class SandboxMessageListView(APIView):
     required_scopes = {"GET": SCOPE_SEND}
 
-    @extend_schema(parameters=[s.SandboxMessageQuery], responses=s.SandboxMessageSerializer(many=True))
+    @extend_schema(parameters=[s.SandboxMessageQuery], responses=s.SandboxMessageListSerializer)
     def get(self, request):
         query = s.SandboxMessageQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         messages = selectors.sandbox_messages(request.user, **query.validated_data)
         return Response({"messages": s.SandboxMessageSerializer(messages, many=True).data})
+
+
+class ApiIndexView(APIView):
+    """GET /api/v1/: what a new user finds at the address `make run` prints. Public, like the schema: it
+    lists the resources (their paths as the schema writes them, and methods) and links the schema and its
+    docs page."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    required_scopes = {}
+
+    @extend_schema(exclude=True)
+    def get(self, request):
+        return Response({
+            "name": settings.SPECTACULAR_SETTINGS["TITLE"],
+            "version": settings.SPECTACULAR_SETTINGS["VERSION"],
+            "schema": request.build_absolute_uri(reverse("schema")),
+            "docs": request.build_absolute_uri(reverse("api-docs")),
+            "authentication": "Authorization: Bearer <producer key or recipient token>; see the schema.",
+            "resources": api_resources(),
+        })
+
+
+@cache  # the URLconf does not change while the process runs
+def api_resources() -> list[dict]:
+    """Every API view's path and methods, found as drf-spectacular finds them for the schema, so that an
+    endpoint added anywhere (notifier/api/urls.py or the project's urls.py) is listed."""
+    from drf_spectacular.generators import EndpointEnumerator
+
+    not_resources = {reverse("api-index"), reverse("schema"), reverse("api-docs")}
+    methods: dict[str, list[str]] = {}
+    for path, _, method, _ in EndpointEnumerator().get_api_endpoints():
+        if path.startswith(reverse("api-index")) and path not in not_resources:
+            methods.setdefault(path, []).append(method)
+    return [{"path": path, "methods": path_methods} for path, path_methods in methods.items()]

@@ -14,11 +14,12 @@ from .choices import (  # noqa: F401
     Priority,
     RateLimitAction,
 )
-from .deliveries import DeadLetter, Delivery, DeliveryAttempt, DeliveryEvent  # noqa: F401
+from .deliveries import DeadLetter, Delivery, DeliveryAttempt, DeliveryEvent, PendingProviderEvent  # noqa: F401
 from .devices import Device  # noqa: F401
 from .digests import DigestBatch  # noqa: F401
 from .inbox import InboxItem  # noqa: F401
 from .notifications import IdempotencyKey, Notification  # noqa: F401
+from .producer_events import ProducerEvent, ProducerEventStatus  # noqa: F401
 from .producers import Producer  # noqa: F401
 from .recipients import Recipient, Unsubscription  # noqa: F401
 from .sandbox import SandboxMessage  # noqa: F401

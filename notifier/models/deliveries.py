@@ -116,3 +116,25 @@ class DeliveryEvent(models.Model):
 
     def __str__(self):
         return f"{self.status} ({self.source})"
+
+
+class PendingProviderEvent(models.Model):
+    """A provider's report about a message id no delivery carries yet: the callback beat the worker that
+    is still recording the send (Twilio answers the send, then calls back; the two race). Applied when the
+    worker records that id (pipeline/status.py, pending_events_release); purged by the sweeper after
+    NOTIFIER_PENDING_EVENT_RETENTION_SECONDS if no delivery ever claims it."""
+
+    provider = models.CharField(max_length=32)
+    provider_message_id = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=DeliveryStatus.choices)
+    source = models.CharField(max_length=16, choices=EventSource.choices)
+    at = models.DateTimeField()
+    payload = models.JSONField(null=True, blank=True)
+    fields = models.JSONField(default=dict, blank=True)
+    received_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["provider_message_id"], name="pending_event_message")]
+
+    def __str__(self):
+        return f"{self.provider} {self.provider_message_id}: {self.status}"

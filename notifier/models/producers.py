@@ -1,5 +1,6 @@
 import hashlib
 import secrets
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -20,6 +21,8 @@ SCOPES = {
     SCOPE_ADMIN: "manage notification types and templates",
 }
 KEY_PREFIX = "nk_"
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_URL_MAX_LENGTH = 500
 
 
 def scopes_validate(value) -> None:
@@ -34,6 +37,28 @@ def scopes_ordered(scopes) -> list[str]:
     """Scopes without repeats, in the order of SCOPES, so that a producer's list reads the same everywhere."""
     wanted = set(scopes)
     return [scope for scope in SCOPES if scope in wanted]
+
+
+def webhook_url_validate(value: str) -> None:
+    """A producer's webhook URL: http or https, with a host, without credentials (they would be logged and
+    shown in admin; the signature is the authentication), at most WEBHOOK_URL_MAX_LENGTH characters."""
+    if not value:
+        return
+    if len(value) > WEBHOOK_URL_MAX_LENGTH:
+        raise ValidationError(f"At most {WEBHOOK_URL_MAX_LENGTH} characters.")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError on a port that is not a number)
+    except ValueError as error:
+        raise ValidationError(f"Not a URL: {error}.") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValidationError("Use an http:// or https:// URL.")
+    if not parts.hostname:
+        raise ValidationError("The URL needs a host.")
+    if parts.username is not None or parts.password is not None:
+        raise ValidationError("No credentials in the URL: the producer checks the Notifier-Signature header.")
+    if any(character.isspace() for character in value):
+        raise ValidationError("No spaces in the URL.")
 
 
 def hash_key(key: str) -> str:
@@ -54,9 +79,32 @@ class Producer(models.Model):
         help_text="Requests allowed per NOTIFIER_PRODUCER_QUOTA_WINDOW_SECONDS; empty: the settings default.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Producer webhooks (notifier/producer_webhooks.py): status events are POSTed here, signed with the
+    # secret. The secret is kept readable (it signs), generated when a URL is first set, rotated in admin.
+    webhook_url = models.CharField(
+        max_length=WEBHOOK_URL_MAX_LENGTH, blank=True, validators=[webhook_url_validate],
+        help_text="Where notifier POSTs this producer's status events (http or https); empty: no webhook.",
+    )
+    webhook_secret = models.CharField(max_length=64, blank=True,
+                                      help_text="Signs the events (Notifier-Signature); generated with the URL.")
+    # Set when a POST failed: no new batch is sent before then, so a down endpoint is not hammered by the
+    # events that keep arriving meanwhile. Cleared by the next success and by a replay in admin.
+    webhook_paused_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     def __str__(self):
         return self.name
+
+    def save(self, *args, **kwargs):
+        if self.webhook_url and not self.webhook_secret:
+            self.rotate_webhook_secret()
+            if kwargs.get("update_fields") is not None:
+                kwargs["update_fields"] = {*kwargs["update_fields"], "webhook_secret"}
+        super().save(*args, **kwargs)
+
+    def rotate_webhook_secret(self) -> str:
+        """Give the producer a new webhook secret and return it; events are signed with it once saved."""
+        self.webhook_secret = WEBHOOK_SECRET_PREFIX + secrets.token_hex(24)
+        return self.webhook_secret
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes

@@ -47,6 +47,7 @@ from notifier.models import (
     NotificationStatus,
 )
 from notifier.pipeline.dispatch import CANCELLED_REASON, notifications_refresh_status
+from notifier.pipeline.status import deliveries_move
 
 # Handed to a provider, which took it (a bounce came later: it went out all the same).
 ALREADY_SENT_STATUSES = (*DELIVERY_SUCCESS_STATUSES, DeliveryStatus.BOUNCED)
@@ -100,7 +101,7 @@ def notifications_cancel(where: Q) -> list[dict]:
         was = {id_: ("retrying" if status == DeliveryStatus.QUEUED and attempts else status)
                for id_, status, attempts in waiting.values_list("id", "status", "attempts")}
         if was:
-            Delivery.objects.filter(id__in=was).update(status=DeliveryStatus.CANCELLED, status_reason=CANCELLED_REASON)
+            deliveries_move({"id__in": list(was)}, DeliveryStatus.CANCELLED, fields={"status_reason": CANCELLED_REASON})
 
         first_cancels = [n for n in notifications if n.cancelled_at is None]
         left_digests = _digests_leave(first_cancels, batches, now)

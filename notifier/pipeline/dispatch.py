@@ -21,11 +21,12 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from notifier.channels import CHANNELS
 from notifier.db import rows_update, rows_write_isolated
+from notifier.log_format import delivery_log_context
 from notifier.models import (
     DELIVERY_IN_FLIGHT_STATUSES,
     DELIVERY_SUCCESS_STATUSES,
@@ -40,6 +41,7 @@ from notifier.models import (
     Recipient,
 )
 from notifier.pipeline.route import notifications_fall_back
+from notifier.pipeline.status import deliveries_mark_claimed, deliveries_move, deliveries_save_status, pending_events_release
 from notifier.pipeline.wake import clear_flag, deliver_queue, wake_deliver
 from notifier.providers.base import PermanentError, ProviderError, RateLimited, SendDeferred, SendResult
 
@@ -83,10 +85,7 @@ def deliveries_claim(channel: str, priority: str, limit: int) -> list[Delivery]:
         )
         if not ids:
             return []
-        # The status condition makes the claim safe even where SKIP LOCKED is not available (SQLite).
-        Delivery.objects.filter(id__in=ids, status=DeliveryStatus.QUEUED).update(
-            status=DeliveryStatus.SENDING, claim_token=token, claimed_at=now, attempts=F("attempts") + 1
-        )
+        deliveries_mark_claimed(ids, token, now)
     return list(
         Delivery.objects.filter(claim_token=token).select_related(
             "notification__type", "notification__recipient", "device"
@@ -156,25 +155,29 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
     written: set = set()
 
     def write(rows):
-        written.update(rows_update(rows, _RECORDED_FIELDS, where={"claim_token": token}))
+        written.update(deliveries_save_status(rows, DeliveryStatus.SENDING, _RECORDED_FIELDS,
+                                              where={"claim_token": token}))
 
     with transaction.atomic():
         refused = rows_write_isolated(deliveries, write)
         for index, error in refused.items():
             delivery = deliveries[index]
             log.error("dispatch: the outcome of delivery %s (%s) could not be recorded: %s", delivery.id,
-                      delivery.status, error)
+                      delivery.status, error, extra=delivery_log_context(delivery))
             delivery.last_error = f"the outcome ({delivery.status}) could not be recorded: {str(error).strip()}"
             delivery.status, delivery.failed_at = DeliveryStatus.FAILED, timezone.now()
         unrecordable = [deliveries[index] for index in refused]
-        written.update(rows_update(unrecordable, _UNRECORDABLE_FIELDS, where={"claim_token": token}))
+        written.update(deliveries_save_status(unrecordable, DeliveryStatus.SENDING, _UNRECORDABLE_FIELDS,
+                                              where={"claim_token": token}))
         for delivery in deliveries:
             if delivery.id not in written:
                 log.warning("dispatch: lost the claim on delivery %s of notification %s (its lease ran out and "
                             "the sweeper gave it back to the queue): its outcome here (%s) is not recorded",
-                            delivery.id, delivery.notification_id, delivery.status)
+                            delivery.id, delivery.notification_id, delivery.status,
+                            extra=delivery_log_context(delivery))
         kept = [(d, o) for d, o in group if d.id in written]
         DeliveryAttempt.objects.bulk_create([attempt_of(d, o) for d, o in kept])
+        pending_events_release([d for d, o in kept if isinstance(o, SendResult)])
         targets_gone([d for d, o in kept if isinstance(o, ProviderError) and o.target_gone])
         notifications_refresh_status({d.notification_id for d, _ in kept})
 
@@ -237,11 +240,13 @@ def _log_outcome(delivery: Delivery, outcome) -> None:
         log.info(
             "%s: %s delivery %s of notification %s to %s (attempt %s)", delivery.provider, outcome.status,
             delivery.id, delivery.notification_id, delivery.target[:24], delivery.attempts,
+            extra=delivery_log_context(delivery),
         )
     else:
         log.warning(
             "%s: %s error on delivery %s of notification %s (attempt %s): %s -> %s", delivery.provider,
             outcome.kind, delivery.id, delivery.notification_id, delivery.attempts, outcome, delivery.status,
+            extra=delivery_log_context(delivery),
         )
 
 
@@ -281,9 +286,8 @@ def notifications_refresh_status(notification_ids) -> None:
         )
         cancelled_ids = [id_ for id_, _, cancelled_at in locked if cancelled_at]
         if cancelled_ids:
-            Delivery.objects.filter(notification_id__in=cancelled_ids, status__in=DELIVERY_WAITING_STATUSES).update(
-                status=DeliveryStatus.CANCELLED, status_reason=CANCELLED_REASON
-            )
+            deliveries_move({"notification_id__in": cancelled_ids, "status__in": DELIVERY_WAITING_STATUSES},
+                            DeliveryStatus.CANCELLED, fields={"status_reason": CANCELLED_REASON})
         # A pending escalation keeps its notification open; whoever ends it refreshes it (escalation.py).
         open_ids = [id_ for id_, escalate_at, _ in locked if escalate_at is None]
         if open_ids:

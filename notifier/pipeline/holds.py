@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from notifier.models import Delivery, DeliveryStatus
+from notifier.pipeline.status import deliveries_move
 from notifier.pipeline.wake import wake_deliver
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,8 @@ def release_due_holds(now=None, batch_size=None) -> int:
             )
             if not rows:
                 break
-            count = Delivery.objects.filter(id__in=[r[0] for r in rows], status=DeliveryStatus.HELD).update(
-                status=DeliveryStatus.QUEUED
-            )
+            count = len(deliveries_move({"id__in": [r[0] for r in rows], "status": DeliveryStatus.HELD},
+                                        DeliveryStatus.QUEUED, at=now))
         released += count
         queues.update((channel, priority) for _, channel, priority in rows)
         if len(rows) < batch_size:

@@ -28,6 +28,7 @@ from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from notifier import metrics
 from notifier.channels import CHANNELS
 from notifier.db import rows_update
 from notifier.models import (
@@ -130,7 +131,8 @@ def _route_one_guarded(notification: Notification, devices: list[Device], templa
     except DatabaseError:
         raise
     except Exception as error:
-        log.exception("route: notification %s failed to route", notification.id)
+        log.exception("route: notification %s failed to route", notification.id,
+                      extra={"notification_id": str(notification.id), "producer": notification.producer_id})
         notification.decisions = [{"channel": "*", "decision": "failed",
                                    "reason": f"routing error: {type(error).__name__}: {error}"}]
         return []
@@ -181,6 +183,7 @@ def _route_channel(notification: Notification, channel_name, devices: list[Devic
     recipient, notification_type = notification.recipient, notification.type
     verdict = channel_verdict(recipient, notification_type, channel_name)
     if not verdict.allowed:
+        metrics.route_suppressed_count(channel_name, verdict.reason)
         return [], decided("suppressed", verdict.reason)
     targets, reason = channel.targets(recipient, devices)
     if not targets:
@@ -338,7 +341,9 @@ def _apply_rate_limits(notifications: list[Notification], created: dict, now) ->
     for (notification, channel, deliveries, decision), verdict in zip(groups, verdicts):
         if not verdict.limited:
             continue
+        metrics.rate_limited_count(channel, "held" if verdict.hold_until else "suppressed")
         if verdict.hold_until is None:
+            metrics.route_suppressed_count(channel, verdict.reason)
             decision.update(decision="suppressed", reason=verdict.reason)
             decision.pop("release_at", None)
             for delivery in deliveries:

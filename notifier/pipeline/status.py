@@ -26,11 +26,12 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from notifier.db import rows_update
-from notifier.models import Delivery, DeliveryEvent, DeliveryStatus as S, EventSource
+from notifier.models import Delivery, DeliveryEvent, DeliveryStatus as S, EventSource, PendingProviderEvent
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +116,25 @@ def deliveries_save_status(deliveries: list[Delivery], previous: str, fields: li
     return written
 
 
+def deliveries_mark_claimed(ids: list, token, at) -> None:
+    """queued → sending for the rows `ids` (locked by the caller), stamped with the claim `token`, counting
+    the attempt; an event per row. Two statements, whatever the number of rows. Claims are not passed to
+    the observers: a worker taking a row is not news to anyone outside."""
+    with transaction.atomic(savepoint=False):
+        # The status condition makes the claim safe even where SKIP LOCKED is not available (SQLite).
+        Delivery.objects.filter(id__in=ids, status=S.QUEUED).update(
+            status=S.SENDING, claim_token=token, claimed_at=at, attempts=F("attempts") + 1
+        )
+        event, delivery = DeliveryEvent._meta, Delivery._meta
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {event.db_table} (delivery_id, status, previous_status, applied, source, at) "
+                f"SELECT id, %s, %s, %s, %s, %s FROM {delivery.db_table} WHERE claim_token = %s",
+                [S.SENDING, S.QUEUED, True, EventSource.WORKER, at,
+                 delivery.get_field("claim_token").get_db_prep_value(token, connection)],
+            )
+
+
 def deliveries_move(delivery_filter: dict, to: str, *, source: str = EventSource.WORKER, fields: dict | None = None,
                     at=None) -> list[StatusChange]:
     """Move the deliveries matching `delivery_filter` (Delivery.objects.filter keywords) to status `to`,
@@ -123,7 +143,7 @@ def deliveries_move(delivery_filter: dict, to: str, *, source: str = EventSource
     at = at or timezone.now()
     sources = [status for status, targets in TRANSITIONS.items() if to in targets]
     with transaction.atomic(savepoint=False):
-        rows = list(Delivery.objects.select_for_update().filter(**delivery_filter, status__in=sources)
+        rows = list(Delivery.objects.select_for_update().filter(**delivery_filter).filter(status__in=sources)
                     .only("id", "notification_id", "channel", "priority", "provider", "status"))
         if not rows:
             return []
@@ -180,6 +200,57 @@ def delivery_events_apply(events: list[StatusEvent]) -> list[StatusChange]:
             rows_update([deliveries[id_] for id_, n in changed_fields.items() if frozenset(n) == names], sorted(names))
         DeliveryEvent.objects.bulk_create(history)
         _observers_call(changes)
+    return changes
+
+
+# Providers whose callbacks name a delivery only by the message id the send returned, and can arrive before
+# the worker has recorded it. (SendGrid's events carry our delivery id in custom_args.)
+PENDING_EVENT_PROVIDERS = frozenset({"twilio"})
+
+
+def provider_events_apply(provider: str, events: list[tuple[str, StatusEvent]]) -> list[StatusChange]:
+    """Apply reports that name their delivery by the provider's message id: `events` pairs a message id
+    with its StatusEvent (whose delivery_id is filled in here). A report for an id no delivery carries yet
+    is kept, and applied when a worker records that id. Two queries plus delivery_events_apply's."""
+    ids = {message_id for message_id, _ in events if message_id}
+    known = dict(Delivery.objects.filter(provider=provider, provider_message_id__in=ids)
+                 .values_list("provider_message_id", "id"))
+    ready, early = [], []
+    for message_id, event in events:
+        if not message_id:
+            continue
+        if message_id in known:
+            event.delivery_id = known[message_id]
+            ready.append(event)
+        else:
+            early.append(PendingProviderEvent(provider=provider, provider_message_id=message_id, status=event.status,
+                                              source=event.source, at=event.at or timezone.now(),
+                                              payload=event.payload, fields=event.fields))
+    with transaction.atomic(savepoint=False):
+        PendingProviderEvent.objects.bulk_create(early)
+        changes = delivery_events_apply(ready)
+    for pending in early:
+        log.info("%s: status %s for message %s, which no delivery carries yet: kept until one does", provider,
+                 pending.status, pending.provider_message_id)
+    return changes
+
+
+def pending_events_release(deliveries: list[Delivery]) -> list[StatusChange]:
+    """Apply the kept reports (provider_events_apply) for message ids these deliveries just recorded. One
+    query when none wait, and none at all for providers that never send early reports."""
+    by_message = {(d.provider, d.provider_message_id): d.id for d in deliveries
+                  if d.provider in PENDING_EVENT_PROVIDERS and d.provider_message_id}
+    if not by_message:
+        return []
+    pending = [p for p in PendingProviderEvent.objects.filter(provider_message_id__in={m for _, m in by_message})
+               if (p.provider, p.provider_message_id) in by_message]
+    if not pending:
+        return []
+    changes = delivery_events_apply([
+        StatusEvent(by_message[(p.provider, p.provider_message_id)], p.status, p.source, p.at, p.payload, p.fields)
+        for p in pending
+    ])
+    PendingProviderEvent.objects.filter(id__in=[p.id for p in pending]).delete()
     return changes
 
 

@@ -26,9 +26,11 @@ from notifier.models import (
     DeliveryStatus,
     IdempotencyKey,
     Notification,
+    PendingProviderEvent,
     Priority,
 )
 from notifier.pipeline.dispatch import notifications_refresh_status
+from notifier.pipeline.status import deliveries_move
 from notifier.pipeline.wake import wake_deliver, wake_route
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,7 @@ def sweep() -> dict:
         "claims_released": release_expired_claims(),
         "queues_woken": wake_due_queues(),
         "idempotency_keys_deleted": purge_idempotency_keys(),
+        "pending_events_deleted": purge_pending_events(),
     }
 
 
@@ -61,14 +64,11 @@ def release_expired_claims(now=None) -> int:
         for row in expired:
             _, _, priority, attempts = row
             (dead if attempts >= settings.NOTIFIER_RETRY_POLICY[priority]["max_attempts"] else requeued).append(row)
-        Delivery.objects.filter(id__in=[row[0] for row in dead]).update(
-            status=DeliveryStatus.DEAD, claim_token=None, failed_at=now,
-            last_error=_noted(WORKER_LOST_ON_LAST_ATTEMPT),
-        )
+        deliveries_move({"id__in": [row[0] for row in dead]}, DeliveryStatus.DEAD, at=now, fields={
+            "claim_token": None, "failed_at": now, "last_error": _noted(WORKER_LOST_ON_LAST_ATTEMPT)})
         # next_attempt_at is left as it was: the row was due when it was claimed, so it is due again now.
-        Delivery.objects.filter(id__in=[row[0] for row in requeued]).update(
-            status=DeliveryStatus.QUEUED, claim_token=None, last_error=_noted(WORKER_LOST),
-        )
+        deliveries_move({"id__in": [row[0] for row in requeued]}, DeliveryStatus.QUEUED, at=now, fields={
+            "claim_token": None, "last_error": _noted(WORKER_LOST)})
         # The lost attempts' history rows. Which provider the worker was calling is not known: left blank.
         lost = [(row, WORKER_LOST_ON_LAST_ATTEMPT) for row in dead] + [(row, WORKER_LOST) for row in requeued]
         DeliveryAttempt.objects.bulk_create([
@@ -120,4 +120,15 @@ def purge_idempotency_keys(now=None) -> int:
     now = now or timezone.now()
     cutoff = now - timedelta(hours=settings.NOTIFIER_IDEMPOTENCY_TTL_HOURS)
     deleted, _ = IdempotencyKey.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
+
+
+def purge_pending_events(now=None) -> int:
+    """Drop provider reports that no delivery claimed within their retention (status.provider_events_apply):
+    their message ids were never ours, or their send was never recorded."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.NOTIFIER_PENDING_EVENT_RETENTION_SECONDS)
+    deleted, _ = PendingProviderEvent.objects.filter(received_at__lt=cutoff).delete()
+    if deleted:
+        log.warning("sweep: dropped %s provider status reports that matched no delivery", deleted)
     return deleted

@@ -14,8 +14,10 @@ without one configured, the URL this request arrived at.
     undelivered, failed    the delivery becomes failed, with Twilio's ErrorCode in last_error
     anything else          (queued, sending, sent, accepted, ...) no change
 
-Only a delivery still `sent` changes, so a repeated or late callback (Twilio does not promise order)
-changes nothing once a final status is recorded.
+The status machine (notifier/pipeline/status.py) decides: a repeated or late callback (Twilio does not
+promise order) changes nothing once a final status is recorded, and is kept as history. A callback that
+arrives before the worker has recorded the message's SID is kept and applied when the SID lands. A failure
+reopens a notification that was closed as delivered, so its fallback channels still run.
 """
 from __future__ import annotations
 
@@ -24,12 +26,12 @@ import logging
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpResponse, HttpResponseForbidden, HttpResponseNotAllowed
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from twilio.request_validator import RequestValidator
 
-from notifier.models import Delivery, DeliveryStatus, Notification, NotificationStatus
+from notifier.models import DeliveryStatus, EventSource, Notification, NotificationStatus
 from notifier.pipeline.dispatch import notifications_refresh_status
+from notifier.pipeline.status import StatusEvent, provider_events_apply
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ def status_callback(request):
         return HttpResponseForbidden("bad X-Twilio-Signature")
     delivery_status_record(
         request.POST.get("MessageSid", ""), request.POST.get("MessageStatus", ""),
-        request.POST.get("ErrorCode", ""),
+        request.POST.get("ErrorCode", ""), payload=request.POST.dict(),
     )
     return HttpResponse(status=204)
 
@@ -64,31 +66,27 @@ def signature_is_valid(request) -> bool:
     return RequestValidator(auth_token).validate(url, request.POST, signature)
 
 
-def delivery_status_record(message_sid: str, message_status: str, error_code: str = "") -> str:
-    """Apply one status callback to the SMS delivery Twilio knows as `message_sid`. Returns the delivery's
-    new status, or "" when nothing changed."""
+def delivery_status_record(message_sid: str, message_status: str, error_code: str = "", payload=None) -> str:
+    """Apply one status callback to the SMS delivery Twilio knows as `message_sid`, through the status
+    machine (pipeline/status.py). Returns the delivery's new status, or "" when nothing changed (yet: a
+    callback that beats the worker's record of the SID is kept and applied when the SID lands)."""
     if message_status == "delivered":
-        new_status, changes = DeliveryStatus.DELIVERED, {}
+        event = StatusEvent(0, DeliveryStatus.DELIVERED, EventSource.TWILIO, payload=payload)
     elif message_status in FAILED_STATUSES:
-        new_status = DeliveryStatus.FAILED
-        changes = {"failed_at": timezone.now(),
-                   "last_error": f"twilio {message_status}: error {error_code or 'unknown'} (status callback)"}
+        event = StatusEvent(0, DeliveryStatus.FAILED, EventSource.TWILIO, payload=payload, fields={
+            "last_error": f"twilio {message_status}: error {error_code or 'unknown'} (status callback)"})
     else:
         return ""
     if not message_sid:
         return ""
-    deliveries = Delivery.objects.filter(
-        provider_message_id=message_sid, channel="sms", provider="twilio", status=DeliveryStatus.SENT,
-    )
     with transaction.atomic():
-        notification_ids = list(deliveries.select_for_update().values_list("notification_id", flat=True))
-        if not notification_ids or not deliveries.update(status=new_status, **changes):
-            log.info("Twilio: status %s for message %s changes nothing", message_status, message_sid)
-            return ""
-        if new_status == DeliveryStatus.FAILED:
-            Notification.objects.filter(id__in=notification_ids, status__in=_CLOSED).update(
-                status=NotificationStatus.PROCESSING
-            )
-            notifications_refresh_status(set(notification_ids))
+        changes = provider_events_apply("twilio", [(message_sid, event)])
+        failed = {c.delivery.notification_id for c in changes if c.status == DeliveryStatus.FAILED}
+        if failed:
+            Notification.objects.filter(id__in=failed, status__in=_CLOSED).update(status=NotificationStatus.PROCESSING)
+            notifications_refresh_status(failed)
+    if not changes:
+        log.info("Twilio: status %s for message %s changes nothing now", message_status, message_sid)
+        return ""
     log.info("Twilio: message %s %s%s", message_sid, message_status, f" (error {error_code})" if error_code else "")
-    return new_status
+    return changes[0].status

@@ -109,7 +109,7 @@ class TestNotificationDeliveries:
 
     def test_the_detail_costs_the_same_queries_however_many_deliveries(self, api, notification,
                                                                        django_assert_max_num_queries):
-        with django_assert_max_num_queries(3):  # the producer key, the notification, a page of deliveries
+        with django_assert_max_num_queries(4):  # the producer key, the notification, a page of deliveries, their events
             assert api.get(f"/api/v1/notifications/{notification.id}").status_code == 200
 
     def test_another_producers_deliveries_are_not_found(self, notification):

@@ -66,6 +66,9 @@ class FakeTwilio(FakeHTTPServer):
         super().__init__(**kwargs)
         self.account_sid = account_sid
         self.auth_token = auth_token
+        # SIDs to hand out before random ones: a test can post a status callback for a message before the
+        # send that creates it has been answered (Twilio's callbacks race its API's answers).
+        self.next_sids: list[str] = []
 
     def set_error(self, to: str, code: int, **options) -> None:
         """Answer messages to `to` with Twilio's error `code` (one of ERRORS) and its HTTP status."""
@@ -109,7 +112,7 @@ class FakeTwilio(FakeHTTPServer):
 
     def _message_json(self, fields: dict) -> dict:
         """The message resource as Twilio returns it on create."""
-        sid = "SM" + secrets.token_hex(16)
+        sid = self.next_sids.pop(0) if self.next_sids else "SM" + secrets.token_hex(16)
         now = formatdate(usegmt=True).replace("GMT", "+0000")
         uri = f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}"
         through_service = bool(fields.get("MessagingServiceSid"))

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 import pytest
 from twilio.request_validator import RequestValidator
 
-from notifier.models import Delivery, Notification
+from notifier.models import Delivery, Notification, PendingProviderEvent
 from notifier.pipeline.dispatch import deliver_due
 from notifier.pipeline.route import route_due
 from notifier.webhooks.twilio import STATUS_PATH
@@ -110,12 +110,59 @@ def test_callbacks_are_idempotent_and_a_late_one_does_not_undo_a_final_status(cl
     assert sent_sms.status == "delivered" and sent_sms.last_error == ""
 
 
-def test_an_unknown_message_sid_is_acknowledged_and_ignored(client, sent_sms):
+def test_an_unknown_message_sid_is_acknowledged_and_changes_no_delivery(client, sent_sms):
     fields = {**status_fields(sent_sms, "delivered"), "MessageSid": "SM" + "0" * 32}
 
     assert callback(client, fields).status_code == 204
     sent_sms.refresh_from_db()
     assert sent_sms.status == "sent"
+
+
+def test_a_callback_that_beats_the_workers_record_of_the_sid_is_applied_when_the_sid_lands(
+    client, twilio_settings, fake_twilio, order_type, reachable_user
+):
+    sid = "SM" + "7" * 32
+    fake_twilio.clear()
+    fake_twilio.next_sids = [sid]
+    notification = make_notification(order_type, reachable_user, channels=["sms"])
+    route_due("high")
+    early = {"MessageSid": sid, "MessageStatus": "delivered", "AccountSid": ACCOUNT_SID, "To": "+14155550100"}
+
+    assert callback(client, early).status_code == 204  # before the worker has recorded the send
+    assert PendingProviderEvent.objects.filter(provider_message_id=sid).exists()
+    deliver_due("sms", "high")
+
+    delivery = Delivery.objects.get(notification=notification, channel="sms")
+    assert (delivery.provider_message_id, delivery.status) == (sid, "delivered")
+    assert list(delivery.events.order_by("id").values_list("status", "source")) == [
+        ("sending", "worker"), ("sent", "worker"), ("delivered", "twilio")]
+    assert not PendingProviderEvent.objects.exists()
+    notification.refresh_from_db()
+    assert notification.status == "delivered"
+
+
+def test_a_kept_callback_no_delivery_claims_is_purged_after_its_retention(client, twilio_settings, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from notifier.pipeline.sweep import purge_pending_events
+
+    fields = {"MessageSid": "SM" + "8" * 32, "MessageStatus": "delivered", "AccountSid": ACCOUNT_SID}
+    callback(client, fields)
+
+    assert purge_pending_events() == 0
+    later = timezone.now() + timedelta(seconds=settings.NOTIFIER_PENDING_EVENT_RETENTION_SECONDS + 1)
+    assert purge_pending_events(now=later) == 1
+
+
+def test_each_callback_is_kept_in_the_deliverys_history_with_twilios_fields(client, sent_sms):
+    callback(client, status_fields(sent_sms, "delivered"))
+    callback(client, status_fields(sent_sms, "undelivered", ErrorCode="30005"))  # late: recorded, not applied
+
+    events = list(sent_sms.events.filter(source="twilio").order_by("id"))
+    assert [(e.status, e.applied) for e in events] == [("delivered", True), ("failed", False)]
+    assert events[1].payload["ErrorCode"] == "30005"
 
 
 @pytest.mark.parametrize("forge", [
@@ -178,3 +225,20 @@ def test_the_callback_url_defaults_to_the_public_url_plus_the_webhook_path():
     assert explicit["status_callback_url"] == "https://hooks.example.org/t"
     assert "status_callback_url" not in local  # Twilio could not reach the local default
     assert no_twilio == {}  # no credentials: Twilio stays unconfigured and SMS stays on the sandbox
+
+
+def test_a_late_undelivered_starts_the_notifications_fallback_channel(client, twilio_settings, fake_twilio, order_type,
+                                                                      reachable_user):
+    fake_twilio.clear()
+    notification = make_notification(order_type, reachable_user, channels=["sms"], fallback_channels=["in_app"])
+    route_due("high")
+    deliver_due("sms", "high")
+    sms = Delivery.objects.get(notification=notification, channel="sms")
+    notification.refresh_from_db()
+    assert notification.status == "delivered"  # on Twilio's word that it took the message
+
+    callback(client, status_fields(sms, "undelivered", ErrorCode="30003"))
+
+    notification.refresh_from_db()
+    assert notification.status == "processing"
+    assert Delivery.objects.get(notification=notification, channel="in_app").status == "queued"

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('notifier', '0012_delivery_events'),
+        ('notifier', '0014_producer_webhooks'),
     ]
 
     operations = [
