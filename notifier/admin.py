@@ -166,6 +166,9 @@ class RecipientForm(CheckedInputForm):
         return cleaned
 
 
+UNSUBSCRIPTIONS_SHOWN = 10
+
+
 @admin.register(models.Recipient)
 class RecipientAdmin(admin.ModelAdmin):
     form = RecipientForm
@@ -173,7 +176,7 @@ class RecipientAdmin(admin.ModelAdmin):
                     "created_at"]
     list_filter = ["language"]
     search_fields = ["=user_id", "email", "phone"]
-    readonly_fields = ["email_suppression"]
+    readonly_fields = ["email_suppression", "unsubscriptions"]
     actions = ["email_suppressions_clear"]
 
     def get_queryset(self, request):
@@ -200,6 +203,25 @@ class RecipientAdmin(admin.ModelAdmin):
         addresses = {email.lower() for email in queryset.exclude(email="").values_list("email", flat=True)}
         count, _ = models.EmailSuppression.objects.filter(address__in=addresses).delete()
         messages.success(request, f"Cleared {count} email suppression(s).")
+
+    # A read-only list, not an inline: the recipient's form posts stay what they were.
+    @admin.display(description="unsubscriptions")
+    def unsubscriptions(self, recipient):
+        """Who unsubscribed from what and when, newest first: the history behind the opt-outs in the type
+        preferences above (which are what the route step reads)."""
+        if recipient.pk is None:
+            return "-"
+        rows = list(recipient.unsubscriptions.order_by("-created_at")[:UNSUBSCRIPTIONS_SHOWN])
+        if not rows:
+            return "none"
+        listing = format_html_join(
+            "", "<li>{}: {} on {} ({}{})</li>",
+            ((row.created_at.strftime("%Y-%m-%d %H:%M UTC"), row.category, row.channel, row.source,
+              f", from {row.type_key}" if row.type_key else "") for row in rows),
+        )
+        everything = reverse("admin:notifier_unsubscription_changelist") + f"?recipient__id__exact={recipient.pk}"
+        return format_html('<ul style="margin:0;padding-left:1.2em;">{}</ul><a href="{}">All unsubscriptions</a>',
+                           listing, everything)
 
 
 class EmailSuppressionForm(CheckedInputForm):
@@ -231,6 +253,20 @@ class EmailSuppressionAdmin(admin.ModelAdmin):
         if not change:
             obj.source = f"admin ({request.user})"[:32]
         super().save_model(request, obj, form, change)
+
+
+@admin.register(models.Unsubscription)
+class UnsubscriptionAdmin(ReadOnlyAdmin):
+    """Every opt-out and where it came from: the one-click link of an email, SendGrid's unsubscribe and
+    spam-report events, an operator. To subscribe a user again, edit their type preferences."""
+
+    list_display = ["created_at", "recipient", "category", "channel", "source", "type_key", "notification_id"]
+    list_filter = ["category", "channel", "source", "created_at"]
+    search_fields = ["=recipient__user_id", "recipient__email", "type_key", "=notification__id"]
+    list_select_related = ["recipient"]
+    date_hierarchy = "created_at"
+    fields = ["recipient", "category", "channel", "type_key", "source", "notification", "created_at"]
+    readonly_fields = fields
 
 
 @admin.register(models.Device)
@@ -299,8 +335,8 @@ class NotificationTypeForm(CheckedInputForm):
 class NotificationTypeAdmin(admin.ModelAdmin):
     form = NotificationTypeForm
     list_display = ["key", "name", "category", "default_priority", "default_channels", "default_fallback_channels",
-                    "default_language", "digest_window_seconds", "template_count"]
-    list_filter = ["category", "default_priority"]
+                    "default_language", "digest_window_seconds", "track_engagement", "template_count"]
+    list_filter = ["category", "default_priority", "track_engagement"]
     search_fields = ["key", "name"]
     inlines = [TemplateInline]
 

@@ -5,6 +5,10 @@ the SSE view (notifier/api/inbox.py) subscribes for the life of a stream. A lost
 matters: the rows are the truth, a reconnecting stream catches up from Last-Event-ID, and the badge is
 re-read from the database on every event.
 
+Reading an item counts as opening its notification's in-app delivery (its status becomes `opened`, once,
+through notifier/pipeline/status.py), and the app reports opens, clicks and dismissals of push and in-app
+notifications through notification_engagement_record.
+
 The unread badge is a capped count over a partial index of unread rows (`inbox_unread`), not a counter
 column: it is always consistent with the rows (no drift to repair after a crash, a purge or a bulk update),
 costs nothing on write, and reads at most NOTIFIER_INBOX_UNREAD_COUNT_CAP + 1 index entries however big
@@ -22,8 +26,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from notifier.models import InboxItem, Notification
+from notifier.models import (
+    DELIVERY_SUCCESS_STATUSES, Channel, Delivery, DeliveryStatus, EventSource, InboxItem, Notification,
+)
 from notifier.pipeline.escalation import escalations_cancel_read
+from notifier.pipeline.status import StatusEvent, delivery_events_apply
 from notifier.redis_client import redis_client
 
 log = logging.getLogger(__name__)
@@ -113,6 +120,7 @@ def inbox_item_update(recipient, notification_id, read: bool | None = None, arch
         InboxItem.objects.filter(id=item.id).update(**changes)
         if read:
             escalations_cancel_read([notification_id])
+            in_app_deliveries_opened(notification_id=notification_id)
         for name, value in changes.items():
             setattr(item, name, value)
         transaction.on_commit(lambda: inbox_publish(recipient.user_id, "changed", {"id": str(notification_id)}),
@@ -123,15 +131,54 @@ def inbox_item_update(recipient, notification_id, read: bool | None = None, arch
 def inbox_mark_all_read(recipient) -> int:
     """Mark every unread item read, and cancel their pending escalations; returns how many changed. One
     UPDATE on the unread index, then a fixed number of queries for the escalations, however many."""
-    updated = InboxItem.objects.filter(recipient=recipient, read_at=None, archived_at=None).update(
-        read_at=timezone.now()
-    )
+    now = timezone.now()
+    updated = InboxItem.objects.filter(recipient=recipient, read_at=None, archived_at=None).update(read_at=now)
     if updated:
         escalations_cancel_read(Notification.objects.filter(
             recipient=recipient, escalate_at__isnull=False, inbox_item__read_at__isnull=False).values("id"))
+        # The items this call marked read are those stamped with its own `now`: one query finds their
+        # deliveries, however many.
+        in_app_deliveries_opened(notification__recipient=recipient, notification__inbox_item__read_at=now)
     if updated:
         transaction.on_commit(lambda: inbox_publish(recipient.user_id, "changed", {"all_read": True}), robust=True)
     return updated
+
+
+# --- engagement ----------------------------------------------------------------------------------------
+
+# What the app may report about a notification it showed (POST /api/v1/users/{id}/notifications/{id}/events).
+ENGAGEMENT_EVENTS = ("opened", "clicked", "dismissed")
+ENGAGEMENT_CHANNELS = (Channel.PUSH, Channel.IN_APP)
+
+
+def in_app_deliveries_opened(**delivery_filter) -> None:
+    """Record `opened` for the in-app deliveries matching `delivery_filter` (Delivery.objects.filter
+    keywords): their inbox items were read. One query for the ids, then one status call for all of them;
+    the status machine keeps the first open of each delivery and ignores the rest."""
+    ids = Delivery.objects.filter(channel=Channel.IN_APP, status__in=DELIVERY_SUCCESS_STATUSES,
+                                  **delivery_filter).values_list("id", flat=True)
+    delivery_events_apply([StatusEvent(delivery_id, DeliveryStatus.OPENED, source=EventSource.APP,
+                                       payload={"via": "inbox read"}) for delivery_id in ids])
+
+
+def notification_engagement_record(recipient, notification_id, event: str, channel: str | None = None) -> list | None:
+    """What the app reports about one of the user's notifications, on one channel (push or in_app) or,
+    without one, on both: `opened` and `clicked` become the status of each of its deliveries there that
+    reached the user (sent, delivered, opened, clicked); `dismissed` archives the inbox item (in_app) and changes no
+    delivery status, since a dismissal is not a step of a delivery (for push nothing is stored). Returns
+    the deliveries concerned, or None when the user has no such notification."""
+    if not Notification.objects.filter(id=notification_id, recipient=recipient).exists():
+        return None
+    channels = [channel] if channel else list(ENGAGEMENT_CHANNELS)
+    deliveries = Delivery.objects.filter(notification_id=notification_id, channel__in=channels,
+                                         status__in=DELIVERY_SUCCESS_STATUSES).order_by("id")
+    if event == "dismissed":
+        if Channel.IN_APP in channels:
+            inbox_item_update(recipient, notification_id, archived=True)
+        return list(deliveries)
+    delivery_events_apply([StatusEvent(delivery_id, event, source=EventSource.APP, payload={"via": "app event"})
+                           for delivery_id in deliveries.values_list("id", flat=True)])
+    return list(deliveries)
 
 
 def inbox_purge(now=None, batch_size: int = PURGE_BATCH_SIZE) -> int:

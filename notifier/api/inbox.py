@@ -4,6 +4,7 @@
     GET   /api/v1/users/{user_id}/notifications/unread-count                 the badge alone
     PATCH /api/v1/users/{user_id}/notifications/{notification_id}            {"read": true} / {"archived": true}
     POST  /api/v1/users/{user_id}/notifications/mark-all-read
+    POST  /api/v1/users/{user_id}/notifications/{notification_id}/events         {"event": "opened"} (the app)
     GET   /api/v1/users/{user_id}/notifications/stream                       Server-Sent Events
 
 Another user's ids answer 404 to a recipient token (IsProducerOrSameRecipient), and an item id of another
@@ -17,7 +18,7 @@ import orjson
 from django.conf import settings
 from django.db import close_old_connections, connection
 from django.http import Http404, StreamingHttpResponse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import authentication, exceptions, serializers
 from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
@@ -30,6 +31,7 @@ from notifier.api.auth import (
     RecipientPrincipal,
     recipient_token_principal,
 )
+from notifier.api.errors import ErrorSerializer
 from notifier.api.renderers import ORJSONRenderer
 from notifier.models import InboxItem, Recipient
 from notifier.models.producers import SCOPE_INBOX_READ
@@ -133,6 +135,64 @@ class InboxMarkAllReadView(APIView):
         if recipient is None:
             raise Http404
         return Response({"marked_read": inbox.inbox_mark_all_read(recipient), **_badge(recipient.id)})
+
+
+class EngagementEvent(serializers.Serializer):
+    event = serializers.ChoiceField(choices=inbox.ENGAGEMENT_EVENTS,
+                                    help_text="opened and clicked set the deliveries' status; dismissed archives "
+                                              "the inbox item.")
+    channel = serializers.ChoiceField(choices=inbox.ENGAGEMENT_CHANNELS, required=False,
+                                      help_text="The channel the user engaged on; without it, push and in_app both.")
+
+    def to_internal_value(self, data):
+        unknown = sorted(set(data) - {"event", "channel"}) if isinstance(data, dict) else []
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class EngagedDelivery(serializers.Serializer):
+    id = serializers.IntegerField()
+    channel = serializers.CharField()
+    status = serializers.CharField()
+
+
+class EngagementAnswer(serializers.Serializer):
+    event = serializers.CharField()
+    deliveries = EngagedDelivery(many=True, help_text="The notification's deliveries on the channel(s), as they "
+                                                      "are now.")
+
+
+class NotificationEventView(APIView):
+    """The app reports what the user did with a push or in-app notification: opened, clicked (each recorded
+    once per delivery, like an email's open pixel and click) or dismissed."""
+
+    permission_classes = [IsProducerOrSameRecipient]
+    required_scopes = {"POST": SCOPE_INBOX_READ}
+
+    @extend_schema(request=EngagementEvent, responses={
+        200: EngagementAnswer,
+        400: OpenApiResponse(ErrorSerializer, description="event is missing or unknown, channel is not push or "
+                                                          "in_app, or the body has another field (each named)."),
+        401: OpenApiResponse(ErrorSerializer, description="No credentials, or a bad or expired one."),
+        403: OpenApiResponse(ErrorSerializer, description="A producer key without the inbox:read scope."),
+        404: OpenApiResponse(ErrorSerializer, description="The user has no such notification (or the token is "
+                                                          "another user's)."),
+    })
+    def post(self, request, user_id, notification_id):
+        report = EngagementEvent(data=request.data)
+        report.is_valid(raise_exception=True)
+        try:
+            notification_id = uuid.UUID(notification_id)
+        except ValueError:
+            raise Http404
+        recipient = Recipient.objects.filter(id=_recipient_id(request, user_id)).first()
+        deliveries = recipient and inbox.notification_engagement_record(
+            recipient, notification_id, report.validated_data["event"], report.validated_data.get("channel"))
+        if deliveries is None:
+            raise Http404
+        return Response({"event": report.validated_data["event"],
+                         "deliveries": [{"id": d.id, "channel": d.channel, "status": d.status} for d in deliveries]})
 
 
 class RecipientTokenQueryAuthentication(authentication.BaseAuthentication):

@@ -507,7 +507,7 @@ class NotificationTypeSerializer(serializers.ModelSerializer):
         model = NotificationType
         fields = ["key", "name", "category", "default_priority", "default_channels", "default_fallback_channels",
                   "default_language", "variables", "critical", "rate_limit_action", "digest_window_seconds",
-                  "created_at"]
+                  "track_engagement", "created_at"]
         read_only_fields = ["created_at"]
 
     def validate_default_channels(self, channels):

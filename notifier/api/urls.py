@@ -1,5 +1,7 @@
 from django.urls import path
 
+from notifier.webhooks import tracking
+
 from . import cancel, deadletters, inbox, preferences, views
 
 urlpatterns = [
@@ -17,6 +19,8 @@ urlpatterns = [
     path("users/<str:user_id>/notifications/mark-all-read", inbox.InboxMarkAllReadView.as_view(), name="inbox-read-all"),
     path("users/<str:user_id>/notifications/stream", inbox.InboxStreamView.as_view(), name="inbox-stream"),
     path("users/<str:user_id>/notifications/<str:notification_id>", inbox.InboxItemView.as_view(), name="inbox-item"),
+    path("users/<str:user_id>/notifications/<str:notification_id>/events", inbox.NotificationEventView.as_view(),
+         name="notification-events"),
     path("users/<str:user_id>/notification-preferences", preferences.NotificationPreferencesView.as_view(),
          name="notification-preferences"),
     path("users/<str:user_id>/devices", views.DeviceListView.as_view(), name="device-list"),
@@ -28,4 +32,8 @@ urlpatterns = [
     path("dead-letters/replay", deadletters.DeadLetterBulkReplayView.as_view(), name="dead-letter-bulk-replay"),
     path("dead-letters/<str:delivery_id>/replay", deadletters.DeadLetterReplayView.as_view(),
          name="dead-letter-replay"),
+    # Public: a reader of an email reaches these without a key, by the signed token in the URL.
+    path("unsubscribe/<str:token>", tracking.unsubscribe, name="unsubscribe"),
+    path("t/o/<str:token>.gif", tracking.open_pixel, name="track-open"),
+    path("t/c/<str:token>", tracking.click_redirect, name="track-click"),
 ]

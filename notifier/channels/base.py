@@ -56,6 +56,10 @@ class ProviderChannel(Channel):
     def providers_chain(self, delivery) -> list:
         return providers_for(self.name)
 
+    def message_for(self, delivery) -> Message:
+        """The message a provider sends for this delivery; a channel may change it (email adds tracking)."""
+        return message_from_delivery(delivery)
+
     def deliver(self, deliveries) -> Iterator[tuple[int, SendResult | ProviderError]]:
         chains, pending = [], []
         for index, delivery in enumerate(deliveries):
@@ -72,7 +76,7 @@ class ProviderChannel(Channel):
                 by_provider.setdefault(chains[index][step], []).append(index)
             pending = []
             for provider, indexes in by_provider.items():
-                messages = [message_from_delivery(deliveries[i]) for i in indexes]
+                messages = [self.message_for(deliveries[i]) for i in indexes]
                 for position, outcome in send_guarded(provider, messages):
                     index = indexes[position]
                     deliveries[index].provider = provider.name  # deferred: the provider it waits for

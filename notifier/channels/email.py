@@ -1,6 +1,18 @@
-from notifier.models import EmailSuppression
+"""Email: one target, the recipient's address, sent through SendGrid or SMTP (providers_for("email")).
 
-from .base import ProviderChannel, Target
+The message is built from the delivery's stored content; for a type whose email is tracked
+(notifier.tracking.tracking_enabled: marketing by default, NotificationType.track_engagement), its web
+links go through the click redirect and an open pixel is added, with this delivery's id in their signed
+tokens. The rewrite happens here, at send time, not at render time: the delivery id exists only now,
+every send (a replay is a new delivery) gets its own URLs, and Delivery.content keeps the rendered HTML
+the click redirect reads its targets from.
+"""
+import dataclasses
+
+from notifier.models import EmailSuppression
+from notifier.tracking import tracked_html, tracking_enabled
+
+from .base import ProviderChannel, Target, message_from_delivery
 
 # Where email_suppressions_load keeps a recipient's suppression: (the address it was read for, the row or None).
 _LOADED = "_email_suppression"
@@ -16,6 +28,12 @@ class EmailChannel(ProviderChannel):
         if suppression is not None:  # SendGrid reported the address dead: sending again hurts the sender
             return [], suppression.describe()
         return [Target(address=recipient.email)], ""
+
+    def message_for(self, delivery):
+        message = message_from_delivery(delivery)
+        if message.html_body and tracking_enabled(delivery.notification.type):
+            message = dataclasses.replace(message, html_body=tracked_html(message.html_body, delivery.id))
+        return message
 
 
 def email_suppressions_load(recipients) -> None:

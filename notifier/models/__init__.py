@@ -24,4 +24,4 @@ from .producers import Producer  # noqa: F401
 from .recipients import Recipient, Unsubscription  # noqa: F401
 from .sandbox import SandboxMessage  # noqa: F401
 from .suppressions import EmailSuppression, WebhookEventSeen  # noqa: F401
-from .templates import NotificationType, Template  # noqa: F401
+from .templates import NotificationType, Template, TrackEngagement  # noqa: F401

@@ -11,6 +11,14 @@ CRITICAL_ONLY_TRANSACTIONAL = (
 )
 
 
+class TrackEngagement(models.TextChoices):
+    """Whether a type's email carries the open pixel and tracked links (notifier/tracking.py)."""
+
+    DEFAULT = "default", "By category: on for marketing, off for the rest"
+    ON = "on", "On"
+    OFF = "off", "Off"
+
+
 class NotificationType(models.Model):
     """What kind of event a notification is ("order_shipped"), and how it is sent by default.
 
@@ -40,6 +48,11 @@ class NotificationType(models.Model):
     digest_window_seconds = models.PositiveIntegerField(
         default=0, help_text="Collapse a user's notifications of this type within this many seconds into one "
                              "digest (0: never). Critical types and high priority are never digested.",
+    )
+    track_engagement = models.CharField(
+        max_length=8, choices=TrackEngagement.choices, default=TrackEngagement.DEFAULT,
+        help_text="Email open pixel and click redirect. By category: on for marketing, off for transactional "
+                  "and system email.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

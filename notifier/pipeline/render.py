@@ -157,7 +157,8 @@ def template_render(template: Template, notification_type, data: dict, recipient
     variables = {**variables_for(notification_type, data), **(extra or {})}
     marketing_email = template.channel == Channel.EMAIL and notification_type.category == Category.MARKETING
     if marketing_email:
-        variables["unsubscribe_url"] = unsubscribe_url(recipient.user_id if recipient else "", notification_type.key)
+        variables["unsubscribe_url"] = unsubscribe_url(recipient.user_id if recipient else "", notification_type.key,
+                                                       notification_id)
     content = {}
     try:
         for name in _TEXT_FIELDS:
@@ -300,10 +301,14 @@ def sms_max_segments() -> int:
     return int(settings.NOTIFIER_PROVIDER_CONFIG.get("twilio", {}).get("max_segments", DEFAULT_MAX_SEGMENTS))
 
 
-def unsubscribe_url(user_id: str, type_key: str) -> str:
-    """A signed one-click unsubscribe link for one user and type (RFC 8058). The endpoint that takes the
-    POST belongs to the tracking work; the link format is fixed here."""
-    token = signing.dumps({"u": user_id, "t": type_key}, salt=_UNSUBSCRIBE_SALT, compress=True)
+def unsubscribe_url(user_id: str, type_key: str, notification_id=None) -> str:
+    """A signed one-click unsubscribe link for one user and type (RFC 8058), answered by
+    notifier/webhooks/tracking.py. The notification's id ("n") is there for the Unsubscription's history;
+    links sent before it was added carry only "u" and "t" and keep working."""
+    payload = {"u": user_id, "t": type_key}
+    if notification_id is not None:
+        payload["n"] = str(notification_id)
+    token = signing.dumps(payload, salt=_UNSUBSCRIBE_SALT, compress=True)
     return f"{settings.NOTIFIER_PUBLIC_URL.rstrip('/')}/api/v1/unsubscribe/{token}"
 
 
@@ -323,3 +328,15 @@ def active_templates(type_ids) -> dict:
         (t.type_id, t.channel, t.language): t
         for t in Template.objects.filter(type_id__in=set(type_ids), active=True)
     }
+
+
+def unsubscribe_token_read(token: str) -> dict:
+    """What an unsubscribe_url token carries: {"user_id", "type_key", "notification_id" (or None)}.
+    Tokens never expire (a link in an old email must keep working). Raises signing.BadSignature for a
+    token we did not sign or one that was changed."""
+    payload = signing.loads(token, salt=_UNSUBSCRIBE_SALT)
+    if not isinstance(payload, dict) or not isinstance(payload.get("u"), str) or not isinstance(payload.get("t"), str):
+        raise signing.BadSignature("not an unsubscribe token")
+    notification_id = payload.get("n")
+    return {"user_id": payload["u"], "type_key": payload["t"],
+            "notification_id": notification_id if isinstance(notification_id, str) else None}

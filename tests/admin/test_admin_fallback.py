@@ -9,7 +9,8 @@ def type_form_data(**changes) -> dict:
     data = {"key": "order_shipped", "name": "", "category": "transactional", "default_priority": "high",
             "default_channels": '["push", "email"]', "default_language": "en",
             "variables": '{"order_id": {"required": true}}', "rate_limit_action": "suppress",
-            "digest_window_seconds": 0, "templates-TOTAL_FORMS": "0", "templates-INITIAL_FORMS": "0"}
+            "digest_window_seconds": 0, "track_engagement": "default",
+            "templates-TOTAL_FORMS": "0", "templates-INITIAL_FORMS": "0"}
     return {**data, **changes}
 
 

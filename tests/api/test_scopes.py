@@ -36,6 +36,7 @@ ENDPOINTS = [
     ("POST", "inbox-read-all", {"user_id": "u_1"}, "inbox:read"),
     ("GET", "inbox-stream", {"user_id": "u_1"}, "inbox:read"),
     ("PATCH", "inbox-item", {"user_id": "u_1", "notification_id": NOTIFICATION_ID}, "inbox:read"),
+    ("POST", "notification-events", {"user_id": "u_1", "notification_id": NOTIFICATION_ID}, "inbox:read"),
     ("GET", "notification-preferences", {"user_id": "u_1"}, "users:read"),
     ("PUT", "notification-preferences", {"user_id": "u_1"}, "users:write"),
     ("PATCH", "notification-preferences", {"user_id": "u_1"}, "users:write"),
@@ -53,6 +54,14 @@ ENDPOINTS = [
 ]
 # Public, like the schema (GET /api/v1/schema) and its docs page (GET /api/v1/docs): no key needed.
 PUBLIC = [("GET", "api-index")]
+# Public too, as plain Django views: a reader of an email reaches these with no key at all; the signed token
+# in the URL is the only authority, so a bad one is a 400.
+PUBLIC_TOKEN_ENDPOINTS = [
+    ("GET", "unsubscribe", {"token": "not-a-token"}),
+    ("POST", "unsubscribe", {"token": "not-a-token"}),
+    ("GET", "track-open", {"token": "not-a-token"}),
+    ("GET", "track-click", {"token": "not-a-token"}),
+]
 # What a key with "send" reached before keys had finer scopes; migration 0006 gives it all of these.
 SEND_BEFORE_SCOPES = ["send", "users:read", "users:write", "inbox:read", "tokens"]
 
@@ -69,13 +78,17 @@ def call(client, method, name, kwargs):
 
 
 def test_the_table_lists_every_method_of_every_endpoint():
+    patterns = [pattern for pattern in api_urls.urlpatterns if isinstance(pattern, URLPattern)]
     handlers = {
         (pattern.name, method.upper())
-        for pattern in api_urls.urlpatterns if isinstance(pattern, URLPattern)
+        for pattern in patterns if hasattr(pattern.callback, "view_class")
         for method in ("get", "post", "put", "patch", "delete") if hasattr(pattern.callback.view_class, method)
     }
+    plain_views = {pattern.name for pattern in patterns if not hasattr(pattern.callback, "view_class")}
 
     assert handlers == {(name, method) for method, name, _, _ in ENDPOINTS} | {(name, method) for method, name in PUBLIC}
+    # A plain view is public, or it is a bug.
+    assert plain_views == {name for _, name, _ in PUBLIC_TOKEN_ENDPOINTS}
 
 
 @pytest.mark.parametrize("method, name", PUBLIC)
@@ -85,6 +98,14 @@ def test_a_public_endpoint_answers_without_a_key_and_with_a_bad_one(method, name
 
     assert call(anonymous, method, name, {}).status_code == 200
     assert call(bad_key, method, name, {}).status_code == 200
+
+
+@pytest.mark.parametrize("method, name, kwargs", PUBLIC_TOKEN_ENDPOINTS,
+                         ids=[f"{m} {n}" for m, n, _ in PUBLIC_TOKEN_ENDPOINTS])
+def test_a_public_token_endpoint_needs_no_key_and_refuses_a_bad_token(method, name, kwargs):
+    response = getattr(APIClient(enforce_csrf_checks=True), method.lower())(reverse(name, kwargs=kwargs))
+
+    assert response.status_code == 400
 
 
 @pytest.mark.parametrize("method, name, kwargs, scope", ENDPOINTS, ids=[f"{m} {n}" for m, n, _, _ in ENDPOINTS])

@@ -1,0 +1,147 @@
+"""Email open and click tracking: the signed URLs of the open pixel and the click redirect, the rewriting
+of an email's HTML at send time, and reading a click's target back from the delivery.
+
+    /api/v1/t/o/<token>.gif   the open pixel of one delivery (token: the delivery id)
+    /api/v1/t/c/<token>       the click redirect of one link of one delivery (token: delivery id and the
+                              link's index among the <a href> of the delivery's rendered HTML)
+
+The HTML is rewritten when the message is built for the provider (notifier/channels/email.py), where the
+delivery id is known, so every delivery, a replay included, has URLs of its own; the stored content
+(Delivery.content) stays as rendered. The redirect's target is never in its URL: it is read back from
+that stored HTML by index, so only URLs that were in the rendered email can be reached (no open
+redirect), and a token cannot be made to say anything else without the secret key (Signer, salted per
+kind, compact: "<id>.<index>:<signature>").
+
+Only http(s) links are rewritten: not mailto: or tel:, not anchors, not the unsubscribe link (one-click
+unsubscribe must stay the link the List-Unsubscribe header names).
+"""
+from __future__ import annotations
+
+import html
+import re
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core import signing
+
+from notifier.models import Category, TrackEngagement
+
+OPEN_PATH = "/api/v1/t/o/"
+CLICK_PATH = "/api/v1/t/c/"
+UNSUBSCRIBE_PATH = "/api/v1/unsubscribe/"
+_OPEN_SALT = "notifier.track.open"
+_CLICK_SALT = "notifier.track.click"
+
+# The href of an <a> tag, quoted either way or not at all. Rendered templates are HTML the sandbox
+# escaped, so an attribute value never contains its own quote; the value is HTML-escaped (&amp;).
+_LINK = re.compile(
+    r"""(?P<head><a\b[^>]*?\shref\s*=\s*)(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s"'>]+))""",
+    re.IGNORECASE,
+)
+_BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
+
+
+def tracking_enabled(notification_type) -> bool:
+    """Whether this type's email carries the open pixel and tracked links: its own setting, or by default
+    on for marketing and off for everything else (a password reset is nobody's analytics)."""
+    if notification_type.track_engagement == TrackEngagement.ON:
+        return True
+    if notification_type.track_engagement == TrackEngagement.OFF:
+        return False
+    return notification_type.category == Category.MARKETING
+
+
+# --- tokens --------------------------------------------------------------------------------------------
+
+def open_token(delivery_id: int) -> str:
+    return signing.Signer(salt=_OPEN_SALT).sign(str(delivery_id))
+
+
+def open_token_read(token: str) -> int:
+    """The delivery id an open_token carries. Raises signing.BadSignature for anything else."""
+    value = signing.Signer(salt=_OPEN_SALT).unsign(token)
+    if not value.isascii() or not value.isdigit():
+        raise signing.BadSignature("not an open token")
+    return int(value)
+
+
+def click_token(delivery_id: int, index: int) -> str:
+    return signing.Signer(salt=_CLICK_SALT).sign(f"{delivery_id}.{index}")
+
+
+def click_token_read(token: str) -> tuple[int, int]:
+    """The (delivery id, link index) a click_token carries. Raises signing.BadSignature for anything else."""
+    delivery_id, _, index = signing.Signer(salt=_CLICK_SALT).unsign(token).partition(".")
+    if not all(part.isascii() and part.isdigit() for part in (delivery_id, index)):
+        raise signing.BadSignature("not a click token")
+    return int(delivery_id), int(index)
+
+
+def open_url(delivery_id: int) -> str:
+    return f"{_public_url()}{OPEN_PATH}{open_token(delivery_id)}.gif"
+
+
+def click_url(delivery_id: int, index: int) -> str:
+    return f"{_public_url()}{CLICK_PATH}{click_token(delivery_id, index)}"
+
+
+def _public_url() -> str:
+    return settings.NOTIFIER_PUBLIC_URL.rstrip("/")
+
+
+# --- links ---------------------------------------------------------------------------------------------
+
+def _link_url(match: re.Match) -> str:
+    raw = match.group("dq")
+    if raw is None:
+        raw = match.group("sq")
+    if raw is None:
+        raw = match.group("bare")
+    return html.unescape(raw).strip()
+
+
+def email_links(html_body: str) -> list[str]:
+    """The URLs of every <a href> of an email's HTML, in order: what a click token's index points into."""
+    return [_link_url(match) for match in _LINK.finditer(html_body)]
+
+
+def is_web_link(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def _is_ours(url: str) -> bool:
+    """The unsubscribe link and tracking URLs already in the HTML are left as they are."""
+    base = _public_url()
+    return any(url.startswith(base + path) for path in (UNSUBSCRIBE_PATH, OPEN_PATH, CLICK_PATH))
+
+
+def tracked_html(html_body: str, delivery_id: int) -> str:
+    """The email's HTML with each web link pointing at its click redirect and the open pixel before
+    </body> (or at the end)."""
+    index = -1
+
+    def rewrite(match: re.Match) -> str:
+        nonlocal index
+        index += 1
+        url = _link_url(match)
+        if not is_web_link(url) or _is_ours(url):
+            return match.group(0)
+        return f'{match.group("head")}"{click_url(delivery_id, index)}"'
+
+    rewritten = _LINK.sub(rewrite, html_body)
+    pixel = (f'<img src="{open_url(delivery_id)}" width="1" height="1" alt="" '
+             'style="display:block;width:1px;height:1px;border:0;">')
+    ends = list(_BODY_END.finditer(rewritten))
+    if ends:
+        at = ends[-1].start()
+        return rewritten[:at] + pixel + rewritten[at:]
+    return rewritten + pixel
+
+
+def click_target(html_body: str, index: int) -> str | None:
+    """The URL link `index` of a delivery's stored HTML leads to, or None when there is no such web link."""
+    links = email_links(html_body)
+    if not 0 <= index < len(links) or not is_web_link(links[index]):
+        return None
+    return links[index]
