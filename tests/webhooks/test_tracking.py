@@ -97,6 +97,8 @@ def test_a_marketing_email_sent_through_sendgrid_carries_tracked_links_and_a_pix
     assert 'href="http://127.0.0.1:8000/api/v1/unsubscribe/' in html
     [pixel] = PIXEL.findall(html)
     assert html.index(pixel) < html.index("</body>")
+    assert request.body["tracking_settings"] == {  # SendGrid's own tracking would wrap our links again
+        "click_tracking": {"enable": False, "enable_text": False}, "open_tracking": {"enable": False}}
     delivery.refresh_from_db()
     assert "https://shop.example/sale?from=mail&amp;id=42" in delivery.content["html_body"]  # stored as rendered
     assert "/api/v1/t/" not in delivery.content["html_body"]
