@@ -537,7 +537,7 @@ class DeliveryEventInline(admin.TabularInline):
     can_delete = False
     fields = ["at", "previous_status", "status", "applied", "source", "payload"]
     readonly_fields = fields
-    ordering = ["at", "id"]
+    ordering = ["id"]  # as recorded: providers stamp whole seconds, which would sort a report before the send
     verbose_name_plural = "history"
 
     def has_add_permission(self, request, obj=None):

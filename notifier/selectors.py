@@ -20,7 +20,7 @@ def notification_for_producer(producer, notification_id) -> Notification | None:
 def notification_deliveries(notification):
     """A notification's deliveries, for paging (they may be many: one per device of the user)."""
     return Delivery.objects.filter(notification=notification).select_related("template").prefetch_related(
-        Prefetch("events", DeliveryEvent.objects.order_by("at", "id")))
+        Prefetch("events", DeliveryEvent.objects.order_by("id")))  # as recorded: providers give whole seconds
 
 
 def sandbox_messages(producer, user_id=None, channel=None, notification_id=None):
