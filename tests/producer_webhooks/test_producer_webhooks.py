@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -28,6 +28,7 @@ from notifier.producer_webhooks import (
 )
 from notifier_project.celery import app
 from tests.producer_webhooks.conftest import make_delivery
+from tests.test_indexes import plan_of
 
 pytestmark = pytest.mark.django_db
 
@@ -360,14 +361,6 @@ def test_events_older_than_the_retention_are_purged_and_newer_ones_kept(hooked_p
     assert producer_events_purge(batch_size=1) == 1
 
     assert list(ProducerEvent.objects.values_list("delivery_id", flat=True)) == [new.id]
-
-
-def plan_of(queryset) -> str:
-    sql, params = queryset.query.sql_with_params()
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL enable_seqscan = off")
-        cursor.execute("EXPLAIN " + sql, params)
-        return "\n".join(row[0] for row in cursor.fetchall())
 
 
 def test_claiming_a_producers_due_events_uses_the_due_index(hooked_producer):

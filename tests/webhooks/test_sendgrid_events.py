@@ -53,14 +53,19 @@ def fake(fake_sendgrid):
     return fake_sendgrid
 
 
-@pytest.fixture
-def sendgrid_settings(settings, fake):
+def sendgrid_configure(settings, fake):
+    """Email through the SendGrid adapter to `fake`, whose signed events the webhook verifies."""
     settings.NOTIFIER_CHANNEL_PROVIDERS = {"push": ["sandbox"], "email": ["sendgrid"], "sms": ["sandbox"]}
     settings.NOTIFIER_PROVIDER_CONFIG = {"sendgrid": {
         "api_key": API_KEY, "from_email": "shop@example.com", "host": fake.url, "timeout": 2,
         "webhook_public_key": fake.public_key,
     }}
     return settings
+
+
+@pytest.fixture
+def sendgrid_settings(settings, fake):
+    return sendgrid_configure(settings, fake)
 
 
 def email_send(notification_type, recipient):

@@ -11,7 +11,7 @@ from notifier.webhooks.sendgrid import EVENTS_PATH
 from tests.conftest import make_reachable_user
 from tests.fakes.sendgrid import FakeSendGrid, signing_key_new
 from tests.pipeline.test_route import make_notification
-from tests.webhooks.test_sendgrid_events import API_KEY
+from tests.webhooks.test_sendgrid_events import API_KEY, sendgrid_configure
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -24,12 +24,7 @@ def fake():
 
 @pytest.fixture
 def sendgrid_settings(settings, fake):
-    settings.NOTIFIER_CHANNEL_PROVIDERS = {"push": ["sandbox"], "email": ["sendgrid"], "sms": ["sandbox"]}
-    settings.NOTIFIER_PROVIDER_CONFIG = {"sendgrid": {
-        "api_key": API_KEY, "from_email": "shop@example.com", "host": fake.url, "timeout": 2,
-        "webhook_public_key": fake.public_key,
-    }}
-    return settings
+    return sendgrid_configure(settings, fake)
 
 
 def test_sendgrids_signed_events_reach_the_delivery_history_over_http(live_server, sendgrid_settings, fake,
