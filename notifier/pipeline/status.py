@@ -138,13 +138,15 @@ def deliveries_mark_claimed(ids: list, token, at) -> None:
 def deliveries_move(delivery_filter: dict, to: str, *, source: str = EventSource.WORKER, fields: dict | None = None,
                     at=None) -> list[StatusChange]:
     """Move the deliveries matching `delivery_filter` (Delivery.objects.filter keywords) to status `to`,
-    those whose current status allows it; set `fields` on them too. Two queries and one INSERT of events,
-    whatever the number of rows. Returns the changes made."""
+    those whose current status allows it; set `fields` (values or SQL expressions) on them too. Two
+    queries and one INSERT of events, whatever the number of rows, and one more to read back what
+    expressions wrote. Returns the changes made, each with its row as written."""
     at = at or timezone.now()
     sources = [status for status, targets in TRANSITIONS.items() if to in targets]
     with transaction.atomic(savepoint=False):
+        # The rendered content is the only large column, and no observer reads it.
         rows = list(Delivery.objects.select_for_update().filter(**delivery_filter).filter(status__in=sources)
-                    .only("id", "notification_id", "channel", "priority", "provider", "status"))
+                    .defer("content"))
         if not rows:
             return []
         changes = [StatusChange(row, row.status, to, source, at) for row in rows]
@@ -152,10 +154,19 @@ def deliveries_move(delivery_filter: dict, to: str, *, source: str = EventSource
         column = FIRST_REACHED_AT.get(to)
         if column and column not in values:
             values[column] = at
-        Delivery.objects.filter(id__in=[row.id for row in rows]).update(**values)
+        ids = [row.id for row in rows]
+        Delivery.objects.filter(id__in=ids).update(**values)
+        computed = [name for name, value in values.items() if hasattr(value, "resolve_expression")]
         for row in rows:
             for name, value in values.items():
-                setattr(row, name, value)
+                if name not in computed:
+                    setattr(row, name, value)
+        if computed:  # an SQL expression (the sweeper's last_error): the observers see what it wrote
+            written = {id_: values for id_, *values in
+                       Delivery.objects.filter(id__in=ids).values_list("id", *computed)}
+            for row in rows:
+                for name, value in zip(computed, written[row.id]):
+                    setattr(row, name, value)
         _changes_record(changes)
     return changes
 

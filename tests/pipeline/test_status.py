@@ -180,3 +180,26 @@ def test_nothing_outside_the_status_module_writes_a_delivery_status():
     offenders = [str(path.relative_to(root)) for path in root.rglob("*.py")
                  if "migrations" not in path.parts and path.name != "status.py" and writes.search(path.read_text())]
     assert offenders == []
+
+
+def test_a_lost_claim_on_its_last_attempt_dies_and_reaches_a_producers_webhook(
+    order_type, reachable_user, producer, settings
+):
+    """The sweeper writes last_error as an SQL expression; the observers get the text it wrote."""
+    from notifier.models import ProducerEvent
+
+    producer.webhook_url = "https://hooks.example/notifier"
+    producer.save()
+    notification = make_notification(order_type, reachable_user, channels=["email"])  # the first producer's
+    route_due("high")
+    max_attempts = settings.NOTIFIER_RETRY_POLICY["high"]["max_attempts"]
+    Delivery.objects.filter(notification=notification).update(
+        status=S.SENDING, claimed_at=timezone.now(), attempts=max_attempts, last_error="smtp transient: timeout")
+
+    release_expired_claims(now=timezone.now() + timedelta(seconds=settings.NOTIFIER_CLAIM_LEASE_SECONDS + 1))
+
+    delivery = Delivery.objects.get(notification=notification)
+    assert delivery.status == S.DEAD
+    [event] = ProducerEvent.objects.filter(delivery=delivery)
+    assert event.data["status"] == "dead"
+    assert "worker lost during the last allowed attempt" in event.data["error"]
