@@ -119,13 +119,17 @@ class DeliveryEvent(models.Model):
 
 
 class PendingProviderEvent(models.Model):
-    """A provider's report about a message id no delivery carries yet: the callback beat the worker that
-    is still recording the send (Twilio answers the send, then calls back; the two race). Applied when the
-    worker records that id (pipeline/status.py, pending_events_release); purged by the sweeper after
+    """A provider's report that beat the worker still recording the send: about a message id no delivery
+    carries yet (Twilio answers the send, then calls back; the two race), or about a delivery still
+    `sending` (SendGrid's webhook names our delivery id). Applied when the worker records the send
+    (pipeline/status.py, pending_events_release); purged by the sweeper after
     NOTIFIER_PENDING_EVENT_RETENTION_SECONDS if no delivery ever claims it."""
 
-    provider = models.CharField(max_length=32)
-    provider_message_id = models.CharField(max_length=255)
+    # Kept by the delivery when the report names it (SendGrid's custom args) but its worker has not recorded
+    # the send yet; else by the provider's message id.
+    delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    provider = models.CharField(max_length=32, blank=True)
+    provider_message_id = models.CharField(max_length=255, blank=True)
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices)
     source = models.CharField(max_length=16, choices=EventSource.choices)
     at = models.DateTimeField()

@@ -22,12 +22,13 @@ Each calls the observers with the changes it made (metrics, producer webhooks), 
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from notifier.db import rows_update
@@ -55,6 +56,11 @@ FIRST_REACHED_AT = {S.DELIVERED: "delivered_at", S.OPENED: "opened_at", S.CLICKE
                     S.FAILED: "failed_at", S.BOUNCED: "failed_at"}
 # Reaching a later step of the success path means the earlier ones happened: an open proves delivery.
 _IMPLIED = {S.OPENED: (S.DELIVERED,), S.CLICKED: (S.DELIVERED, S.OPENED)}
+
+
+# A delivery in these has not reached its provider as far as notifier has recorded: a report about it is
+# kept until the worker records the send (pending_events_release).
+NOT_HANDED_OVER = (S.QUEUED, S.HELD, S.SENDING)
 
 
 def transition_allowed(old: str, new: str) -> bool:
@@ -185,12 +191,19 @@ def delivery_events_apply(events: list[StatusEvent]) -> list[StatusChange]:
         deliveries = {d.id: d for d in Delivery.objects.select_for_update().filter(
             id__in={e.delivery_id for e in events}).order_by("id")}
         seen = set(DeliveryEvent.objects.filter(delivery_id__in=deliveries).values_list("delivery_id", "status"))
-        changes, history, changed_fields = [], [], {}
+        changes, history, changed_fields, early = [], [], {}, []
         for event in sorted(events, key=lambda e: (e.at or now)):
             delivery = deliveries.get(event.delivery_id)
             if delivery is None or (delivery.id, event.status) in seen or event.status == delivery.status:
                 continue
             at = event.at or now
+            if delivery.status in NOT_HANDED_OVER:
+                # A report about a send the worker has not recorded yet (SendGrid's webhook can beat the
+                # worker's write): applied then, or the worker's write would overwrite it.
+                early.append(PendingProviderEvent(delivery=delivery, provider=delivery.provider, status=event.status,
+                                                  source=event.source, at=at, payload=event.payload,
+                                                  fields=event.fields))
+                continue
             seen.add((delivery.id, event.status))
             if not transition_allowed(delivery.status, event.status):
                 history.append(DeliveryEvent(delivery=delivery, status=event.status, previous_status=delivery.status,
@@ -210,6 +223,7 @@ def delivery_events_apply(events: list[StatusEvent]) -> list[StatusChange]:
         for names in {frozenset(names) for names in changed_fields.values()}:
             rows_update([deliveries[id_] for id_, n in changed_fields.items() if frozenset(n) == names], sorted(names))
         DeliveryEvent.objects.bulk_create(history)
+        PendingProviderEvent.objects.bulk_create(early)
         _observers_call(changes)
     return changes
 
@@ -222,8 +236,10 @@ PENDING_EVENT_PROVIDERS = frozenset({"twilio"})
 def provider_events_apply(provider: str, events: list[tuple[str, StatusEvent]]) -> list[StatusChange]:
     """Apply reports that name their delivery by the provider's message id: `events` pairs a message id
     with its StatusEvent (whose delivery_id is filled in here). A report for an id no delivery carries yet
-    is kept, and applied when a worker records that id. Two queries plus delivery_events_apply's."""
+    is kept, and applied when a worker records that id. Run inside a transaction: the message ids are
+    locked until it commits (see _message_ids_lock). Three queries plus delivery_events_apply's."""
     ids = {message_id for message_id, _ in events if message_id}
+    _message_ids_lock(provider, ids)
     known = dict(Delivery.objects.filter(provider=provider, provider_message_id__in=ids)
                  .values_list("provider_message_id", "id"))
     ready, early = [], []
@@ -247,22 +263,42 @@ def provider_events_apply(provider: str, events: list[tuple[str, StatusEvent]]) 
 
 
 def pending_events_release(deliveries: list[Delivery]) -> list[StatusChange]:
-    """Apply the kept reports (provider_events_apply) for message ids these deliveries just recorded. One
-    query when none wait, and none at all for providers that never send early reports."""
+    """Apply the reports kept for these deliveries, which a worker has just recorded as sent: those kept by
+    delivery (delivery_events_apply, while the row was still the worker's) and those kept by the message id
+    they recorded (provider_events_apply). One query, plus the locks of PENDING_EVENT_PROVIDERS' ids."""
+    if not deliveries:
+        return []
     by_message = {(d.provider, d.provider_message_id): d.id for d in deliveries
                   if d.provider in PENDING_EVENT_PROVIDERS and d.provider_message_id}
-    if not by_message:
-        return []
-    pending = [p for p in PendingProviderEvent.objects.filter(provider_message_id__in={m for _, m in by_message})
-               if (p.provider, p.provider_message_id) in by_message]
+    for provider in {provider for provider, _ in by_message}:
+        _message_ids_lock(provider, {m for p, m in by_message if p == provider})
+    by_delivery = {d.id for d in deliveries}
+    pending = [p for p in PendingProviderEvent.objects.filter(
+                   Q(delivery_id__in=by_delivery) | Q(provider_message_id__in={m for _, m in by_message}))
+               if p.delivery_id in by_delivery or (p.provider, p.provider_message_id) in by_message]
     if not pending:
         return []
     changes = delivery_events_apply([
-        StatusEvent(by_message[(p.provider, p.provider_message_id)], p.status, p.source, p.at, p.payload, p.fields)
+        StatusEvent(p.delivery_id or by_message[(p.provider, p.provider_message_id)], p.status, p.source, p.at,
+                    p.payload, p.fields)
         for p in pending
     ])
     PendingProviderEvent.objects.filter(id__in=[p.id for p in pending]).delete()
     return changes
+
+
+def _message_ids_lock(provider: str, message_ids) -> None:
+    """Take a transaction-level advisory lock per message id (PostgreSQL). A callback looks a message id up
+    and keeps its report under the lock; a worker reads the kept reports for the ids it just wrote under
+    the same lock. So whichever comes second sees what the first committed: the callback finds the id, or
+    the worker finds the report; neither can miss the other. SQLite runs one writer at a time anyway."""
+    if connection.vendor != "postgresql" or not message_ids:
+        return
+    keys = sorted({int.from_bytes(hashlib.blake2b(f"provider-message:{provider}:{m}".encode(), digest_size=8).digest(),
+                                  "big", signed=True) for m in message_ids})  # one order: no deadlock
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(key) FROM unnest(%s::bigint[]) WITH ORDINALITY AS t(key, n) "
+                       "ORDER BY n", [keys])
 
 
 def _first_reached(delivery: Delivery, status: str, at, changed_fields: dict, applied: bool = False) -> None:

@@ -313,10 +313,10 @@ def test_a_batch_costs_a_few_queries_per_group_of_outcomes_whatever_its_size(
     groups = -(-200 // RECORD_GROUP_SIZE)
 
     # The claim: 3 and its events 1, and its savepoint 2. Per group: its transaction's and the outcomes'
-    # savepoints 4, the outcomes 1 and their events 1, the attempts' history 1, the devices 2, the
-    # notifications up to 5.
+    # savepoints 4, the outcomes 1 and their events 1, the attempts' history 1, the reports kept for the
+    # sent ones 1, the devices 2, the notifications up to 5.
     producers_with_webhook()  # loaded once per process and NOTIFIER_PROCESS_CACHE_SECONDS, not per batch
-    with django_assert_max_num_queries(6 + groups * 14):
+    with django_assert_max_num_queries(6 + groups * 15):
         assert deliver_due("push", "high") == 200
 
     assert Device.objects.filter(active=False).count() == 100

@@ -203,3 +203,26 @@ def test_a_lost_claim_on_its_last_attempt_dies_and_reaches_a_producers_webhook(
     [event] = ProducerEvent.objects.filter(delivery=delivery)
     assert event.data["status"] == "dead"
     assert "worker lost during the last allowed attempt" in event.data["error"]
+
+
+@pytest.mark.parametrize("report, final", [(S.DELIVERED, S.DELIVERED), (S.BOUNCED, S.BOUNCED)])
+def test_a_report_that_beats_the_workers_record_of_the_send_applies_once_it_is_recorded(
+    settings, order_type, reachable_user, report, final
+):
+    """SendGrid names our delivery id, so its webhook can arrive while the row is still `sending`."""
+    from notifier.models import PendingProviderEvent
+    from notifier.pipeline.dispatch import deliveries_claim, deliveries_send
+
+    settings.NOTIFIER_CHANNEL_PROVIDERS = {**settings.NOTIFIER_CHANNEL_PROVIDERS, "email": [SCRIPTED]}
+    notification = make_notification(order_type, reachable_user, channels=["email"])
+    route_due("high")
+    [claimed] = deliveries_claim("email", "high", 10)
+
+    assert delivery_events_apply([StatusEvent(claimed.id, report, "sendgrid")]) == []  # kept, not applied
+    assert Delivery.objects.get(id=claimed.id).status == S.SENDING
+    deliveries_send([claimed])
+
+    delivery = Delivery.objects.get(notification=notification)
+    assert delivery.status == final
+    assert history(delivery) == [("sending", "worker", True), ("sent", "worker", True), (report, "sendgrid", True)]
+    assert not PendingProviderEvent.objects.exists()

@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from django.db import transaction
 from twilio.request_validator import RequestValidator
 
 from notifier.models import Delivery, Notification, PendingProviderEvent
@@ -242,3 +243,91 @@ def test_a_late_undelivered_starts_the_notifications_fallback_channel(client, tw
     notification.refresh_from_db()
     assert notification.status == "processing"
     assert Delivery.objects.get(notification=notification, channel="in_app").status == "queued"
+
+
+class TestACallbackRacingTheWorkersRecord:
+    """The callback and the worker's record of the SID, in two connections, in both orders: the report is
+    applied once either way, never left kept (status._message_ids_lock)."""
+
+    pytestmark = pytest.mark.django_db(transaction=True)
+
+    @pytest.fixture
+    def sending_sms(self, order_type, reachable_user):
+        from notifier.pipeline.route import route_due as route
+
+        notification = make_notification(order_type, reachable_user, channels=["sms"])
+        route("high")
+        delivery = Delivery.objects.get(notification=notification, channel="sms")
+        Delivery.objects.filter(id=delivery.id).update(status="sent", provider="twilio")
+        return delivery
+
+    @staticmethod
+    def callback_in_a_thread(started):
+        import threading
+
+        from django.db import connection
+
+        from notifier.pipeline.status import StatusEvent, provider_events_apply
+
+        def run():
+            try:
+                with transaction.atomic():
+                    started.set()
+                    provider_events_apply("twilio", [("SM" + "9" * 32, StatusEvent(0, "delivered", "twilio"))])
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        return thread
+
+    def test_a_callback_that_waits_for_the_workers_commit_finds_the_sid(self, sending_sms):
+        import threading
+        import time
+
+        from notifier.pipeline.status import pending_events_release
+
+        started = threading.Event()
+        with transaction.atomic():  # the worker's outcome write, not committed yet
+            Delivery.objects.filter(id=sending_sms.id).update(provider_message_id="SM" + "9" * 32)
+            sending_sms.refresh_from_db()
+            pending_events_release([sending_sms])
+            thread = self.callback_in_a_thread(started)
+            started.wait(5)
+            time.sleep(0.5)  # the callback looks the SID up now, before the worker commits
+        thread.join(10)
+
+        sending_sms.refresh_from_db()
+        assert sending_sms.status == "delivered"
+        assert not PendingProviderEvent.objects.exists()
+
+    def test_a_worker_that_waits_for_the_callbacks_commit_finds_its_report(self, sending_sms, monkeypatch):
+        import threading
+
+        from notifier.pipeline import status
+        from notifier.pipeline.status import pending_events_release
+
+        kept, go_on = threading.Event(), threading.Event()
+        keep = PendingProviderEvent.objects.bulk_create
+
+        def keep_then_wait(rows, *args, **kwargs):  # the callback has kept its report, not committed yet
+            created = keep(rows, *args, **kwargs)
+            if rows and rows[0].provider == "twilio":
+                kept.set()
+                go_on.wait(5)
+            return created
+
+        monkeypatch.setattr(status.PendingProviderEvent.objects, "bulk_create", keep_then_wait)
+        thread = self.callback_in_a_thread(threading.Event())
+        assert kept.wait(5)
+        releaser = threading.Timer(0.5, go_on.set)
+        releaser.start()
+        with transaction.atomic():  # the worker records the SID while the callback's report is uncommitted
+            Delivery.objects.filter(id=sending_sms.id).update(provider_message_id="SM" + "9" * 32)
+            sending_sms.refresh_from_db()
+            pending_events_release([sending_sms])
+        thread.join(10)
+
+        sending_sms.refresh_from_db()
+        assert sending_sms.status == "delivered"
+        assert not PendingProviderEvent.objects.exists()
