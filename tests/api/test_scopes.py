@@ -50,6 +50,7 @@ ENDPOINTS = [
     ("GET", "dead-letter-list", {}, "send"),
     ("POST", "dead-letter-bulk-replay", {}, "send"),
     ("POST", "dead-letter-replay", {"delivery_id": 1}, "send"),
+    ("GET", "stats", {}, "send"),
 ]
 # What a key with "send" reached before keys had finer scopes; migration 0006 gives it all of these.
 SEND_BEFORE_SCOPES = ["send", "users:read", "users:write", "inbox:read", "tokens"]
