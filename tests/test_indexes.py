@@ -76,3 +76,23 @@ def test_a_dead_letters_attempt_history_is_read_by_an_index():
     plan = plan_of(DeliveryAttempt.objects.filter(delivery_id__in=[1, 2, 3]).order_by("delivery_id", "number"))
 
     assert "attempt_delivery" in plan, plan
+
+
+@pytest.mark.parametrize("producer", [False, True])
+def test_the_stats_window_is_read_by_the_due_time_index(producer):
+    # notifier/stats.py, delivery_stats: one query over the deliveries due in the window.
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from notifier.stats import StatsFilter, stats_query
+
+    until = timezone.now()
+    sql, params = stats_query(StatsFilter(since=until - timedelta(hours=24), until=until,
+                                          producer_id=1 if producer else None))
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+
+    assert "delivery_due_at" in plan, plan

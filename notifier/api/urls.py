@@ -2,7 +2,7 @@ from django.urls import path
 
 from notifier.webhooks import tracking
 
-from . import cancel, deadletters, inbox, preferences, views
+from . import cancel, deadletters, inbox, preferences, stats, views
 
 urlpatterns = [
     path("", views.ApiIndexView.as_view(), name="api-index"),
@@ -28,6 +28,7 @@ urlpatterns = [
     path("notification-types", views.NotificationTypeListView.as_view(), name="notification-type-list"),
     path("templates", views.TemplateListView.as_view(), name="template-list"),
     path("sandbox/messages", views.SandboxMessageListView.as_view(), name="sandbox-messages"),
+    path("stats", stats.StatsView.as_view(), name="stats"),
     path("dead-letters", deadletters.DeadLetterListView.as_view(), name="dead-letter-list"),
     path("dead-letters/replay", deadletters.DeadLetterBulkReplayView.as_view(), name="dead-letter-bulk-replay"),
     path("dead-letters/<str:delivery_id>/replay", deadletters.DeadLetterReplayView.as_view(),

@@ -12,12 +12,16 @@ def deliveries_build(notification, channel: str, targets, template, *, next_atte
                      status: str = DeliveryStatus.QUEUED, status_reason: str = "", failed_at=None,
                      last_error: str = "") -> list[Delivery]:
     """One unsaved Delivery of `notification` on `channel` per target (a channel's Target: address and
-    device), at the notification's priority, rendered by `template` into `content`. The caller saves them
-    (in bulk) and decides the status: queued (due at next_attempt_at), held (released then, status_reason
+    device), at the notification's priority, rendered by `template` into `content`, with the notification's
+    due time, producer and type copied (what the stats read). The only constructor of Delivery: the caller
+    saves them (in bulk) and decides the status: queued (due at next_attempt_at), held (released then, status_reason
     says why) or failed (failed_at, last_error)."""
     return [
         Delivery(
             notification=notification,
+            notification_due_at=notification.due_at,
+            producer_id=notification.producer_id,
+            type_id=notification.type_id,
             channel=channel,
             priority=notification.priority,
             target=target.address,

@@ -100,3 +100,16 @@ def test_both_cancel_endpoints_describe_their_request_answer_and_errors(schema):
     assert components[request]["required"] == ["idempotency_key"]
     assert by_key["responses"]["400"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
     assert "requestBody" not in by_id
+
+
+def test_the_stats_operation_documents_its_query_fields_and_both_answers(schema):
+    operation = schema["paths"]["/api/v1/stats"]["get"]
+    answer = resolve(schema, operation["responses"]["200"]["content"]["application/json"]["schema"])
+    group = resolve(schema, answer["properties"]["by_channel"]["items"])
+
+    assert {parameter["name"] for parameter in operation["parameters"]} == {
+        "since", "until", "channel", "type", "priority"}
+    assert set(answer["properties"]) == {"since", "until", "producer", "totals", "by_channel", "by_type"}
+    assert {"sent", "delivered", "failed", "bounced", "delivery_rate", "open_rate", "click_rate",
+            "latency_ms", "channel"} <= set(group["properties"])
+    assert "400" in operation["responses"]

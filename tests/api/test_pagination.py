@@ -3,7 +3,9 @@ request does work that grows with the size of a table (keyset pages: one query w
 import pytest
 from django.utils import timezone
 
+from notifier.channels.base import Target
 from notifier.models import Delivery, Notification, NotificationType, Template
+from notifier.pipeline.deliveries import deliveries_build
 from tests.conftest import make_order_type
 
 pytestmark = pytest.mark.django_db
@@ -92,9 +94,9 @@ class TestNotificationDeliveries:
     def notification(self, producer, order_type, reachable_user):
         notification = Notification.objects.create(producer=producer, type=order_type, recipient=reachable_user,
                                                    priority="high", due_at=timezone.now())
-        Delivery.objects.bulk_create(
-            Delivery(notification=notification, channel="push", priority="high", target=f"token-{index:03}",
-                     next_attempt_at=timezone.now()) for index in range(250))
+        targets = [Target(f"token-{index:03}") for index in range(250)]
+        Delivery.objects.bulk_create(deliveries_build(notification, "push", targets, None,
+                                                      next_attempt_at=timezone.now()))
         return notification
 
     def test_the_detail_shows_the_first_100_deliveries_and_a_cursor_to_the_rest(self, api, notification):

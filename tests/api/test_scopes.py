@@ -51,6 +51,7 @@ ENDPOINTS = [
     ("GET", "dead-letter-list", {}, "send"),
     ("POST", "dead-letter-bulk-replay", {}, "send"),
     ("POST", "dead-letter-replay", {"delivery_id": 1}, "send"),
+    ("GET", "stats", {}, "send"),
 ]
 # Public, like the schema (GET /api/v1/schema) and its docs page (GET /api/v1/docs): no key needed.
 PUBLIC = [("GET", "api-index")]
