@@ -32,7 +32,7 @@ class EmailChannel(ProviderChannel):
     def message_for(self, delivery):
         message = message_from_delivery(delivery)
         if message.html_body and tracking_enabled(delivery.notification.type):
-            message = dataclasses.replace(message, html_body=tracked_html(message.html_body, delivery.id), tracked=True)
+            message = dataclasses.replace(message, html_body=tracked_html(message.html_body, delivery.id))
         return message
 
 

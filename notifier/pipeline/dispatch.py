@@ -36,10 +36,12 @@ from notifier.models import (
     DeliveryAttempt,
     DeliveryStatus,
     Device,
+    EmailSuppression,
     Notification,
     NotificationStatus,
     Recipient,
 )
+from notifier.pipeline.preferences import channel_verdict
 from notifier.pipeline.route import notifications_fall_back
 from notifier.pipeline.status import deliveries_mark_claimed, deliveries_move, deliveries_save_status, pending_events_release
 from notifier.pipeline.wake import clear_flag, deliver_queue, wake_deliver
@@ -100,9 +102,15 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
     group: list[tuple[Delivery, object]] = []
     now = timezone.now()
     live = []
+    unwanted = send_time_refusals(deliveries)
     for delivery in deliveries:
         expires_at = delivery.notification.expires_at
-        if delivery.notification.cancelled_at:
+        if delivery.id in unwanted:
+            # Routed before the user unsubscribed or the address bounced: not sent, and no attempt spent.
+            delivery.status, delivery.claim_token = DeliveryStatus.SUPPRESSED, None
+            delivery.status_reason, delivery.attempts = f"{unwanted[delivery.id]} (at send time)", delivery.attempts - 1
+            group.append((delivery, None))
+        elif delivery.notification.cancelled_at:
             # Back in the queue after its notification was cancelled (a worker died mid-send): never resent.
             delivery.status, delivery.claim_token = DeliveryStatus.CANCELLED, None
             delivery.status_reason = CANCELLED_REASON
@@ -126,6 +134,26 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
             outcomes_record(group, token)
             group = []
     outcomes_record(group, token)
+
+
+def send_time_refusals(deliveries: list[Delivery]) -> dict[int, str]:
+    """The email deliveries that must not go out any more, by id, with why: the address bounced or the
+    user opted out since the route step decided (a retry, a hold or a full queue can be hours later). The
+    route step's own checks, again at the last moment, for the channel where the law asks for it
+    (unsubscribe before the next send; RFC 8058). One query per claim, for email only."""
+    emails = [d for d in deliveries if d.channel == "email"]
+    if not emails:
+        return {}
+    suppressed = {s.address: s for s in EmailSuppression.objects.filter(address__in={d.target.lower() for d in emails})}
+    refusals = {}
+    for delivery in emails:
+        suppression = suppressed.get(delivery.target.lower())
+        verdict = channel_verdict(delivery.notification.recipient, delivery.notification.type, "email")
+        if suppression is not None:
+            refusals[delivery.id] = suppression.describe()
+        elif not verdict.allowed:
+            refusals[delivery.id] = verdict.reason
+    return refusals
 
 
 def outcomes_record(group: list[tuple[Delivery, object]], token) -> None:
@@ -176,7 +204,9 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
                             delivery.id, delivery.notification_id, delivery.status,
                             extra=delivery_log_context(delivery))
         kept = [(d, o) for d, o in group if d.id in written]
-        DeliveryAttempt.objects.bulk_create([attempt_of(d, o) for d, o in kept])
+        # A delivery suppressed at send time made no attempt (it was given back).
+        DeliveryAttempt.objects.bulk_create([attempt_of(d, o) for d, o in kept
+                                             if o is not None or d.status != DeliveryStatus.SUPPRESSED])
         pending_events_release([d for d, o in kept if isinstance(o, SendResult)])
         targets_gone([d for d, o in kept if isinstance(o, ProviderError) and o.target_gone])
         notifications_refresh_status({d.notification_id for d, _ in kept})
@@ -309,7 +339,10 @@ def _notifications_close_finished(notification_ids: list) -> None:
     )
     finished: dict[str, list] = {}
     for row in counts:
-        if row["in_flight"] or not row["total"]:
+        if row["in_flight"]:
+            continue
+        if not row["total"]:  # every delivery was suppressed (at send time: routed, then unsubscribed)
+            finished.setdefault(NotificationStatus.SUPPRESSED, []).append(row["notification_id"])
             continue
         if row["succeeded"] == row["total"]:
             status = NotificationStatus.DELIVERED

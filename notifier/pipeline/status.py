@@ -3,7 +3,7 @@ only legal transitions and records each change as a DeliveryEvent.
 
     queued ─▶ sending ─▶ sent ─▶ delivered ─▶ opened ─▶ clicked       (the success path, only forward)
       ▲  │       │                    │            │         │
-      │  ▼       └─▶ queued (retry), failed, dead, expired, cancelled
+      │  ▼       └─▶ queued (retry), failed, dead, expired, cancelled, suppressed (checked again at send)
      held ─▶ queued, cancelled, expired, suppressed
     sent, delivered, opened, clicked ─▶ bounced (a bounce after `delivered` is recorded)
     sent ─▶ failed (Twilio's late `undelivered`)
@@ -44,7 +44,8 @@ TERMINAL = (S.FAILED, S.BOUNCED, S.SUPPRESSED, S.EXPIRED, S.CANCELLED, S.DEAD)
 TRANSITIONS: dict[str, frozenset[str]] = {
     S.QUEUED: frozenset({S.SENDING, S.HELD, S.CANCELLED, S.EXPIRED, S.SUPPRESSED}),
     S.HELD: frozenset({S.QUEUED, S.CANCELLED, S.EXPIRED, S.SUPPRESSED}),
-    S.SENDING: frozenset({S.SENT, S.DELIVERED, S.QUEUED, S.FAILED, S.DEAD, S.EXPIRED, S.CANCELLED}),
+    # suppressed: the worker's last check before sending (an unsubscribe or a bounce since routing).
+    S.SENDING: frozenset({S.SENT, S.DELIVERED, S.QUEUED, S.FAILED, S.DEAD, S.EXPIRED, S.CANCELLED, S.SUPPRESSED}),
     S.SENT: frozenset({S.DELIVERED, S.OPENED, S.CLICKED, S.FAILED, S.BOUNCED}),
     S.DELIVERED: frozenset({S.OPENED, S.CLICKED, S.BOUNCED}),
     S.OPENED: frozenset({S.CLICKED, S.BOUNCED}),

@@ -43,9 +43,6 @@ class Message:
     type_key: str = ""
     category: str = ""  # "transactional", "marketing" or "system"
     headers: dict = field(default_factory=dict)  # extra email headers (List-Unsubscribe, ...)
-    # Email: notifier's own open pixel and click redirect are in html_body (notifier/tracking.py), so the
-    # provider must not rewrite the links a second time.
-    tracked: bool = False
     badge: int | None = None
     sound: str = ""
 

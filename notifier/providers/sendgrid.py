@@ -117,10 +117,10 @@ class SendGridProvider(Provider):
         categories = list(dict.fromkeys(c for c in (message.type_key, message.category) if c))
         if categories:
             payload["categories"] = categories
-        if message.tracked:
-            # The account's own tracking would wrap our tracked links again and add a second pixel.
-            payload["tracking_settings"] = {"click_tracking": {"enable": False, "enable_text": False},
-                                            "open_tracking": {"enable": False}}
+        # notifier tracks opens and clicks itself, by the type's setting (notifier/tracking.py): the account's
+        # own tracking would wrap tracked links a second time, and track the email a type says not to.
+        payload["tracking_settings"] = {"click_tracking": {"enable": False, "enable_text": False},
+                                        "open_tracking": {"enable": False}}
         return payload
 
     def _error_from_answer(self, error: HTTPError, message: Message):

@@ -402,3 +402,55 @@ def test_outcomes_whose_connection_the_database_ended_are_recorded_on_a_new_one(
 
     assert set(Delivery.objects.filter(channel="push").values_list("status", flat=True)) == {"sent"}
     assert [s["to"] for s in scripted_provider.sent()].count("ios-token-1") == 1
+
+
+class TestEmailCheckedAgainAtSendTime:
+    """An email routed before the user unsubscribed, or before its address bounced, is not sent when its
+    turn comes (a hold, a retry or a long queue can be hours after routing)."""
+
+    @pytest.fixture
+    def marketing(self, db):
+        from tests.conftest import make_order_type
+
+        return make_order_type("spring_sale", channels=("email",), category="marketing")
+
+    @pytest.fixture
+    def subscriber(self, reachable_user):
+        reachable_user.marketing_opt_in = True
+        reachable_user.save()
+        return reachable_user
+
+    def test_an_unsubscribe_after_routing_stops_the_queued_email(self, scripted, marketing, subscriber):
+        from notifier.services import recipient_unsubscribe
+        from tests.support.scripted_provider import sent as sent_messages
+
+        notification = make_notification(marketing, subscriber)
+        route_due("high")
+        recipient_unsubscribe(subscriber.id, "marketing", source="link")
+
+        deliver_due("email", "high")
+
+        delivery = Delivery.objects.get(notification=notification)
+        assert delivery.status == "suppressed" and delivery.attempts == 0
+        assert delivery.status_reason == "category opted out (marketing on email) (at send time)"
+        assert not delivery.attempt_history.exists() and sent_messages() == []
+        notification.refresh_from_db()
+        assert notification.status == "suppressed"
+
+    def test_a_bounce_after_routing_stops_the_queued_email_to_that_address(self, scripted, order_type, reachable_user):
+        from notifier.models import EmailSuppression
+        from tests.support.scripted_provider import sent as sent_messages
+
+        notification = make_notification(order_type, reachable_user, channels=["email", "in_app"])
+        route_due("high")
+        EmailSuppression.objects.create(address=reachable_user.email.lower(), reason="hard_bounce",
+                                        source="sendgrid")
+
+        deliver_due("email", "high")
+        deliver_due("in_app", "high")
+
+        delivery = Delivery.objects.get(notification=notification, channel="email")
+        assert delivery.status == "suppressed" and "email address suppressed" in delivery.status_reason
+        assert sent_messages() == []
+        notification.refresh_from_db()
+        assert notification.status == "delivered"  # the inbox item reached the user; the email never counted

@@ -111,6 +111,14 @@ def test_it_sends_text_only_when_there_is_no_html(fake, provider):
     assert "categories" not in body
 
 
+def test_it_asks_sendgrid_not_to_track_any_message(fake, provider):
+    """notifier tracks by the type's setting itself; SendGrid's account tracking would track the rest."""
+    provider.send(email(category="transactional"))
+
+    assert fake.requests[0].body["tracking_settings"] == {
+        "click_tracking": {"enable": False, "enable_text": False}, "open_tracking": {"enable": False}}
+
+
 def test_it_marks_an_invalid_address_gone(fake, provider):
     fake.set_outcome("not-an-address@", status=400)
 
