@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import re
+from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -32,12 +33,6 @@ UNSUBSCRIBE_PATH = "/api/v1/unsubscribe/"
 _OPEN_SALT = "notifier.track.open"
 _CLICK_SALT = "notifier.track.click"
 
-# The href of an <a> tag, quoted either way or not at all. Rendered templates are HTML the sandbox
-# escaped, so an attribute value never contains its own quote; the value is HTML-escaped (&amp;).
-_LINK = re.compile(
-    r"""(?P<head><a\b[^>]*?\shref\s*=\s*)(?:"(?P<dq>[^"]*)"|'(?P<sq>[^']*)'|(?P<bare>[^\s"'>]+))""",
-    re.IGNORECASE,
-)
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 
@@ -91,18 +86,38 @@ def _public_url() -> str:
 
 # --- links ---------------------------------------------------------------------------------------------
 
-def _link_url(match: re.Match) -> str:
-    raw = match.group("dq")
-    if raw is None:
-        raw = match.group("sq")
-    if raw is None:
-        raw = match.group("bare")
-    return html.unescape(raw).strip()
+class _Links(HTMLParser):
+    """The <a href> start tags of an HTML text, as a browser reads them: (start, end, attributes) each, in
+    order, with the attribute values unescaped. A parser, not a pattern: text that only looks like an
+    href (inside another attribute's value, a comment, a script) is no link."""
+
+    def __init__(self, source: str):
+        super().__init__(convert_charrefs=True)
+        self.links: list[tuple[int, int, list[tuple[str, str | None]]]] = []
+        self._line_starts = [0] + [m.end() for m in re.finditer("\n", source)]
+        self.feed(source)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "a" and _href(attrs) is not None:
+            line, column = self.getpos()
+            start = self._line_starts[line - 1] + column
+            self.links.append((start, start + len(self.get_starttag_text()), attrs))
+
+    handle_startendtag = handle_starttag
+
+
+def _href(attrs) -> str | None:
+    """The first href, as browsers take it; None when the tag has none or it has no value."""
+    for name, value in attrs:
+        if name == "href":
+            return value.strip() if value is not None else None
+    return None
 
 
 def email_links(html_body: str) -> list[str]:
     """The URLs of every <a href> of an email's HTML, in order: what a click token's index points into."""
-    return [_link_url(match) for match in _LINK.finditer(html_body)]
+    return [_href(attrs) for _, _, attrs in _Links(html_body).links]
 
 
 def is_web_link(url: str) -> bool:
@@ -118,30 +133,33 @@ def _is_ours(url: str) -> bool:
 
 def tracked_html(html_body: str, delivery_id: int) -> str:
     """The email's HTML with each web link pointing at its click redirect and the open pixel before
-    </body> (or at the end)."""
-    index = -1
-
-    def rewrite(match: re.Match) -> str:
-        nonlocal index
-        index += 1
-        url = _link_url(match)
+    </body> (or at the end). A rewritten <a> tag is written anew from its parsed attributes."""
+    parts, done = [], 0
+    for index, (start, end, attrs) in enumerate(_Links(html_body).links):
+        url = _href(attrs)
         if not is_web_link(url) or _is_ours(url):
-            return match.group(0)
-        return f'{match.group("head")}"{click_url(delivery_id, index)}"'
-
-    rewritten = _LINK.sub(rewrite, html_body)
+            continue
+        href_seen = False
+        rewritten = []
+        for name, value in attrs:
+            if name == "href" and not href_seen:
+                href_seen, value = True, click_url(delivery_id, index)
+            rewritten.append(f" {name}" if value is None else f' {name}="{html.escape(value, quote=True)}"')
+        parts += [html_body[done:start], "<a", *rewritten, ">"]
+        done = end
+    rewritten_html = "".join(parts) + html_body[done:]
     pixel = (f'<img src="{open_url(delivery_id)}" width="1" height="1" alt="" '
              'style="display:block;width:1px;height:1px;border:0;">')
-    ends = list(_BODY_END.finditer(rewritten))
+    ends = list(_BODY_END.finditer(rewritten_html))
     if ends:
         at = ends[-1].start()
-        return rewritten[:at] + pixel + rewritten[at:]
-    return rewritten + pixel
+        return rewritten_html[:at] + pixel + rewritten_html[at:]
+    return rewritten_html + pixel
 
 
 def click_target(html_body: str, index: int) -> str | None:
     """The URL link `index` of a delivery's stored HTML leads to, or None when there is no such web link."""
     links = email_links(html_body)
-    if not 0 <= index < len(links) or not is_web_link(links[index]):
+    if not 0 <= index < len(links) or not links[index] or not is_web_link(links[index]):
         return None
     return links[index]

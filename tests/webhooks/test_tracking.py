@@ -320,3 +320,16 @@ def test_the_types_api_refuses_an_unknown_tracking_setting_naming_the_field(admi
 
     assert response.status_code == 400
     assert "track_engagement" in response.json()["error"]["fields"]
+
+
+def test_text_that_only_looks_like_an_href_is_no_link():
+    """User data in another attribute (or a comment) must not become a tracked 'link' the redirect serves."""
+    from notifier.tracking import email_links
+
+    html = ('<a title=" href=https://evil.example/x" href="https://shop.example/">Shop</a>'
+            '<!-- <a href="https://evil.example/comment"> --><p>href="https://evil.example/text"</p>')
+
+    assert email_links(html) == ["https://shop.example/"]
+    tracked = tracked_html(html, 7)
+    assert tracked.count("/api/v1/t/c/") == 1 and 'title=" href=https://evil.example/x"' in tracked
+    assert "evil.example/comment" in tracked  # the comment is left as it was
