@@ -71,6 +71,13 @@ def test_the_readme_snippet_refuses_a_signature_older_than_five_minutes(hooked_p
     assert readme_verify(body, "garbage", secret) is False
 
 
+@pytest.mark.parametrize("header", ["t={now},v1=é", "t=²³,v1=00", "t={now},v1=\u0000", "t=,v1=", "=,=,="])
+def test_the_readme_snippet_answers_false_for_a_hostile_header_and_never_raises(hooked_producer, readme_verify, header):
+    body = b'{"events": []}'
+
+    assert readme_verify(body, header.format(now=int(time.time())), hooked_producer.webhook_secret) is False
+
+
 def test_many_events_go_in_batches_of_the_batch_size(hooked_producer, endpoint, order_type, reachable_user, settings):
     settings.NOTIFIER_PRODUCER_WEBHOOK_BATCH_SIZE = 2
     deliveries = [make_delivery(hooked_producer, order_type, reachable_user, target=f"u{n}@example.com")
