@@ -35,6 +35,7 @@ fallback channels still run.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import time
@@ -113,7 +114,13 @@ def events_webhook(request):
         log.warning("SendGrid: event webhook body refused: %s", error)
         webhook_event_count(EventSource.SENDGRID, "invalid")
         return error_response(400, "invalid", str(error), {error.field: [error.problem]})
-    counts = events_record(events)
+    try:
+        counts = events_record(events, signature=request.headers.get(SIGNATURE_HEADER, ""))
+    except PostReplayed:
+        log.warning("SendGrid: event webhook post from %s replayed (its signature was seen before)",
+                    request.META.get("REMOTE_ADDR"))
+        webhook_event_count(EventSource.SENDGRID, "stale")
+        return error_response(403, "permission_denied", f"{SIGNATURE_HEADER} was seen before: {STALE}")
     for key, result in (("applied", "applied"), ("duplicates", "duplicate"), ("unmatched", "unknown_delivery"),
                         ("ignored", "ignored")):
         if counts[key]:
@@ -188,10 +195,16 @@ class _Target:
     category: str
 
 
-def events_record(events: list[dict]) -> dict:
+class PostReplayed(Exception):
+    """A signed post whose signature was seen before: a captured request sent again within the window."""
+
+
+def events_record(events: list[dict], signature: str = "") -> dict:
     """Apply a batch of verified events, each at most once (by sg_event_id), in one transaction: a batch
-    that fails half-way is retried by SendGrid whole, and nothing of it is kept. Returns counts for the
-    answer and the log. A fixed number of queries, but for the opt-outs (one call each, rare)."""
+    that fails half-way is retried by SendGrid whole, and nothing of it is kept. A post's `signature`
+    is recorded with it, so the same signed request posted again raises PostReplayed and changes nothing.
+    Returns counts for the answer and the log. A fixed number of queries, but for the opt-outs (one call
+    each, rare)."""
     counts = {"received": len(events), "applied": 0, "duplicates": 0, "unmatched": 0, "ignored": 0}
     handled = []
     for event in events:
@@ -200,6 +213,8 @@ def events_record(events: list[dict]) -> dict:
         else:
             counts["ignored"] += 1
     with transaction.atomic():
+        if signature and not _first_seen({"post:" + hashlib.sha256(signature.encode()).hexdigest()}):
+            raise PostReplayed
         first_seen = _first_seen({_event_id(e) for e in handled})
         fresh, taken = [], set()
         for event in handled:

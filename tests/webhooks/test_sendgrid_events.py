@@ -307,6 +307,21 @@ def test_an_unsubscribe_or_spam_report_opts_the_user_out_of_the_category_for_ema
 # --- repeats
 
 
+def test_a_request_that_failed_may_be_posted_again_with_the_same_signature(client, fake, sent_email, mail,
+                                                                            monkeypatch):
+    """A post we answered with an error was rolled back whole, its signature too: SendGrid's retry of it
+    is applied."""
+    from notifier.webhooks import sendgrid as view
+
+    body, headers = fake.signed([fake.event(mail, "delivered")])
+    monkeypatch.setattr(view, "delivery_events_apply", lambda events: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        post(client, body, dict(headers))
+    monkeypatch.undo()
+
+    assert post(client, body, dict(headers)).json()["applied"] == 1
+
+
 def test_a_repeated_event_is_accepted_and_recorded_once(client, fake, sent_email, mail):
     delivered = fake.event(mail, "delivered")
     assert post_events(client, fake, [delivered]).status_code == 200
@@ -318,15 +333,15 @@ def test_a_repeated_event_is_accepted_and_recorded_once(client, fake, sent_email
     assert [s for s, source, _ in history(sent_email) if source == "sendgrid"] == ["delivered", "opened"]
 
 
-def test_the_same_request_posted_twice_changes_nothing_the_second_time(client, fake, marketing_email):
+def test_the_same_signed_request_posted_again_is_a_replay_refused_with_403(client, fake, marketing_email):
     delivery, mail = marketing_email
     body, headers = fake.signed([fake.event(mail, "unsubscribe"), fake.event(mail, "bounce")])
 
     first = post(client, body, dict(headers))
-    second = post(client, body, dict(headers))  # within the 5 minutes: SendGrid's own retry
+    second = post(client, body, dict(headers))  # within the 5 minutes: a captured request sent again
 
     assert first.json()["applied"] == 2
-    assert second.status_code == 200 and second.json()["duplicates"] == 2 and second.json()["applied"] == 0
+    assert second.status_code == 403 and "seen before" in second.json()["error"]["message"]
     assert Unsubscription.objects.count() == 1 and EmailSuppression.objects.count() == 1
     assert DeliveryEvent.objects.filter(delivery=delivery, source="sendgrid").count() == 1
 
@@ -344,7 +359,7 @@ def test_the_sweeper_forgets_event_ids_after_the_retention(settings, client, fak
         received_at=timezone.now() - timedelta(days=settings.NOTIFIER_WEBHOOK_EVENT_RETENTION_DAYS, hours=1))
 
     assert sweep()["webhook_events_forgotten"] == 1
-    assert WebhookEventSeen.objects.count() == 1
+    assert WebhookEventSeen.objects.count() == 2  # the other event, and the post's signature
 
 
 @pytest.mark.parametrize("count", [1, 8])
@@ -355,9 +370,9 @@ def test_a_batch_of_events_costs_a_fixed_number_of_queries(client, fake, sendgri
     events = [fake.event(mail, kind) for d in deliveries for mail in fake.accepted_for(d.id)
               for kind in ("delivered", "open", "click", "bounce")]
 
-    # Seen ids, deliveries, the status machine's reads and writes, suppressions, reopening and closing the
-    # notifications, within a savepoint: the same for 4 events or 32.
-    with django_assert_num_queries(14):
+    # The post's signature and the seen ids, deliveries, the status machine's reads and writes,
+    # suppressions, reopening and closing the notifications, within a savepoint: the same for 4 events or 32.
+    with django_assert_num_queries(15):
         response = post_events(client, fake, events)
 
     assert response.json()["applied"] == 4 * count
