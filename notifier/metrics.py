@@ -141,9 +141,9 @@ def _changes_add(deliveries: Tally, reports: Tally, retries: Tally, latencies: l
 
 
 def webhook_event_count(source: str, result: str, n: int = 1) -> None:
-    """Count `n` webhook events from `source` ("sendgrid", "twilio") that ended as `result` ("applied",
-    "duplicate", "unknown_delivery", "ignored", "forged", "stale", "invalid"): a small fixed set, never free
-    text."""
+    """Count `n` events from `source` ("sendgrid", "twilio", and the tracking endpoints "pixel", "click")
+    that ended as `result` ("applied", "duplicate", "unknown_delivery", "ignored", "forged", "stale",
+    "invalid", "failed"): a small fixed set, never free text."""
     transaction.on_commit(lambda: WEBHOOK_EVENTS.labels(source, result).inc(n), robust=True)
 
 

@@ -98,3 +98,10 @@ def error_response(status: int, code: str, message: str, fields: dict | None = N
     """The same error shape, for answers given before a DRF view runs (notifier/api/middleware.py)."""
     body = {"code": code, "message": message, **({"fields": fields} if fields else {})}
     return HttpResponse(orjson.dumps({"error": body}), status=status, content_type="application/json")
+
+
+def method_not_allowed(allowed: list[str]) -> HttpResponse:
+    """405 in the error envelope, for the plain (non-DRF) views under /api/ (the provider webhooks)."""
+    response = error_response(405, "method_not_allowed", f"Use {' or '.join(allowed)}.")
+    response["Allow"] = ", ".join(allowed)
+    return response

@@ -48,12 +48,12 @@ import orjson
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
-from django.http import HttpResponseNotAllowed, JsonResponse
+from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from sendgrid.helpers.eventwebhook import EventWebhook, EventWebhookHeader
 
 from notifier.metrics import webhook_event_count
-from notifier.api.errors import error_response
+from notifier.api.errors import error_response, method_not_allowed
 from notifier.models import (
     Delivery,
     DeliveryStatus,
@@ -100,7 +100,7 @@ class EventsInvalid(Exception):
 @csrf_exempt
 def events_webhook(request):
     if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
+        return method_not_allowed(["POST"])
     raw = request.body
     problem = signature_problem(raw, request.headers.get(SIGNATURE_HEADER, ""),
                                 request.headers.get(TIMESTAMP_HEADER, ""))

@@ -28,6 +28,7 @@ from django.views.decorators.http import require_http_methods
 
 from notifier.models import Category, Delivery, DeliveryStatus, EventSource, Notification, NotificationType, Recipient
 from notifier.pipeline.render import unsubscribe_token_read
+from notifier.metrics import webhook_event_count
 from notifier.pipeline.status import StatusEvent, delivery_events_apply
 from notifier.services import recipient_unsubscribe
 from notifier.tracking import click_target, click_token_read, open_token_read
@@ -105,6 +106,7 @@ def open_pixel(request, token: str):
     try:
         delivery_id = open_token_read(token)
     except signing.BadSignature:
+        webhook_event_count(EventSource.PIXEL, "forged")
         return HttpResponse("bad tracking token", status=400, content_type="text/plain")
     if request.method == "GET":  # a HEAD fetches no image: nobody saw it
         _record(delivery_id, DeliveryStatus.OPENED, EventSource.PIXEL, {"user_agent": _user_agent(request)})
@@ -120,6 +122,7 @@ def click_redirect(request, token: str):
     try:
         delivery_id, index = click_token_read(token)
     except signing.BadSignature:
+        webhook_event_count(EventSource.CLICK, "forged")
         return _page(request, "notifier/link_error.html", 400, heading="This link is not valid",
                      message="The link is incomplete or was changed. Open it again from the email.")
     try:
@@ -144,9 +147,12 @@ def _record(delivery_id: int, status: str, source: str, payload: dict) -> None:
     """Record an open or a click; the status machine keeps the first of each per delivery. Best effort:
     the reader must get the pixel or the redirect whatever happens here."""
     try:
-        delivery_events_apply([StatusEvent(delivery_id, status, source=source, payload=payload)])
+        changes = delivery_events_apply([StatusEvent(delivery_id, status, source=source, payload=payload)])
     except DatabaseError as error:
         log.warning("tracking: could not record %s of delivery %s: %s", status, delivery_id, error)
+        webhook_event_count(source, "failed")
+        return
+    webhook_event_count(source, "applied" if changes else "ignored")
 
 
 def _user_agent(request) -> str:

@@ -25,10 +25,11 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
-from django.http import HttpResponse, HttpResponseForbidden, HttpResponseNotAllowed
+from django.http import HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from twilio.request_validator import RequestValidator
 
+from notifier.api.errors import error_response, method_not_allowed
 from notifier.metrics import webhook_event_count
 from notifier.models import DeliveryStatus, EventSource, Notification, NotificationStatus
 from notifier.pipeline.dispatch import notifications_refresh_status
@@ -46,11 +47,11 @@ _CLOSED = (NotificationStatus.DELIVERED, NotificationStatus.PARTIALLY_DELIVERED,
 @csrf_exempt
 def status_callback(request):
     if request.method != "POST":
-        return HttpResponseNotAllowed(["POST"])
+        return method_not_allowed(["POST"])
     if not signature_is_valid(request):
         log.warning("Twilio: status callback with a missing or bad signature from %s", request.META.get("REMOTE_ADDR"))
         webhook_event_count(EventSource.TWILIO, "forged")
-        return HttpResponseForbidden("bad X-Twilio-Signature")
+        return error_response(403, "permission_denied", "X-Twilio-Signature is missing or does not verify.")
     changed = delivery_status_record(
         request.POST.get("MessageSid", ""), request.POST.get("MessageStatus", ""),
         request.POST.get("ErrorCode", ""), payload=request.POST.dict(),

@@ -482,8 +482,11 @@ def test_a_public_key_that_cannot_be_read_refuses_every_post(client, sendgrid_se
     assert nothing_changed(sent_email)
 
 
-def test_only_post_is_allowed(client):
-    assert client.get(EVENTS_PATH).status_code == 405
+def test_only_post_is_allowed_and_the_refusal_is_json(client):
+    response = client.get(EVENTS_PATH)
+
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    assert response.json()["error"]["code"] == "method_not_allowed"
 
 
 # --- bodies

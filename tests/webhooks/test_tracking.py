@@ -333,3 +333,21 @@ def test_text_that_only_looks_like_an_href_is_no_link():
     tracked = tracked_html(html, 7)
     assert tracked.count("/api/v1/t/c/") == 1 and 'title=" href=https://evil.example/x"' in tracked
     assert "evil.example/comment" in tracked  # the comment is left as it was
+
+
+def test_opens_and_forged_tokens_are_counted_on_metrics(sent, django_capture_on_commit_callbacks):
+    from notifier.metrics import PROCESS_METRICS
+
+    def count(result):
+        return PROCESS_METRICS.get_sample_value("notifier_webhook_events_total",
+                                                {"source": "pixel", "result": result}) or 0.0
+
+    delivery, html = sent
+    [pixel] = PIXEL.findall(html)
+    before = count("applied"), count("ignored"), count("forged")
+    with django_capture_on_commit_callbacks(execute=True):
+        Client().get(pixel)
+        Client().get(pixel)  # the second open changes nothing
+        Client().get("/api/v1/t/o/forged.gif")
+
+    assert (count("applied"), count("ignored"), count("forged")) == (before[0] + 1, before[1] + 1, before[2] + 1)

@@ -179,7 +179,7 @@ def test_a_bad_signature_is_403_and_changes_nothing(client, sent_sms, forge):
 
     response = callback(client, fields, **forge(fields))
 
-    assert response.status_code == 403
+    assert response.status_code == 403 and response.json()["error"]["code"] == "permission_denied"
     sent_sms.refresh_from_db()
     assert sent_sms.status == "sent"
 
@@ -200,8 +200,11 @@ def test_without_twilio_credentials_every_callback_is_refused(client, settings, 
     assert callback(client, status_fields(sent_sms, "delivered")).status_code == 403
 
 
-def test_only_post_is_allowed(client):
-    assert client.get(STATUS_PATH).status_code == 405
+def test_only_post_is_allowed_and_the_refusal_is_json(client):
+    response = client.get(STATUS_PATH)
+
+    assert response.status_code == 405 and response["Allow"] == "POST"
+    assert response.json()["error"]["code"] == "method_not_allowed"
 
 
 def settings_in_a_fresh_process(**env) -> dict:
