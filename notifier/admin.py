@@ -26,6 +26,7 @@ from notifier.api.serializers import NotificationTypeSerializer, contact_errors
 from notifier.channels.email import email_suppression_of
 from notifier.models.producers import SCOPE_SEND, SCOPES, scopes_ordered
 from notifier.pipeline.render import template_problems
+from notifier.pipeline.cancel import notifications_cancel
 from notifier.pipeline.replay import dead_letters_replay
 from notifier.producer_webhooks import event_body, producer_events_replay
 from notifier.providers.circuit import circuit_close, circuit_states
@@ -504,7 +505,7 @@ class NotificationAdmin(ReadOnlyAdmin):
               "completed_at", "cancelled_at"]
     readonly_fields = fields
     inlines = [DeliveryInline]
-    actions = ["resend"]
+    actions = ["resend", "cancel"]
 
     @admin.display(description="decisions")
     def decision_trail(self, notification):
@@ -518,6 +519,14 @@ class NotificationAdmin(ReadOnlyAdmin):
         )
         return format_html("<table><tr><th>channel</th><th>decision</th><th>reason</th><th>details</th></tr>{}"
                            "</table>", rows)
+
+    @admin.action(description="Cancel what has not been sent yet (as the producer's cancel does)")
+    def cancel(self, request, queryset):
+        answers = notifications_cancel(Q(id__in=list(queryset.values_list("id", flat=True)[:1000])),
+                                       source=models.EventSource.ADMIN)
+        cancelled = sum(len(answer["cancelled"]) for answer in answers)
+        messages.success(request, f"Cancelled {cancelled} waiting deliveries of {len(answers)} notifications "
+                                  "(what a worker holds finishes its attempt and is never sent again).")
 
     @admin.action(description="Resend as a new notification (same type, recipient, data and channels)")
     def resend(self, request, queryset):

@@ -43,6 +43,7 @@ from notifier.models import (
     Delivery,
     DeliveryStatus,
     DigestBatch,
+    EventSource,
     Notification,
     NotificationStatus,
 )
@@ -75,9 +76,9 @@ def by_idempotency_key(producer, idempotency_key: str) -> Q:
     return Q(producer=producer, idempotency_key=idempotency_key) & ~Q(idempotency_key="")
 
 
-def notifications_cancel(where: Q) -> list[dict]:
+def notifications_cancel(where: Q, source: str = EventSource.WORKER) -> list[dict]:
     """Cancel the notifications `where` selects, in one transaction, and return one answer per notification
-    (see _answer), ordered by id."""
+    (see _answer), ordered by id. `source` is who the deliveries' history names (an operator: admin)."""
     now = timezone.now()
     with transaction.atomic():
         # Digest batches are locked before notifications: the order digests_flush takes them in (it locks a
@@ -101,7 +102,8 @@ def notifications_cancel(where: Q) -> list[dict]:
         was = {id_: ("retrying" if status == DeliveryStatus.QUEUED and attempts else status)
                for id_, status, attempts in waiting.values_list("id", "status", "attempts")}
         if was:
-            deliveries_move({"id__in": list(was)}, DeliveryStatus.CANCELLED, fields={"status_reason": CANCELLED_REASON})
+            deliveries_move({"id__in": list(was)}, DeliveryStatus.CANCELLED, source=source,
+                            fields={"status_reason": CANCELLED_REASON})
 
         first_cancels = [n for n in notifications if n.cancelled_at is None]
         left_digests = _digests_leave(first_cancels, batches, now)

@@ -511,3 +511,23 @@ class TestValidation:
         assert response.status_code == 302
         order_type.refresh_from_db()
         assert order_type.default_channels == ["push", "email"] and order_type.variables == {}
+
+
+def test_an_operators_cancel_stops_the_waiting_deliveries_and_says_so_in_their_history(ops, order_type, reachable_user):
+    from django.urls import reverse
+
+    from notifier.models import Delivery
+    from notifier.pipeline.route import route_due
+    from tests.pipeline.test_route import make_notification
+
+    notification = make_notification(order_type, reachable_user, channels=["email"])
+    route_due("high")
+
+    ops.post(reverse("admin:notifier_notification_changelist"),
+             {"action": "cancel", "_selected_action": [str(notification.id)]})
+
+    delivery = Delivery.objects.get(notification=notification)
+    assert delivery.status == "cancelled"
+    assert list(delivery.events.values_list("status", "source")) == [("cancelled", "admin")]
+    notification.refresh_from_db()
+    assert notification.status == "cancelled"
