@@ -155,7 +155,8 @@ def in_app_deliveries_opened(**delivery_filter) -> None:
     """Record `opened` for the in-app deliveries matching `delivery_filter` (Delivery.objects.filter
     keywords): their inbox items were read. One query for the ids, then one status call for all of them;
     the status machine keeps the first open of each delivery and ignores the rest."""
-    ids = Delivery.objects.filter(channel=Channel.IN_APP, status__in=DELIVERY_SUCCESS_STATUSES,
+    # Only those an open still moves: a user's many old, already opened items are neither read nor locked.
+    ids = Delivery.objects.filter(channel=Channel.IN_APP, status__in=(DeliveryStatus.SENT, DeliveryStatus.DELIVERED),
                                   **delivery_filter).values_list("id", flat=True)
     delivery_events_apply([StatusEvent(delivery_id, DeliveryStatus.OPENED, source=EventSource.APP,
                                        payload={"via": "inbox read"}) for delivery_id in ids])
