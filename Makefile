@@ -47,11 +47,12 @@ run: check-redis var/secret-key
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py collectstatic --no-input -v 0
 	$(BIN)/python manage.py seeddemo
-	@echo "API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/"
+	@echo "API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/  metrics http://127.0.0.1:8000/metrics"
 	@echo "Demo producer key: $$(cat var/demo-producer-key)   (in another shell: KEY=\$$(cat var/demo-producer-key))"
 	@# prometheus-client's multiprocess directory: emptied at each start (its files are the processes' counts).
 	rm -rf var/prometheus && mkdir -p var/prometheus
-	REDIS_URL=$(REDIS_URL) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
+	@# The API listens on 127.0.0.1 here (API_BIND), so /metrics is open to this machine, like Flower.
+	REDIS_URL=$(REDIS_URL) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus NOTIFIER_METRICS_PUBLIC=$${NOTIFIER_METRICS_PUBLIC:-1} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
 
 test: $(VENV)/.installed-test check-redis check-postgres
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
