@@ -296,6 +296,24 @@ def targets_gone(deliveries: list[Delivery]) -> None:
         log.info("push: deactivated device %s… (%s)", device.token[:12], device.deactivated_reason)
 
 
+# Closed on their deliveries' first outcomes: a provider's later failure report reopens them.
+_NOTIFICATION_CLOSED_STATUSES = (NotificationStatus.DELIVERED, NotificationStatus.PARTIALLY_DELIVERED,
+                                 NotificationStatus.FAILED)
+
+
+def notifications_reopen_on_late_failures(changes) -> None:
+    """A notification closed on its deliveries' first outcomes (sent counts as a success) is reopened and
+    closed again when a provider later reports one of them failed or bounced (Twilio's `undelivered`,
+    SendGrid's bounce): its status then says so, and its fallback channels run. `changes` are the
+    StatusChanges a webhook applied (pipeline/status.py)."""
+    notification_ids = {c.delivery.notification_id for c in changes
+                        if c.status in (DeliveryStatus.FAILED, DeliveryStatus.BOUNCED)}
+    if notification_ids:
+        Notification.objects.filter(id__in=notification_ids, status__in=_NOTIFICATION_CLOSED_STATUSES).update(
+            status=NotificationStatus.PROCESSING)
+        notifications_refresh_status(notification_ids)
+
+
 def notifications_refresh_status(notification_ids) -> None:
     """Close the notifications whose deliveries have all finished: delivered, partially delivered, failed,
     or cancelled (nothing succeeded and something was cancelled), or, when none succeeded and a fallback

@@ -59,11 +59,9 @@ from notifier.models import (
     DeliveryStatus,
     EmailSuppression,
     EventSource,
-    Notification,
-    NotificationStatus,
     WebhookEventSeen,
 )
-from notifier.pipeline.dispatch import notifications_refresh_status
+from notifier.pipeline.dispatch import notifications_reopen_on_late_failures
 from notifier.pipeline.status import StatusEvent, delivery_events_apply
 from notifier.services import recipient_unsubscribe
 from notifier.validation import json_problem
@@ -83,9 +81,6 @@ OPT_OUT_EVENTS = {"spamreport", "unsubscribe", "group_unsubscribe"}
 HANDLED_EVENTS = {*STATUS_OF_EVENT, "bounce", "dropped", *OPT_OUT_EVENTS}
 # SendGrid's drop reasons that mean the address itself is dead (its own suppression lists say so).
 DEAD_ADDRESS_DROP_REASONS = {"bounced address", "invalid"}
-# A bounce or failure reopens its notification if it was closed on the email's first outcome (sent).
-FAILURES = {DeliveryStatus.BOUNCED, DeliveryStatus.FAILED}
-_CLOSED = (NotificationStatus.DELIVERED, NotificationStatus.PARTIALLY_DELIVERED, NotificationStatus.FAILED)
 
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _DELIVERY_ID = re.compile(r"[0-9]{1,18}")
@@ -238,7 +233,7 @@ def events_record(events: list[dict], signature: str = "") -> dict:
             elif status_event := _status_event(event, target):
                 status_events.append(status_event)
         changes = delivery_events_apply(status_events)
-        _notifications_reopen({c.delivery.notification_id for c in changes if c.status in FAILURES})
+        notifications_reopen_on_late_failures(changes)
         EmailSuppression.objects.bulk_create([s for s in suppressions if s.address], ignore_conflicts=True)
         unsubscribed = [
             recipient_unsubscribe(target.recipient_id, target.category, source=f"sendgrid {event['event']}",
@@ -249,16 +244,6 @@ def events_record(events: list[dict], signature: str = "") -> dict:
     log.info("SendGrid: %(received)s events: %(applied)s applied, %(duplicates)s repeated, %(unmatched)s for no "
              "known delivery, %(ignored)s ignored", counts)
     return counts
-
-
-def _notifications_reopen(notification_ids: set) -> None:
-    """A notification closed on its email's first outcome (sent counts as a success) is reopened and
-    closed again when the email bounces or fails: its status then says so, and its fallback channels run,
-    as for Twilio's late `undelivered` (webhooks/twilio.py)."""
-    if notification_ids:
-        Notification.objects.filter(id__in=notification_ids, status__in=_CLOSED).update(
-            status=NotificationStatus.PROCESSING)
-        notifications_refresh_status(notification_ids)
 
 
 def _event_id(event: dict) -> str:

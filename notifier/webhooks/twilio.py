@@ -31,17 +31,14 @@ from twilio.request_validator import RequestValidator
 
 from notifier.api.errors import error_response, method_not_allowed
 from notifier.metrics import webhook_event_count
-from notifier.models import DeliveryStatus, EventSource, Notification, NotificationStatus
-from notifier.pipeline.dispatch import notifications_refresh_status
+from notifier.models import DeliveryStatus, EventSource
+from notifier.pipeline.dispatch import notifications_reopen_on_late_failures
 from notifier.pipeline.status import StatusEvent, provider_events_apply
 
 log = logging.getLogger(__name__)
 
 STATUS_PATH = "/api/v1/webhooks/twilio/status"
 FAILED_STATUSES = {"undelivered", "failed"}
-# A notification closed on its deliveries' first outcomes is reopened and closed again when an SMS it
-# counted as sent turns out to have failed.
-_CLOSED = (NotificationStatus.DELIVERED, NotificationStatus.PARTIALLY_DELIVERED, NotificationStatus.FAILED)
 
 
 @csrf_exempt
@@ -85,10 +82,7 @@ def delivery_status_record(message_sid: str, message_status: str, error_code: st
         return ""
     with transaction.atomic():
         changes = provider_events_apply("twilio", [(message_sid, event)])
-        failed = {c.delivery.notification_id for c in changes if c.status == DeliveryStatus.FAILED}
-        if failed:
-            Notification.objects.filter(id__in=failed, status__in=_CLOSED).update(status=NotificationStatus.PROCESSING)
-            notifications_refresh_status(failed)
+        notifications_reopen_on_late_failures(changes)
     if not changes:
         log.info("Twilio: status %s for message %s changes nothing now", message_status, message_sid)
         return ""
