@@ -61,6 +61,14 @@ class InboxItemChange(serializers.Serializer):
         return value
 
 
+def _notification_uuid(notification_id: str) -> uuid.UUID:
+    """A notification id from the path; anything that is not a UUID names no notification: 404."""
+    try:
+        return uuid.UUID(notification_id)
+    except ValueError:
+        raise Http404
+
+
 def _recipient_id(request, user_id: str) -> int:
     caller = request.user
     if isinstance(caller, RecipientPrincipal) and caller.recipient_id is not None:
@@ -114,10 +122,7 @@ class InboxItemView(APIView):
     def patch(self, request, user_id, notification_id):
         change = InboxItemChange(data=request.data)
         change.is_valid(raise_exception=True)
-        try:
-            notification_id = uuid.UUID(notification_id)
-        except ValueError:
-            raise Http404
+        notification_id = _notification_uuid(notification_id)
         recipient = Recipient.objects.filter(user_id=user_id).first()
         item = recipient and inbox.inbox_item_update(recipient, notification_id, **change.validated_data)
         if not item:
@@ -182,10 +187,7 @@ class NotificationEventView(APIView):
     def post(self, request, user_id, notification_id):
         report = EngagementEvent(data=request.data)
         report.is_valid(raise_exception=True)
-        try:
-            notification_id = uuid.UUID(notification_id)
-        except ValueError:
-            raise Http404
+        notification_id = _notification_uuid(notification_id)
         recipient = Recipient.objects.filter(id=_recipient_id(request, user_id)).first()
         deliveries = recipient and inbox.notification_engagement_record(
             recipient, notification_id, report.validated_data["event"], report.validated_data.get("channel"))
