@@ -223,6 +223,24 @@ NOTIFIER_MAX_DATA_BYTES = int(os.environ.get("NOTIFIER_MAX_DATA_BYTES", str(64 *
 # How many rows one route or deliver task claims at once (docs/architecture.md, "Throughput rules").
 NOTIFIER_ROUTE_BATCH_SIZE = int(os.environ.get("NOTIFIER_ROUTE_BATCH_SIZE", "500"))
 NOTIFIER_DELIVER_BATCH_SIZE = int(os.environ.get("NOTIFIER_DELIVER_BATCH_SIZE", "200"))
+# Campaigns (notifier/campaigns/, docs/campaigns.md).
+# Recipients per chunk: one chunk task routes them with a fixed number of queries.
+NOTIFIER_CAMPAIGN_CHUNK_SIZE = int(os.environ.get("NOTIFIER_CAMPAIGN_CHUNK_SIZE", "1000"))
+# The most user ids a {"user_ids": [...]} segment may list inline (a topic or a filter reaches more).
+NOTIFIER_CAMPAIGN_MAX_INLINE_USER_IDS = int(os.environ.get("NOTIFIER_CAMPAIGN_MAX_INLINE_USER_IDS", "100000"))
+# The fan-out routes a new chunk only while its campaign has fewer deliveries than this waiting to be sent:
+# a campaign never piles up more work than the deliver workers take in a few seconds, so a pause or a
+# cancel has little to stop and memory and queues stay flat whatever the segment's size.
+NOTIFIER_CAMPAIGN_MAX_QUEUED_DELIVERIES = int(os.environ.get("NOTIFIER_CAMPAIGN_MAX_QUEUED_DELIVERIES", "20000"))
+# Shedding: while more transactional deliveries (high and medium priority) than this are due and waiting,
+# campaigns route no new chunk; they go on when the backlog is below it again. 0 turns shedding off.
+NOTIFIER_CAMPAIGN_SHED_BACKLOG = int(os.environ.get("NOTIFIER_CAMPAIGN_SHED_BACKLOG", "5000"))
+# A dry run decides every recipient of segments up to this size; a larger one is estimated from a
+# random sample of this many (its answer says "sampled").
+NOTIFIER_CAMPAIGN_DRY_RUN_EXACT_LIMIT = int(os.environ.get("NOTIFIER_CAMPAIGN_DRY_RUN_EXACT_LIMIT", "100000"))
+# Low-priority deliveries (campaigns, bulk) are claimed in larger batches: SendGrid takes 1,000
+# personalizations per request, and one message then wakes a worker for 1,000 sends.
+NOTIFIER_DELIVER_BATCH_SIZE_LOW = int(os.environ.get("NOTIFIER_DELIVER_BATCH_SIZE_LOW", "1000"))
 # A delivery claimed (status "sending") longer than this is taken to belong to a dead worker. It must
 # outlast a deliver task's hard time limit (celeryconfig.task_time_limit, 330 s by default).
 NOTIFIER_CLAIM_LEASE_SECONDS = int(os.environ.get("NOTIFIER_CLAIM_LEASE_SECONDS", "360"))

@@ -14,6 +14,15 @@ from .choices import (  # noqa: F401
     Priority,
     RateLimitAction,
 )
+from .campaigns import (  # noqa: F401
+    CAMPAIGN_FINAL_STATUSES,
+    CAMPAIGN_STOPPED_STATUSES,
+    Campaign,
+    CampaignChunk,
+    CampaignMember,
+    CampaignStatus,
+    RecipientTopic,
+)
 from .deliveries import DeadLetter, Delivery, DeliveryAttempt, DeliveryEvent, PendingProviderEvent  # noqa: F401
 from .devices import Device  # noqa: F401
 from .digests import DigestBatch  # noqa: F401

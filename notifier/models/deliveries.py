@@ -21,6 +21,9 @@ class Delivery(models.Model):
     producer = models.ForeignKey("notifier.Producer", on_delete=models.PROTECT, related_name="+", db_index=False)
     type = models.ForeignKey("notifier.NotificationType", on_delete=models.PROTECT, related_name="+",
                              db_index=False)
+    # Notification.campaign, copied likewise: a campaign's counters and its pause read the deliveries alone.
+    campaign = models.ForeignKey("notifier.Campaign", null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="+", db_index=False)
     channel = models.CharField(max_length=16, choices=Channel.choices)
     priority = models.CharField(max_length=8, choices=Priority.choices)
     target = models.CharField(max_length=512)
@@ -77,6 +80,8 @@ class Delivery(models.Model):
             # The stats window (notifier/stats.py). A B-tree, not a BRIN: status updates move row versions
             # to whatever page has room, which blurs a BRIN's page ranges until it reads most of the table.
             models.Index(fields=["notification_due_at"], name="delivery_due_at"),
+            # A campaign's counters (notifier/campaigns/counts.py) and its stop: only campaign rows are in it.
+            models.Index(fields=["campaign", "status"], condition=Q(campaign__isnull=False), name="delivery_campaign"),
         ]
 
     def __str__(self):
@@ -89,6 +94,7 @@ class Delivery(models.Model):
             self.notification_due_at = self.notification.due_at
             self.producer_id = self.notification.producer_id
             self.type_id = self.notification.type_id
+            self.campaign_id = self.notification.campaign_id
         super().save(*args, **kwargs)
 
 

@@ -25,6 +25,9 @@ class Notification(models.Model):
     # The escalation is pending until then; beat releases it, reading the item cancels it (sets it null).
     # While set, the notification stays processing.
     escalate_at = models.DateTimeField(null=True, blank=True)
+    # The campaign that made it (notifier/campaigns/): one notification per recipient per campaign.
+    campaign = models.ForeignKey("notifier.Campaign", null=True, blank=True, on_delete=models.CASCADE,
+                                 related_name="notifications", db_index=False)
     priority = models.CharField(max_length=8, choices=Priority.choices)
     status = models.CharField(max_length=24, choices=NotificationStatus.choices, default=NotificationStatus.ACCEPTED)
     # Why each channel was or was not used: [{"channel": "sms", "decision": "skipped", "reason": "..."}].
@@ -45,6 +48,11 @@ class Notification(models.Model):
     cancelled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        constraints = [
+            # A chunk routed twice makes no second notification for anyone.
+            models.UniqueConstraint(fields=["campaign", "recipient"], condition=Q(campaign__isnull=False),
+                                    name="notification_once_per_campaign"),
+        ]
         indexes = [
             models.Index(
                 fields=["priority", "due_at"],

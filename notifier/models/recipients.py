@@ -19,6 +19,9 @@ class Recipient(models.Model):
     timezone = models.CharField(max_length=64, default="UTC")
     language = models.CharField(max_length=16, default="en")
     attributes = models.JSONField(default=dict, blank=True)
+    # When the user was last active, as the producer reports it (PUT /api/v1/users/{id}) or a device
+    # registers or refreshes: what a campaign's segment filter reads as `last_seen_at`.
+    last_seen_at = models.DateTimeField(null=True, blank=True)
     sms_opted_out_at = models.DateTimeField(
         null=True, blank=True, help_text="Set when the carrier reports the number unsubscribed (STOP)."
     )

@@ -22,6 +22,7 @@ def deliveries_build(notification, channel: str, targets, template, *, next_atte
             notification_due_at=notification.due_at,
             producer_id=notification.producer_id,
             type_id=notification.type_id,
+            campaign_id=notification.campaign_id,
             channel=channel,
             priority=notification.priority,
             target=target.address,
