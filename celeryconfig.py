@@ -23,13 +23,16 @@ ALL_QUEUES = ROUTE_QUEUES + DELIVER_QUEUES + OTHER_QUEUES
 # own group, so a provider that hangs holds only its own channel's processes: "if the SMS provider is down,
 # push and email continue unaffected". Within a group, provider timeouts (NOTIFIER_PROVIDER_TIMEOUT_SECONDS)
 # and the provider's circuit (notifier/providers/circuit.py) bound how long a hung provider holds a batch.
+# Campaigns (and other low-priority bulk) have a group of their own: their chunks and low-priority deliveries
+# never occupy a process that transactional traffic needs.
 WORKER_GROUPS = {
     "high": ["route.high", "push.high", "email.high", "sms.high", "in_app.high"],
     "medium": ["route.medium", "in_app.medium"],
-    "low": ["route.low", "in_app.low", "campaign", "maintenance"],
-    "push": ["push.medium", "push.low"],
-    "email": ["email.medium", "email.low"],
-    "sms": ["sms.medium", "sms.low"],
+    "low": ["route.low", "maintenance"],
+    "push": ["push.medium"],
+    "email": ["email.medium"],
+    "sms": ["sms.medium"],
+    "campaign": ["campaign", "in_app.low", "push.low", "email.low", "sms.low"],
 }
 
 
@@ -49,6 +52,8 @@ def route_task(name, args, kwargs, options, task=None, **kw):
     if name == "notifier.deliver":
         queue = f"{args[0]}.{args[1]}"
         return {"queue": queue, "routing_key": queue}
+    if name in ("notifier.campaign_advance", "notifier.campaign_chunk"):
+        return {"queue": "campaign", "routing_key": "campaign"}
     return {"queue": "maintenance", "routing_key": "maintenance"}
 
 
@@ -119,6 +124,9 @@ beat_schedule = {
     # before its first try. On the maintenance queue: a run starts no new POST after 20 s.
     "send-producer-webhooks": {"task": "notifier.send_producer_webhooks", "schedule": _PRODUCER_WEBHOOKS_INTERVAL,
                                "options": {"expires": max(1.0, _PRODUCER_WEBHOOKS_INTERVAL)}},
+    # Starts scheduled campaigns whose moment has come and advances running ones (notifier/campaigns/fanout.py):
+    # their chunks advance them too, this tick catches a backlog that cleared or a chunk that was lost.
+    "campaigns-tick": {"task": "notifier.campaigns_tick", "schedule": 1.0, "options": {"expires": 5}},
     # Deletes producer events older than NOTIFIER_PRODUCER_EVENT_RETENTION_DAYS, in batches.
     "purge-producer-events": {"task": "notifier.purge_producer_events", "schedule": 3600.0,
                               "options": {"expires": 1800}},

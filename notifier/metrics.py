@@ -89,6 +89,14 @@ RATE_LIMITED = Counter(
     "notifier_rate_limited", "Notification × channel decisions over a user's rate limit, by what was done.",
     ["channel", "action"], registry=PROCESS_METRICS,
 )
+CAMPAIGN_SHEDS = Counter(
+    "notifier_campaign_sheds", "Times a campaign's fan-out held back a chunk because transactional deliveries "
+    "were backed up (NOTIFIER_CAMPAIGN_SHED_BACKLOG).", registry=PROCESS_METRICS,
+)
+CAMPAIGN_CHUNKS = Counter(
+    "notifier_campaign_chunks", "Campaign chunks routed, and the recipients in them.", ["unit"],
+    registry=PROCESS_METRICS,
+)
 
 # The statuses a delivery waits or works in; leaving them is its outcome.
 _IN_PIPELINE = frozenset({S.QUEUED, S.HELD, S.SENDING})
@@ -174,6 +182,18 @@ def route_suppressed_count(channel: str, reason: str) -> None:
 def rate_limited_count(channel: str, action: str) -> None:
     """Count one notification × channel over a rate limit; `action` is "suppressed" or "held"."""
     transaction.on_commit(lambda: RATE_LIMITED.labels(channel, action).inc(), robust=True)
+
+
+def campaign_shed_count() -> None:
+    CAMPAIGN_SHEDS.inc()
+
+
+def campaign_chunk_count(recipients: int) -> None:
+    """Count one routed chunk and its recipients, once its transaction commits."""
+    def count():
+        CAMPAIGN_CHUNKS.labels("chunks").inc()
+        CAMPAIGN_CHUNKS.labels("recipients").inc(recipients)
+    transaction.on_commit(count, robust=True)
 
 
 class QueueCollector:

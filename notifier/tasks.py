@@ -8,6 +8,7 @@ from celery import shared_task
 from django.db import DatabaseError
 from redis import RedisError
 
+from notifier.campaigns import fanout
 from notifier.inbox import inbox_purge
 from notifier.pipeline.digest import digests_flush
 from notifier.pipeline.dispatch import deliver_due
@@ -15,6 +16,7 @@ from notifier.pipeline.escalation import release_due_escalations
 from notifier.pipeline.holds import release_due_holds
 from notifier.pipeline.route import route_due
 from notifier.pipeline.sweep import sweep as sweep_once
+from notifier.pipeline.wake import clear_flag
 from notifier.producer_webhooks import producer_events_purge, producer_webhooks_send
 
 _RETRY = {
@@ -69,3 +71,19 @@ def send_producer_webhooks() -> int:
 @shared_task(name="notifier.purge_producer_events", **_RETRY)
 def purge_producer_events() -> int:
     return producer_events_purge()
+
+
+@shared_task(name="notifier.campaign_advance", **_RETRY)
+def campaign_advance(campaign_id: str) -> int:
+    clear_flag(f"campaign:{campaign_id}")
+    return fanout.campaign_advance(campaign_id)
+
+
+@shared_task(name="notifier.campaign_chunk", **_RETRY)
+def campaign_chunk(campaign_id: str, number: int) -> int:
+    return fanout.campaign_chunk_run(campaign_id, number)
+
+
+@shared_task(name="notifier.campaigns_tick", **_RETRY)
+def campaigns_tick() -> int:
+    return fanout.campaigns_tick()

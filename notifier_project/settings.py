@@ -241,6 +241,13 @@ NOTIFIER_CAMPAIGN_DRY_RUN_EXACT_LIMIT = int(os.environ.get("NOTIFIER_CAMPAIGN_DR
 # Low-priority deliveries (campaigns, bulk) are claimed in larger batches: SendGrid takes 1,000
 # personalizations per request, and one message then wakes a worker for 1,000 sends.
 NOTIFIER_DELIVER_BATCH_SIZE_LOW = int(os.environ.get("NOTIFIER_DELIVER_BATCH_SIZE_LOW", "1000"))
+# A low-priority deliver task goes on claiming full batches for this long before it hands the queue back
+# to a new wake-up (pipeline/dispatch.py, deliver_due).
+NOTIFIER_DELIVER_DRAIN_SECONDS = float(os.environ.get("NOTIFIER_DELIVER_DRAIN_SECONDS", "10"))
+# Chunks of one campaign being routed at once (published, not done): the fan-out makes no more meanwhile.
+NOTIFIER_CAMPAIGN_CHUNKS_IN_FLIGHT = int(os.environ.get("NOTIFIER_CAMPAIGN_CHUNKS_IN_FLIGHT", "4"))
+# A chunk published this long ago and still not routed (its message lost, its worker killed) is published again.
+NOTIFIER_CAMPAIGN_CHUNK_REPUBLISH_SECONDS = float(os.environ.get("NOTIFIER_CAMPAIGN_CHUNK_REPUBLISH_SECONDS", "60"))
 # A delivery claimed (status "sending") longer than this is taken to belong to a dead worker. It must
 # outlast a deliver task's hard time limit (celeryconfig.task_time_limit, 330 s by default).
 NOTIFIER_CLAIM_LEASE_SECONDS = int(os.environ.get("NOTIFIER_CLAIM_LEASE_SECONDS", "360"))

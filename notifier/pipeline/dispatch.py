@@ -24,6 +24,8 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Count, Q
 from django.utils import timezone
 
+from notifier.campaigns.stops import campaigns_stopped_ids
+from notifier.campaigns.throttle import throttle_split
 from notifier.channels import CHANNELS
 from notifier.db import rows_update, rows_write_isolated
 from notifier.log_format import delivery_log_context
@@ -39,6 +41,7 @@ from notifier.models import (
     EmailSuppression,
     Notification,
     NotificationStatus,
+    Priority,
     Recipient,
 )
 from notifier.pipeline.preferences import channel_verdict
@@ -63,25 +66,40 @@ RECORD_INTERVAL_SECONDS = 0.25
 
 
 def deliver_due(channel: str, priority: str, batch_size: int | None = None) -> int:
-    """Claim and send one batch of due deliveries; returns how many were claimed."""
-    batch_size = batch_size or settings.NOTIFIER_DELIVER_BATCH_SIZE
+    """Claim and send batches of due deliveries; returns how many were claimed. High and medium priority
+    send one batch per wake-up. Low priority (campaigns, bulk) keeps claiming full batches for up to
+    NOTIFIER_DELIVER_DRAIN_SECONDS: a campaign's million deliveries then cost a few wake-ups per worker,
+    not one message per batch (docs/architecture.md, "Throughput rules")."""
+    batch_size = batch_size or (settings.NOTIFIER_DELIVER_BATCH_SIZE_LOW if priority == Priority.LOW
+                                else settings.NOTIFIER_DELIVER_BATCH_SIZE)
+    drain_until = time.monotonic() + (settings.NOTIFIER_DELIVER_DRAIN_SECONDS if priority == Priority.LOW else 0)
     clear_flag(deliver_queue(channel, priority))
-    deliveries = deliveries_claim(channel, priority, batch_size)
-    if len(deliveries) == batch_size:
-        wake_deliver(channel, priority)  # more are due: let another worker take the next batch meanwhile
-    if deliveries:
-        deliveries_send(deliveries)
-    return len(deliveries)
+    claimed = 0
+    while True:
+        deliveries = deliveries_claim(channel, priority, batch_size)
+        claimed += len(deliveries)
+        if len(deliveries) == batch_size:
+            wake_deliver(channel, priority)  # more are due: let another worker take the next batch meanwhile
+        if deliveries:
+            deliveries_send(deliveries)
+        if len(deliveries) < batch_size or time.monotonic() >= drain_until:
+            return claimed
 
 
 def deliveries_claim(channel: str, priority: str, limit: int) -> list[Delivery]:
-    """Claim up to `limit` due deliveries for this process. Three queries, whatever the batch size."""
+    """Claim up to `limit` due deliveries for this process. Three queries, whatever the batch size; at
+    low priority, a fourth once a second for the paused campaigns (campaigns/stops.py), whose rows wait."""
     token = uuid.uuid4()
     now = timezone.now()
+    due = Delivery.objects.filter(status=DeliveryStatus.QUEUED, channel=channel, priority=priority,
+                                  next_attempt_at__lte=now)
+    if priority == Priority.LOW:
+        stopped = campaigns_stopped_ids()
+        if stopped:
+            due = due.exclude(campaign_id__in=stopped)
     with transaction.atomic():
         ids = list(
-            Delivery.objects.select_for_update(skip_locked=True)
-            .filter(status=DeliveryStatus.QUEUED, channel=channel, priority=priority, next_attempt_at__lte=now)
+            due.select_for_update(skip_locked=True)
             .order_by("next_attempt_at")
             .values_list("id", flat=True)[:limit]
         )
@@ -103,9 +121,20 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
     now = timezone.now()
     live = []
     unwanted = send_time_refusals(deliveries)
+    throttled = throttle_split(deliveries)
+    stopped = campaigns_stopped_ids() if any(d.campaign_id for d in deliveries) else frozenset()
     for delivery in deliveries:
         expires_at = delivery.notification.expires_at
-        if delivery.id in unwanted:
+        if delivery.campaign_id in stopped or delivery.id in throttled:
+            # Claimed as its campaign was paused, or over the campaign's throttle: back to the queue, no
+            # attempt spent (a paused campaign's rows stay unclaimed until it resumes).
+            wait = throttled.get(delivery.id, 0)
+            delivery.status, delivery.claim_token, delivery.attempts = DeliveryStatus.QUEUED, None, delivery.attempts - 1
+            delivery.next_attempt_at = now + timedelta(seconds=wait)
+            delivery.last_error = (f"campaign throttle: waiting {wait:.2f} s" if wait
+                                   else "campaign paused: waiting for it to resume")
+            group.append((delivery, None))
+        elif delivery.id in unwanted:
             # Routed before the user unsubscribed or the address bounced: not sent, and no attempt spent.
             delivery.status, delivery.claim_token = DeliveryStatus.SUPPRESSED, None
             delivery.status_reason, delivery.attempts = f"{unwanted[delivery.id]} (at send time)", delivery.attempts - 1
@@ -204,9 +233,10 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
                             delivery.id, delivery.notification_id, delivery.status,
                             extra=delivery_log_context(delivery))
         kept = [(d, o) for d, o in group if d.id in written]
-        # A delivery suppressed at send time made no attempt (it was given back).
-        DeliveryAttempt.objects.bulk_create([attempt_of(d, o) for d, o in kept
-                                             if o is not None or d.status != DeliveryStatus.SUPPRESSED])
+        # A delivery suppressed at send time, or given back to the queue for its campaign (paused, over its
+        # throttle), made no attempt.
+        DeliveryAttempt.objects.bulk_create([attempt_of(d, o) for d, o in kept if o is not None or d.status not in
+                                             (DeliveryStatus.SUPPRESSED, DeliveryStatus.QUEUED)])
         pending_events_release([d for d, o in kept if isinstance(o, SendResult)])
         targets_gone([d for d, o in kept if isinstance(o, ProviderError) and o.target_gone])
         notifications_refresh_status({d.notification_id for d, _ in kept})

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from notifier.campaigns.stops import campaigns_stopped_ids
 from notifier.models import Delivery, DeliveryStatus
 from notifier.pipeline.status import deliveries_move
 from notifier.pipeline.wake import wake_deliver
@@ -29,11 +30,14 @@ def release_due_holds(now=None, batch_size=None) -> int:
     batch_size = batch_size or settings.NOTIFIER_RELEASE_BATCH_SIZE
     released = 0
     queues = set()
+    due = Delivery.objects.filter(status=DeliveryStatus.HELD, next_attempt_at__lte=now)
+    stopped = campaigns_stopped_ids()
+    if stopped:  # a paused campaign's holds stay held until it resumes (campaigns/stops.py)
+        due = due.exclude(campaign_id__in=stopped)
     while True:
         with transaction.atomic():
             rows = list(
-                Delivery.objects.select_for_update(skip_locked=True)
-                .filter(status=DeliveryStatus.HELD, next_attempt_at__lte=now)
+                due.select_for_update(skip_locked=True)
                 .order_by("next_attempt_at")
                 .values_list("id", "channel", "priority")[:batch_size]
             )

@@ -210,8 +210,8 @@ def _route_channel(notification: Notification, channel_name, devices: list[Devic
     except RenderError as error:
         return (render_failed_deliveries(notification, channel_name, targets, template, error, now),
                 decided("failed", str(error), targets=len(targets), template_version=template.version))
-    held = release_at is not None and channel_name in settings.NOTIFIER_QUIET_HOURS_CHANNELS
-    status_reason = f"held for quiet hours until {describe_release(release_at, recipient.timezone)}" if held else ""
+    release_at, status_reason = _hold_until(notification, channel_name, release_at, now)
+    held = release_at is not None
     deliveries = deliveries_build(
         notification, channel_name, targets, template, content=content,
         status=DeliveryStatus.HELD if held else DeliveryStatus.QUEUED, status_reason=status_reason,
@@ -222,6 +222,23 @@ def _route_channel(notification: Notification, channel_name, devices: list[Devic
         extra["note"] = verdict.reason
     return deliveries, decided("held" if held else "queued", status_reason, targets=len(targets),
                                template_version=template.version, language=template.language, **extra)
+
+
+def _hold_until(notification: Notification, channel_name: str, quiet_release_at, now) -> tuple:
+    """When this channel's deliveries may go and why they wait, or (None, "") to send now: a campaign's
+    local-time window (`send_at`, set by its chunk: campaigns/windows.py), with quiet hours on top of it,
+    or the quiet hours the user is in now."""
+    quiet_channel = channel_name in settings.NOTIFIER_QUIET_HOURS_CHANNELS
+    zone_name = notification.recipient.timezone
+    send_at = getattr(notification, "send_at", None)
+    if send_at is not None and send_at > now:
+        quiet_then = _quiet_hours_release_at(notification, send_at) if quiet_channel else None
+        if quiet_then is not None:
+            return quiet_then, f"held for quiet hours until {describe_release(quiet_then, zone_name)}"
+        return send_at, f"held for the campaign's send window until {describe_release(send_at, zone_name)}"
+    if quiet_release_at is not None and quiet_channel:
+        return quiet_release_at, f"held for quiet hours until {describe_release(quiet_release_at, zone_name)}"
+    return None, ""
 
 
 def notifications_route_step(step: str, plans: list[tuple[Notification, str, str]], devices, templates: dict,

@@ -46,6 +46,12 @@ def wake_deliver(channel: str, priority: str, force: bool = False) -> bool:
     return _wake(deliver_queue(channel, priority), deliver, (channel, priority), force)
 
 
+def publish_once(queue: str, task, args: tuple, flag: str) -> bool:
+    """Publish `task(*args)` to `queue` unless the message under `flag` is pending (a campaign's advance,
+    one chunk of it): the same deadlines and breaker as a wake-up. Never raises."""
+    return _wake(queue, task, args, flag=flag)
+
+
 def clear_flag(queue: str) -> None:
     """Called by a task before it claims rows: from now on, new rows need a new wake-up."""
     try:
@@ -54,7 +60,7 @@ def clear_flag(queue: str) -> None:
         log.warning("wake: could not clear flag of %s: %s", queue, error)
 
 
-def _wake(queue: str, task, args: tuple, force: bool = False) -> bool:
+def _wake(queue: str, task, args: tuple, force: bool = False, flag: str | None = None) -> bool:
     """Publish a wake-up for `queue` unless one is pending, or even then with `force`. Never raises, and
     returns within what is left of the request's Redis budget (notifier/redis_client.py) even when the broker accepts connections but
     never answers (then the publish goes on in the background, the broker's breaker opens, and the sweeper
@@ -73,7 +79,7 @@ def _wake(queue: str, task, args: tuple, force: bool = False) -> bool:
             log.warning("wake: earlier publishes are stuck; leaving %s to the sweeper", queue)
             return False
         _publishes_in_flight += 1
-    future = _publisher().submit(_publish, queue, task, args, broker, force)
+    future = _publisher().submit(_publish, queue, task, args, broker, force, flag or queue)
     started = time.monotonic()
     try:
         return future.result(timeout=wait)
@@ -85,9 +91,9 @@ def _wake(queue: str, task, args: tuple, force: bool = False) -> bool:
         redis_budget_charge(time.monotonic() - started)
 
 
-def _publish(queue: str, task, args: tuple, broker, force: bool) -> bool:
+def _publish(queue: str, task, args: tuple, broker, force: bool, flag_name: str) -> bool:
     global _publishes_in_flight
-    flag = FLAG_PREFIX + queue
+    flag = FLAG_PREFIX + flag_name
     try:
         try:
             if not redis_client().set(flag, "1", nx=not force, ex=FLAG_TTL_SECONDS):

@@ -52,14 +52,21 @@ def send_rate_limit(provider: str) -> float | None:
 def send_tokens_take(provider: str, wanted: int) -> tuple[int, float]:
     """Take up to `wanted` send tokens of `provider`: (how many were granted, seconds until the next token
     is due). Unlimited providers, and any provider while Redis is unreachable, get all they want."""
-    rate = send_rate_limit(provider)
+    return bucket_take(KEY_PREFIX + provider, send_rate_limit(provider), wanted, f"to {provider}")
+
+
+def bucket_take(key: str, rate: float | None, wanted: int, what: str) -> tuple[int, float]:
+    """Take up to `wanted` tokens of the bucket at `key` refilling at `rate` per second (None: no limit):
+    (granted, seconds until the next token). Fails open when Redis is unreachable: `what` names the
+    sends in the log line ("to sendgrid", "of campaign …"). Also the campaigns' throttle
+    (notifier/campaigns/throttle.py)."""
     if not rate or wanted <= 0:
         return wanted, 0.0
     if _Script.take is None:
         _Script.take = redis_client().register_script(_TAKE)
     try:
-        granted, wait = _Script.take(keys=[KEY_PREFIX + provider], args=[rate, wanted], client=redis_client())
+        granted, wait = _Script.take(keys=[key], args=[rate, wanted], client=redis_client())
     except redis.RedisError as error:
-        log.warning("send rate: Redis unreachable, sending to %s without its limit: %s", provider, error)
+        log.warning("send rate: Redis unreachable, sending %s without its limit: %s", what, error)
         return wanted, 0.0
     return int(granted), float(wait)
