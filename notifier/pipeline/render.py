@@ -140,13 +140,50 @@ def missing_variables(notification_type, data: dict) -> list[str]:
             if spec.get("required") and name not in variables]
 
 
+class SharedRenders:
+    """The renders of a batch whose notifications share one `data` (a campaign chunk's): each template is
+    rendered once, not once per recipient. The one part of a message that is the recipient's own, the
+    unsubscribe link of a marketing email, is rendered as a placeholder and replaced by each recipient's
+    link; a template that changes the link on its way (a filter on it) is rendered per recipient."""
+
+    PLACEHOLDER = "https://notifier.invalid/unsubscribe-placeholder"
+
+    def __init__(self):
+        self._rendered: dict = {}
+
+    def render(self, template: Template, notification_type, data: dict, recipient, notification_id) -> dict:
+        key = (template.pk, id(data))
+        if key not in self._rendered:
+            # An error is remembered too: it is the same for every recipient of the batch.
+            try:
+                self._rendered[key] = template_render(template, notification_type, data, recipient=recipient,
+                                                      notification_id=notification_id,
+                                                      unsubscribe_link=self.PLACEHOLDER)
+            except RenderError as error:
+                self._rendered[key] = error
+        shared = self._rendered[key]
+        if isinstance(shared, RenderError):
+            raise shared
+        if "headers" not in shared:  # no link of the recipient's own
+            return shared
+        link = unsubscribe_url(recipient.user_id, notification_type.key, notification_id)
+        content = {name: value.replace(self.PLACEHOLDER, link) if isinstance(value, str) else value
+                   for name, value in shared.items()}
+        content["headers"] = {name: value.replace(self.PLACEHOLDER, link) for name, value in shared["headers"].items()}
+        if unsubscribe_missing(content, link):
+            return template_render(template, notification_type, data, recipient=recipient,
+                                   notification_id=notification_id)
+        return content
+
+
 def template_render(template: Template, notification_type, data: dict, recipient=None, extra: dict | None = None,
-                    notification_id=None) -> dict:
+                    notification_id=None, unsubscribe_link: str | None = None) -> dict:
     """The rendered content of one message, exactly as it will be sent: subject, title, body, html_body
     (inside the email layout), action_url, for push the template's badge and sound when it sets them, and
     for marketing email the List-Unsubscribe headers.
 
-    `extra` adds variables the producer did not send (a digest's `digest`). Raises RenderError.
+    `extra` adds variables the producer did not send (a digest's `digest`); `unsubscribe_link` replaces the
+    recipient's signed link (SharedRenders' placeholder). Raises RenderError.
     """
     missing = missing_variables(notification_type, data)
     if missing:
@@ -157,8 +194,8 @@ def template_render(template: Template, notification_type, data: dict, recipient
     variables = {**variables_for(notification_type, data), **(extra or {})}
     marketing_email = template.channel == Channel.EMAIL and notification_type.category == Category.MARKETING
     if marketing_email:
-        variables["unsubscribe_url"] = unsubscribe_url(recipient.user_id if recipient else "", notification_type.key,
-                                                       notification_id)
+        variables["unsubscribe_url"] = unsubscribe_link or unsubscribe_url(
+            recipient.user_id if recipient else "", notification_type.key, notification_id)
     content = {}
     try:
         for name in _TEXT_FIELDS:

@@ -32,7 +32,7 @@ from django.utils import timezone
 from notifier import metrics
 from notifier.channels import CHANNELS
 from notifier.channels.email import email_suppressions_load
-from notifier.db import rows_update
+from notifier.db import rows_insert, rows_update
 from notifier.models import (
     NOTIFICATION_OPEN_STATUSES,
     Channel,
@@ -58,6 +58,7 @@ from notifier.pipeline.quiet_hours import describe_release, quiet_hours_release_
 from notifier.pipeline.rate_limits import LimitCheck, rate_limits_check
 from notifier.pipeline.render import (
     RenderError,
+    SharedRenders,
     active_templates,
     render_failed_deliveries,
     template_choose,
@@ -101,7 +102,9 @@ def notifications_route(notifications: list[Notification], *, new: bool = False)
     devices = active_devices([n.recipient_id for n in notifications])
     templates = active_templates(n.type_id for n in notifications)
     email_suppressions_load([n.recipient for n in notifications])
-    created = {notification.id: _route_one_guarded(notification, devices[notification.recipient_id], templates, now)
+    renders = SharedRenders() if new else None  # a chunk's notifications share the campaign's data
+    created = {notification.id: _route_one_guarded(notification, devices[notification.recipient_id], templates, now,
+                                                   renders)
                for notification in notifications}
     _apply_rate_limits(notifications, created, now)
     digest.digests_collect(notifications, now)
@@ -119,23 +122,25 @@ def notifications_route(notifications: list[Notification], *, new: bool = False)
         if notification.status != NotificationStatus.PROCESSING:
             notification.completed_at = now
 
-    if new:
-        Notification.objects.bulk_create(notifications)
+    if new:  # a campaign chunk's: routed once, in the transaction that marks its chunk done
+        rows_insert(Notification, notifications)
+        rows_insert(Delivery, deliveries)
     else:
         rows_update(notifications, ["status", "decisions", "routed_at", "completed_at", "fallback_channels",
                                     "escalate_at"])
-    # ignore_conflicts: a Delivery is unique per notification × channel × target, so routing twice is harmless.
-    Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
+        # ignore_conflicts: a Delivery is unique per notification × channel × target: routing twice is harmless.
+        Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
     _wake_after_commit(deliveries)
     return deliveries
 
 
-def _route_one_guarded(notification: Notification, devices: list[Device], templates: dict, now) -> list[Delivery]:
+def _route_one_guarded(notification: Notification, devices: list[Device], templates: dict, now,
+                       renders=None) -> list[Delivery]:
     """_route_one, with an unexpected error recorded as this notification's failure: the batch's other
     notifications are routed, not rolled back with it and retried forever. A database error still
     raises: the transaction is lost then, and the whole batch is due again."""
     try:
-        return _route_one(notification, devices, templates, now)
+        return _route_one(notification, devices, templates, now, renders)
     except DatabaseError:
         raise
     except Exception as error:
@@ -146,7 +151,8 @@ def _route_one_guarded(notification: Notification, devices: list[Device], templa
         return []
 
 
-def _route_one(notification: Notification, devices: list[Device], templates: dict, now) -> list[Delivery]:
+def _route_one(notification: Notification, devices: list[Device], templates: dict, now,
+               renders=None) -> list[Delivery]:
     notification.decisions = []
 
     if notification.expires_at and notification.expires_at <= now:
@@ -163,7 +169,8 @@ def _route_one(notification: Notification, devices: list[Device], templates: dic
     release_at = _quiet_hours_release_at(notification, now)
     deliveries = []
     for channel_name in channel_names:
-        created, decision = _route_channel(notification, channel_name, devices, templates, release_at, now)
+        created, decision = _route_channel(notification, channel_name, devices, templates, release_at, now,
+                                           renders=renders)
         deliveries.extend(created)
         notification.decisions.append(decision)
     return deliveries
@@ -178,10 +185,11 @@ def _quiet_hours_release_at(notification: Notification, now):
 
 
 def _route_channel(notification: Notification, channel_name, devices: list[Device], templates: dict, release_at,
-                   now, digests: bool = True) -> tuple[list[Delivery], dict]:
+                   now, digests: bool = True, renders=None) -> tuple[list[Delivery], dict]:
     """One channel of one notification, by the routing rules in order: its deliveries (unsaved) and its
     decision. The first routing and every later step (a fallback, an escalation) decide a channel here;
-    `digests=False` leaves out the digest (a later step is late already)."""
+    `digests=False` leaves out the digest (a later step is late already); `renders` (SharedRenders)
+    renders each template once for a batch that shares its data."""
     def decided(decision: str, reason: str = "", **extra) -> dict:
         return {"channel": str(channel_name), "decision": decision, "reason": reason, **extra}
 
@@ -205,8 +213,8 @@ def _route_channel(notification: Notification, channel_name, devices: list[Devic
         return [], decided("digested", f"collected into a digest sent at the end of its {window} s window",
                            window=window)
     try:
-        content = template_render(template, notification_type, notification.data, recipient=recipient,
-                                  notification_id=notification.id)
+        render = renders.render if renders is not None else _render_alone
+        content = render(template, notification_type, notification.data, recipient, notification.id)
     except RenderError as error:
         return (render_failed_deliveries(notification, channel_name, targets, template, error, now),
                 decided("failed", str(error), targets=len(targets), template_version=template.version))
@@ -222,6 +230,10 @@ def _route_channel(notification: Notification, channel_name, devices: list[Devic
         extra["note"] = verdict.reason
     return deliveries, decided("held" if held else "queued", status_reason, targets=len(targets),
                                template_version=template.version, language=template.language, **extra)
+
+
+def _render_alone(template, notification_type, data, recipient, notification_id) -> dict:
+    return template_render(template, notification_type, data, recipient=recipient, notification_id=notification_id)
 
 
 def _hold_until(notification: Notification, channel_name: str, quiet_release_at, now) -> tuple:

@@ -185,3 +185,25 @@ def test_a_scheduled_campaign_starts_when_its_moment_comes(db, producer, promo_t
     assert later.status == CampaignStatus.SCHEDULED
     assert due.status == CampaignStatus.RUNNING
     assert CampaignChunk.objects.filter(campaign=due).count() == 1
+
+
+def test_a_chunk_renders_each_template_once_and_gives_each_recipient_its_own_unsubscribe_link(
+        db, producer, promo_type, small_chunks, monkeypatch):
+    from notifier.pipeline import render
+
+    calls = []
+    real = render.template_render
+    monkeypatch.setattr(render, "template_render", lambda *a, **k: calls.append(a[0].channel) or real(*a, **k))
+    make_recipients(10)
+    campaign = make_campaign(producer, promo_type)
+
+    run_campaign(campaign)
+
+    assert sorted(calls) == ["email", "in_app"]
+    emails = list(Delivery.objects.filter(campaign=campaign, channel="email"))
+    links = {d.content["headers"]["List-Unsubscribe"] for d in emails}
+    assert len(links) == 10  # one per recipient, signed for them
+    for delivery in emails:
+        link = delivery.content["headers"]["List-Unsubscribe"].strip("<>")
+        assert link in delivery.content["body"] and link in delivery.content["html_body"]
+        assert render.SharedRenders.PLACEHOLDER not in str(delivery.content)
