@@ -1,0 +1,77 @@
+"""Campaigns with real workers: a campaign drains through the campaign worker group, pauses within 2 s
+and resumes where it stopped, sending nothing twice."""
+import time
+from collections import Counter
+
+import pytest
+from django.utils import timezone
+
+from notifier.campaigns import fanout
+from notifier.models import Campaign, CampaignStatus, Delivery, Device, InboxItem, Recipient
+from tests.campaigns.conftest import make_campaign
+from tests.conftest import make_order_type
+from tests.e2e.conftest import wait_until
+from tests.support import scripted_provider
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+# The campaign group, and maintenance for beat's campaigns-tick (which marks a campaign completed).
+CAMPAIGN_QUEUES = ["campaign", "in_app.low", "push.low", "email.low", "sms.low", "maintenance"]
+
+
+def push_audience(n):
+    Recipient.objects.bulk_create([Recipient(user_id=f"u{i}", marketing_opt_in=True) for i in range(n)])
+    Device.objects.bulk_create([Device(recipient=r, platform="android", token=f"token-{r.user_id}")
+                                for r in Recipient.objects.all()])
+
+
+def started(producer, notification_type, **fields):
+    campaign = make_campaign(producer, notification_type, status=CampaignStatus.SCHEDULED, **fields)
+    fanout.campaign_start(campaign)  # autocommit: its kick is published at once
+    return campaign
+
+
+def sent_tokens():
+    return [s["to"] for s in scripted_provider.sent()]
+
+
+def test_a_campaign_drains_through_its_workers_and_completes_with_every_recipient_reached_once(
+        producer, start_worker, start_beat):
+    notification_type = make_order_type("sale_inbox", channels=("in_app",), category="marketing",
+                                        default_priority="low")
+    Recipient.objects.bulk_create([Recipient(user_id=f"u{i}", marketing_opt_in=True) for i in range(2500)])
+    start_worker(queues=CAMPAIGN_QUEUES, concurrency=2, NOTIFIER_CAMPAIGN_CHUNK_SIZE=500)
+    start_beat()
+
+    campaign = started(producer, notification_type)
+
+    wait_until(lambda: Campaign.objects.get(id=campaign.id).status == CampaignStatus.COMPLETED, timeout=90)
+    assert InboxItem.objects.count() == 2500
+    assert set(Counter(InboxItem.objects.values_list("recipient_id", flat=True)).values()) == {1}
+    assert Delivery.objects.filter(campaign=campaign).exclude(status="delivered").count() == 0
+
+
+def test_a_pause_stops_new_sends_within_two_seconds_and_a_resume_sends_the_rest_once(
+        producer, start_worker, start_beat):
+    notification_type = make_order_type("sale_push", channels=("push",), category="marketing",
+                                        default_priority="low")
+    push_audience(300)
+    for i in range(300):
+        scripted_provider.script(f"token-u{i}", {"kind": "sleep", "seconds": 0.02})
+    start_worker(queues=CAMPAIGN_QUEUES, concurrency=2, NOTIFIER_PUSH_PROVIDERS="tests.support.scripted_provider",
+                 NOTIFIER_DELIVER_BATCH_SIZE_LOW=10, NOTIFIER_CAMPAIGN_CHUNK_SIZE=100)
+    start_beat()
+    campaign = started(producer, notification_type)
+    wait_until(lambda: len(sent_tokens()) >= 30, timeout=60)
+
+    Campaign.objects.filter(id=campaign.id).update(status=CampaignStatus.PAUSED, paused_at=timezone.now())
+    time.sleep(2)
+    after_two_seconds = len(sent_tokens())
+    time.sleep(3)
+
+    assert len(sent_tokens()) == after_two_seconds < 300  # nothing new started once the pause took effect
+    Campaign.objects.filter(id=campaign.id).update(status=CampaignStatus.RUNNING)
+    fanout.campaign_kick(campaign.id)
+    wait_until(lambda: Campaign.objects.get(id=campaign.id).status == CampaignStatus.COMPLETED, timeout=90)
+    tokens = Counter(sent_tokens())
+    assert len(tokens) == 300 and set(tokens.values()) == {1}  # every device once, none twice
