@@ -9,6 +9,7 @@ from django.db import DatabaseError
 from redis import RedisError
 
 from notifier.campaigns import fanout
+from notifier.campaigns import service as campaign_service
 from notifier.inbox import inbox_purge
 from notifier.pipeline.digest import digests_flush
 from notifier.pipeline.dispatch import deliver_due
@@ -87,3 +88,13 @@ def campaign_chunk(campaign_id: str, number: int) -> int:
 @shared_task(name="notifier.campaigns_tick", **_RETRY)
 def campaigns_tick() -> int:
     return fanout.campaigns_tick()
+
+
+@shared_task(name="notifier.campaign_cancel_rest", **_RETRY)
+def campaign_cancel_rest(campaign_id: str, after_recipient_id: int = 0) -> int:
+    """What a cancelled campaign has not sent, cancelled a slice at a time; a run that stops before the end
+    publishes the next with where it stopped, so no run nears the time limit."""
+    cancelled, cursor = campaign_service.campaign_cancel_rest(campaign_id, after_recipient_id)
+    if cursor is not None:
+        campaign_cancel_rest.apply_async(args=[campaign_id, cursor])
+    return cancelled

@@ -38,6 +38,9 @@ class Campaign(models.Model):
     send_window = models.JSONField(null=True, blank=True)
     throttle_per_second = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=255, blank=True)
+    # The fingerprint of the request that created it under its idempotency key: the same key with another
+    # body is refused (notifier/campaigns/service.py), for as long as the campaign exists.
+    request_hash = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=16, choices=CampaignStatus.choices, default=CampaignStatus.SCHEDULED)
     estimated_recipients = models.PositiveBigIntegerField(default=0)
     # Fan-out progress: the last recipient id put in a chunk, and how many chunks there are so far.

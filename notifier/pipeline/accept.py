@@ -98,7 +98,7 @@ def notifications_accept(producer, request: AcceptRequest, fingerprint: str = ""
 def _claim_idempotency_key(producer, key: str, fingerprint: str) -> dict | None:
     """Insert the key, or return the answer stored under it. Raises IdempotencyConflict on a new body, and
     IdempotencyKeyInFlight when another transaction holds the key."""
-    if connection.vendor == "postgresql" and not _idempotency_key_lock(producer, key):
+    if not idempotency_key_lock(producer, key):
         raise IdempotencyKeyInFlight(key)
     try:
         with transaction.atomic():
@@ -111,13 +111,16 @@ def _claim_idempotency_key(producer, key: str, fingerprint: str) -> dict | None:
     return previous.response
 
 
-def _idempotency_key_lock(producer, key: str) -> bool:
-    """Take a transaction-level advisory lock on (producer, key) if no one holds it. Without it, a second
+def idempotency_key_lock(producer, key: str, namespace: str = "notifier.idempotency") -> bool:
+    """Take a transaction-level advisory lock on (namespace, producer, key) if no one holds it (the
+    campaigns' keys have a namespace of their own, notifier/campaigns/service.py). Without it, a second
     request with a key in flight would wait on the key's unique index, holding a thread and a connection,
     until the first ends. The lock goes with the first's transaction: once it is free, the key's row (if the
     first committed) is visible and the insert below finds it. (SQLite, `make run`'s default, serializes
-    writers anyway: a second request waits for the first's transaction to end, then replays.)"""
-    digest = hashlib.sha256(f"notifier.idempotency:{producer.pk}:{key}".encode()).digest()
+    writers anyway: a second request waits for the first's transaction to end, then replays: True there.)"""
+    if connection.vendor != "postgresql":
+        return True
+    digest = hashlib.sha256(f"{namespace}:{producer.pk}:{key}".encode()).digest()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [int.from_bytes(digest[:8], "big", signed=True)])
         return cursor.fetchone()[0]
