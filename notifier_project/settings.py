@@ -185,6 +185,7 @@ SPECTACULAR_SETTINGS = {
         "NotificationStatusEnum": "notifier.models.choices.NotificationStatus",
         "DeliveryStatusEnum": "notifier.models.choices.DeliveryStatus",
         "EventSourceEnum": "notifier.models.choices.EventSource",
+        "CampaignStatusEnum": "notifier.models.campaigns.CampaignStatus",
     },
 }
 
@@ -217,6 +218,9 @@ NOTIFIER_MAX_RECIPIENTS_PER_REQUEST = 1000
 # The largest request body the API reads (a 413 beyond it, before reading). The orjson parser reads the
 # stream itself, so Django's DATA_UPLOAD_MAX_MEMORY_SIZE does not apply to API bodies.
 NOTIFIER_MAX_REQUEST_BYTES = int(os.environ.get("NOTIFIER_MAX_REQUEST_BYTES", str(1024 * 1024)))
+# POST /api/v1/campaigns may be larger: a {"user_ids": [...]} segment lists up to 100,000 ids (about 2 MB
+# of short ids); the same 413 beyond it.
+NOTIFIER_CAMPAIGN_MAX_REQUEST_BYTES = int(os.environ.get("NOTIFIER_CAMPAIGN_MAX_REQUEST_BYTES", str(8 * 1024 * 1024)))
 # The largest `data` of a notification (and of each recipient's own `data`), as JSON: it is copied into
 # every notification, inbox item and sandbox message of the request.
 NOTIFIER_MAX_DATA_BYTES = int(os.environ.get("NOTIFIER_MAX_DATA_BYTES", str(64 * 1024)))

@@ -1,8 +1,10 @@
 """Checks on everything a request to /api/ brings besides its JSON body (which ORJSONParser checks), made
 before any view runs, so that every endpoint, including one added later, is covered:
 
-- the body's size: over NOTIFIER_MAX_REQUEST_BYTES is a 413, answered from the declared Content-Length
-  before a byte is read, and for a chunked body (no Content-Length) after reading at most the limit + 1;
+- the body's size: over NOTIFIER_MAX_REQUEST_BYTES (NOTIFIER_CAMPAIGN_MAX_REQUEST_BYTES for POST
+  /api/v1/campaigns, whose segment may list 100,000 user ids) is a 413, answered from the declared
+  Content-Length before a byte is read, and for a chunked body (no Content-Length) after reading at most
+  the limit + 1;
 - an Http404 raised by a plain Django view answers the JSON error envelope, with DEBUG on too;
 - every query parameter and path segment: notifier.validation.text_problem, and a `user_id` path segment
   must be a user id (validate_user_id). A 400 names the parameter or segment (`cursor`, `user_id`).
@@ -12,6 +14,7 @@ import io
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import Http404
+from django.urls import reverse
 
 from notifier.api.errors import api_not_found, error_response
 from notifier.validation import text_problem, validate_user_id
@@ -19,20 +22,27 @@ from notifier.validation import text_problem, validate_user_id
 API_PREFIX = "/api/"
 
 
+def request_body_limit(request) -> int:
+    """The most bytes this request's body may have."""
+    if request.method == "POST" and request.path_info == reverse("campaign-list"):
+        return settings.NOTIFIER_CAMPAIGN_MAX_REQUEST_BYTES
+    return settings.NOTIFIER_MAX_REQUEST_BYTES
+
+
 class ApiInputMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request):
-        if request.path_info.startswith(API_PREFIX) and not self._bound_body(request):
-            limit = settings.NOTIFIER_MAX_REQUEST_BYTES
-            return error_response(413, "request_too_large", f"The request body is larger than {limit} bytes.")
+        if request.path_info.startswith(API_PREFIX):
+            limit = request_body_limit(request)
+            if not self._bound_body(request, limit):
+                return error_response(413, "request_too_large", f"The request body is larger than {limit} bytes.")
         return self.get_response(request)
 
-    def _bound_body(self, request) -> bool:
+    def _bound_body(self, request, limit: int) -> bool:
         """False when the body is over the limit. A chunked body is read here, at most the limit + 1 bytes,
         and handed on as a body of known length."""
-        limit = settings.NOTIFIER_MAX_REQUEST_BYTES
         try:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import base64
 import operator
+import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import orjson
 from django.db.models import Q
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from notifier.validation import text_problem
@@ -30,7 +33,8 @@ class PageQuery(serializers.Serializer):
 @dataclass(frozen=True)
 class Keyset:
     """A total order of a queryset: order_by() names ("-" for descending) that together are unique, and the
-    Python type of each (str or int), to check the values a cursor brings before they reach a query."""
+    Python type of each (str, int, datetime or uuid.UUID; the last two travel as strings), to check the
+    values a cursor brings before they reach a query."""
 
     fields: tuple[str, ...]
     types: tuple[type, ...]
@@ -71,4 +75,14 @@ class Keyset:
 def _fits(value, kind: type) -> bool:
     if kind is int:
         return type(value) is int and -_BIGINT <= value < _BIGINT
-    return isinstance(value, str) and text_problem(value) is None
+    if not isinstance(value, str) or text_problem(value) is not None:
+        return False
+    try:
+        if kind is datetime:  # with its offset, as the page encoded it: a naive one would be read as local
+            parsed = parse_datetime(value)
+            return parsed is not None and parsed.tzinfo is not None
+        if kind is uuid.UUID:
+            uuid.UUID(value)
+    except ValueError:  # well-formed but impossible ("2026-13-40T…"), or not a UUID
+        return False
+    return True

@@ -38,6 +38,7 @@ class QueryTokenAuthenticationScheme(OpenApiAuthenticationExtension):
 PATH_PARAMETER_SCHEMAS = {
     "user_id": {"type": "string", "pattern": USER_ID_PATTERN, "maxLength": USER_ID_MAX_LENGTH},
     "notification_id": {"type": "string", "format": "uuid"},
+    "campaign_id": {"type": "string", "format": "uuid"},
     "delivery_id": {"type": "integer", "minimum": 1, "maximum": 2 ** 63 - 1},
 }
 
@@ -61,7 +62,8 @@ ERROR_REASONS = {
     403: "The producer key lacks the scope this operation needs (the message names it), or a recipient token "
          "calls an endpoint it cannot reach.",
     404: "No such object, or one that belongs to another producer or user.",
-    413: "The body is larger than NOTIFIER_MAX_REQUEST_BYTES.",
+    413: "The body is larger than NOTIFIER_MAX_REQUEST_BYTES (NOTIFIER_CAMPAIGN_MAX_REQUEST_BYTES for POST "
+         "/api/v1/campaigns).",
     415: "The body is not JSON: send `Content-Type: application/json`.",
     429: "Over the producer's quota; `Retry-After` says when to try again.",
 }

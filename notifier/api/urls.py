@@ -2,7 +2,7 @@ from django.urls import path
 
 from notifier.webhooks import tracking
 
-from . import cancel, deadletters, inbox, preferences, stats, views
+from . import campaigns, cancel, deadletters, inbox, preferences, stats, views
 
 urlpatterns = [
     path("", views.ApiIndexView.as_view(), name="api-index"),
@@ -12,6 +12,11 @@ urlpatterns = [
     path("notifications/<str:notification_id>/deliveries", views.NotificationDeliveryListView.as_view(),
          name="notification-deliveries"),
     path("notifications/<str:notification_id>/cancel", cancel.NotificationCancelView.as_view(), name="notification-cancel"),
+    path("campaigns", campaigns.CampaignListView.as_view(), name="campaign-list"),
+    path("campaigns/<str:campaign_id>", campaigns.CampaignDetailView.as_view(), name="campaign-detail"),
+    path("campaigns/<str:campaign_id>/pause", campaigns.CampaignPauseView.as_view(), name="campaign-pause"),
+    path("campaigns/<str:campaign_id>/resume", campaigns.CampaignResumeView.as_view(), name="campaign-resume"),
+    path("campaigns/<str:campaign_id>/cancel", campaigns.CampaignCancelView.as_view(), name="campaign-cancel"),
     path("users/<str:user_id>", views.UserView.as_view(), name="user"),
     path("users/<str:user_id>/token", views.RecipientTokenView.as_view(), name="recipient-token"),
     path("users/<str:user_id>/notifications", inbox.InboxView.as_view(), name="inbox"),

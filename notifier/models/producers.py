@@ -12,6 +12,7 @@ SCOPE_USERS_WRITE = "users:write"
 SCOPE_INBOX_READ = "inbox:read"
 SCOPE_TOKENS = "tokens"
 SCOPE_ADMIN = "admin"
+SCOPE_CAMPAIGNS = "campaigns"
 SCOPES = {
     SCOPE_SEND: "send notifications, read their status and the sandbox",
     SCOPE_USERS_READ: "read users, their devices and preferences",
@@ -19,6 +20,9 @@ SCOPES = {
     SCOPE_INBOX_READ: "read any user's inbox and mark it read",
     SCOPE_TOKENS: "issue recipient tokens (each reads its own user's inbox and preferences)",
     SCOPE_ADMIN: "manage notification types and templates",
+    # Its own scope, not "send": a campaign reaches a segment ({"all": true} is everyone), so a key that
+    # sends a service's transactional notifications cannot message every user unless it is given this too.
+    SCOPE_CAMPAIGNS: "create, dry run, pause, resume, cancel and read campaigns (one message to a segment)",
 }
 KEY_PREFIX = "nk_"
 WEBHOOK_SECRET_PREFIX = "whsec_"

@@ -19,8 +19,9 @@ from tests.conftest import make_producer
 
 pytestmark = pytest.mark.django_db
 
-SCOPES = ["send", "users:read", "users:write", "inbox:read", "tokens", "admin"]
+SCOPES = ["send", "users:read", "users:write", "inbox:read", "tokens", "admin", "campaigns"]
 NOTIFICATION_ID = "00000000-0000-0000-0000-000000000001"
+CAMPAIGN_ID = "00000000-0000-0000-0000-000000000002"
 # Every endpoint and method of the API, and the one scope a producer key needs for it.
 ENDPOINTS = [
     ("POST", "notification-create", {}, "send"),
@@ -52,6 +53,12 @@ ENDPOINTS = [
     ("POST", "dead-letter-bulk-replay", {}, "send"),
     ("POST", "dead-letter-replay", {"delivery_id": 1}, "send"),
     ("GET", "stats", {}, "send"),
+    ("GET", "campaign-list", {}, "campaigns"),
+    ("POST", "campaign-list", {}, "campaigns"),
+    ("GET", "campaign-detail", {"campaign_id": CAMPAIGN_ID}, "campaigns"),
+    ("POST", "campaign-pause", {"campaign_id": CAMPAIGN_ID}, "campaigns"),
+    ("POST", "campaign-resume", {"campaign_id": CAMPAIGN_ID}, "campaigns"),
+    ("POST", "campaign-cancel", {"campaign_id": CAMPAIGN_ID}, "campaigns"),
 ]
 # Public, like the schema (GET /api/v1/schema) and its docs page (GET /api/v1/docs): no key needed.
 PUBLIC = [("GET", "api-index")]

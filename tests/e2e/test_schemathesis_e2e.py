@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from notifier.models import Delivery, InboxItem, Notification
+from notifier.models import Campaign, CampaignStatus, Delivery, InboxItem, Notification
 from notifier.models.producers import SCOPES
 from tests.conftest import make_producer
 
@@ -33,10 +33,13 @@ CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,re
 GTHREAD = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
 
 
-def config(notification_id) -> str:
+def config(notification_id, campaign_id) -> str:
     return f"""
 [dictionaries.notification_ids]
 values = ["{notification_id}"]
+
+[dictionaries.campaign_ids]
+values = ["{campaign_id}"]
 
 [dictionaries.type_keys]
 values = ["order_shipped"]
@@ -46,6 +49,7 @@ values = ["u_42"]
 
 [parameters]
 "path.notification_id" = {{ dictionary = "notification_ids", probability = 0.5 }}
+"path.campaign_id" = {{ dictionary = "campaign_ids", probability = 0.5 }}
 "path.user_id" = {{ dictionary = "user_ids", probability = 0.3 }}
 "body.type" = {{ dictionary = "type_keys", probability = 0.5 }}
 """
@@ -58,10 +62,12 @@ def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(orde
     Delivery.objects.create(notification=notification, channel="sms", priority="high", target="+14155550100",
                             next_attempt_at=timezone.now())
     InboxItem.objects.create(recipient=reachable_user, notification=notification, title="Order shipped")
+    campaign = Campaign.objects.create(producer=producer, name="fuzzed", type=order_type, segment={"all": True},
+                                       status=CampaignStatus.RUNNING)
     # A stream ends after a second, so generated requests to it do not hold a thread for minutes.
     server = start_api(gunicorn_args=GTHREAD, NOTIFIER_INBOX_STREAM_SECONDS=1)
     config_file = tmp_path / "schemathesis.toml"
-    config_file.write_text(config(notification.id))
+    config_file.write_text(config(notification.id, campaign.id))
 
     run = subprocess.run(
         [str(BIN / "schemathesis"), "--no-color", "--config-file", str(config_file), "run",
