@@ -1,5 +1,6 @@
 """Django admin: every model, with the columns, filters and searches an operator needs, and the actions
-they use (send a test, deactivate a device, resend, rotate a producer key, close a provider's circuit).
+they use (send a test, deactivate a device, resend, rotate a producer key, close a provider's circuit, pause /
+resume / cancel a campaign, create one after its dry run).
 Rows whose edits would rewrite history (notifications, deliveries, inbox items, digests, idempotency
 keys) are read-only and cannot be deleted; editing a template publishes a new version, and versions are
 never deleted. The work behind the actions lives in notifier/admin_tools.py and notifier/services.py."""
@@ -8,6 +9,7 @@ import json
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.functions import Lower
 from django.http import Http404
@@ -22,9 +24,23 @@ from rest_framework.exceptions import ValidationError
 
 from notifier import admin_tools, models, services
 from notifier.api.preferences import preferences_validate
+from notifier.api.errors import flatten_errors
 from notifier.api.serializers import NotificationTypeSerializer, contact_errors
+from notifier.campaigns import dry_run
+from notifier.campaigns.service import (
+    DELIVERY_COUNTERS,
+    CampaignMoveRefused,
+    campaign_build,
+    campaign_cancel,
+    campaign_create,
+    campaign_pause,
+    campaign_progress,
+    campaign_resume,
+    campaigns_progress,
+)
 from notifier.channels.email import email_suppression_of
 from notifier.models.producers import SCOPE_SEND, SCOPES, scopes_ordered
+from notifier.pipeline.accept import request_fingerprint
 from notifier.pipeline.render import template_problems
 from notifier.pipeline.cancel import notifications_cancel
 from notifier.pipeline.replay import dead_letters_replay
@@ -786,3 +802,226 @@ class ProducerEventAdmin(ReadOnlyAdmin):
         skipped = selected - count
         messages.success(request, f"{count} event(s) will be sent again within seconds"
                                   + (f"; {skipped} still pending, left as they are." if skipped else "."))
+
+
+CHUNKS_SHOWN = 50
+
+
+@admin.register(models.CampaignChunk)
+class CampaignChunkAdmin(ReadOnlyAdmin):
+    """A campaign's chunks, all of them (its page shows the first CHUNKS_SHOWN): what each routed and when."""
+
+    list_display = ["campaign", "number", "status", "recipients", "after_recipient_id", "last_recipient_id",
+                    "due_at", "published_at", "done_at", "counts"]
+    list_filter = ["status"]
+    search_fields = ["=campaign__id", "campaign__name"]
+    list_select_related = ["campaign"]
+    ordering = ["campaign", "number"]
+
+
+def _json_field(label, required=False, help_text=""):
+    return forms.CharField(label=label, required=required, help_text=help_text,
+                           widget=forms.Textarea(attrs={"rows": 3, "cols": 80}))
+
+
+class CampaignCreateForm(forms.Form):
+    """A campaign as POST /api/v1/campaigns takes it, checked by the same serializer (its errors land on the
+    field they name). The hidden `dry_run_of` is the fingerprint of the request last dry run from this form:
+    "Create and start" creates only what was dry run."""
+
+    name = forms.CharField(max_length=200)
+    type = forms.ModelChoiceField(models.NotificationType.objects.order_by("key"), to_field_name="key")
+    channels = forms.MultipleChoiceField(choices=models.Channel.choices, required=False,
+                                         widget=forms.CheckboxSelectMultiple, help_text="None: the type's default channels.")
+    data = _json_field("Data (JSON)", help_text='The template variables, e.g. {"order_id": "W1"}.')
+    segment = _json_field("Segment (JSON)", required=True, help_text=(
+        '{"user_ids": ["u_1", "u_2"]}, {"topic": "sports"}, {"all": true} or {"filter": {...}}.'))
+    schedule_at = forms.DateTimeField(required=False, help_text="UTC, YYYY-MM-DD HH:MM. Empty: start at once.")
+    send_window = _json_field("Send window (JSON)", help_text=(
+        '{"local_time": "09:00", "timezone_fallback": "UTC"} or {"spread_seconds": 14400}. Empty: none.'))
+    max_per_second = forms.IntegerField(required=False, label="Throttle (sends a second)", min_value=1)
+    dry_run_of = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    # Where an error the serializer names by its path shows on this form.
+    FIELD_OF_PATH = {"throttle": "max_per_second", "idempotency_key": None}
+
+    def request_body(self) -> dict | None:
+        """The body POST /api/v1/campaigns would get from this form, or None (with the form's errors) when
+        a JSON box does not parse."""
+        cleaned = self.cleaned_data
+        body = {"name": cleaned["name"], "type": cleaned["type"].key}
+        for name in ("data", "segment", "send_window"):
+            if not cleaned.get(name, "").strip():
+                continue
+            try:
+                body[name] = json.loads(cleaned[name])
+            except json.JSONDecodeError as error:
+                self.add_error(name, f"Not JSON: {error}")
+        if cleaned.get("channels"):
+            body["channels"] = cleaned["channels"]
+        if cleaned.get("schedule_at"):
+            body["schedule_at"] = cleaned["schedule_at"].isoformat()
+        if cleaned.get("max_per_second"):
+            body["throttle"] = {"max_per_second": cleaned["max_per_second"]}
+        if problem := input_problem(body):
+            self.add_error(None, problem)
+        return None if self.errors else body
+
+    def spec(self, body: dict):
+        """The CampaignSpec of `body`, or None with the serializer's errors on this form's fields."""
+        from notifier.api.campaigns import CampaignRequestSerializer
+
+        serializer = CampaignRequestSerializer(data=body)
+        if serializer.is_valid():
+            return serializer.validated_data["spec"]
+        for field_path, problems in flatten_errors(serializer.errors).items():
+            top = field_path.split(".")[0].split("[")[0]
+            field = self.FIELD_OF_PATH.get(top, top if top in self.fields else None)
+            for problem in problems:
+                self.add_error(field, f"{field_path}: {problem}")
+        return None
+
+
+@admin.register(models.Campaign)
+class CampaignAdmin(admin.ModelAdmin):
+    """Campaigns with their live progress. Created here through a dry run first (the add page); afterwards
+    read-only, moved only by the pause / resume / cancel actions and buttons (notifier/campaigns/service.py)."""
+
+    list_display = ["name", "status", "progress", "estimated_recipients", "type", "producer", "created_at",
+                    "started_at"]
+    list_filter = ["status", "type", "producer", "created_at"]
+    search_fields = ["=id", "name", "idempotency_key"]
+    list_select_related = ["type", "producer"]
+    date_hierarchy = "created_at"
+    actions = ["pause", "resume", "cancel"]
+    fields = ["name", "status", "counters", "producer", "type", "channels", "data", "segment", "schedule_at",
+              "send_window", "throttle_per_second", "idempotency_key", "estimated_recipients", "chunks_created",
+              "cursor", "fanned_out_at", "created_at", "started_at", "paused_at", "cancelled_at", "completed_at",
+              "chunk_list"]
+    readonly_fields = fields
+    change_form_template = "admin/notifier/campaign/change_form.html"
+
+    def has_change_permission(self, request, obj=None):
+        # A campaign's page is read-only; the list's actions (obj None) need the permission.
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # its notifications and deliveries point at it
+
+    def get_changelist_instance(self, request):
+        # The progress of the whole page in two queries, not two per row.
+        changelist = super().get_changelist_instance(request)
+        progress = campaigns_progress(changelist.result_list)
+        for campaign in changelist.result_list:
+            campaign.progress_now = progress[campaign.id]
+        return changelist
+
+    @admin.display(description="progress")
+    def progress(self, campaign):
+        now = campaign.progress_now
+        return format_html(
+            '<progress value="{}" max="100" style="width:6em"></progress> {}% · targeted {} · sent {} · '
+            "failed {} · dead {} · waiting {}",
+            now["percent_done"], now["percent_done"], now["targeted"], now["sent"], now["failed"], now["dead"],
+            now["waiting"])
+
+    @admin.display(description="counters")
+    def counters(self, campaign):
+        now = campaign_progress(campaign)
+        rows = [(name, now[name]) for name in ("percent_done", "targeted", "held", *DELIVERY_COUNTERS)]
+        rows += [(f"eligible: {channel}", count) for channel, count in sorted(now["eligible"].items())]
+        rows += [(f"suppressed: {reason}", count) for reason, count in sorted(now["suppressed"].items())]
+        rows += [("chunks done", f'{now["chunks"]["done"]} of {now["chunks"]["created"]}')]
+        return format_html('<table style="margin:0">{}</table>',
+                           format_html_join("", "<tr><th>{}</th><td>{}</td></tr>", rows))
+
+    @admin.display(description="chunks")
+    def chunk_list(self, campaign):
+        chunks = list(campaign.chunks.order_by("number")[:CHUNKS_SHOWN])
+        if not chunks:
+            return "none yet"
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+            (c.number, c.status, c.recipients, c.due_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+             c.done_at.strftime("%Y-%m-%d %H:%M:%S UTC") if c.done_at else "—", json.dumps(c.counts))
+            for c in chunks))
+        everything = reverse("admin:notifier_campaignchunk_changelist") + f"?q={campaign.id}"
+        return format_html(
+            '<table style="margin:0"><tr><th>#</th><th>status</th><th>recipients</th><th>due</th><th>done</th>'
+            '<th>counts</th></tr>{}</table><a href="{}">All {} chunks</a>', rows, everything, campaign.chunks_created)
+
+    @admin.action(description="Pause the selected campaigns (no new send starts)", permissions=["change"])
+    def pause(self, request, queryset):
+        self._move(request, queryset, campaign_pause, "paused")
+
+    @admin.action(description="Resume the selected campaigns (they go on where they stopped)", permissions=["change"])
+    def resume(self, request, queryset):
+        self._move(request, queryset, campaign_resume, "resumed")
+
+    @admin.action(description="Cancel the selected campaigns (nothing not yet sent will be)", permissions=["change"])
+    def cancel(self, request, queryset):
+        self._move(request, queryset, campaign_cancel, "cancelled")
+
+    def _move(self, request, campaigns, move, done: str) -> None:
+        moved = 0
+        for campaign in campaigns:
+            try:
+                move(campaign)
+            except CampaignMoveRefused as refused:
+                messages.warning(request, str(refused))
+            else:
+                moved += 1
+        if moved:
+            messages.success(request, f"{moved} campaign(s) {done}.")
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        moves = [("pause", "Pause"), ("resume", "Resume"), ("cancel", "Cancel")]
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "campaign_moves": moves})
+
+    def get_urls(self):
+        return [
+            path("<uuid:pk>/move/<str:action>/", self.admin_site.admin_view(self.move_view), name="notifier_campaign_move"),
+            *super().get_urls(),
+        ]
+
+    @method_decorator(require_POST)
+    def move_view(self, request, pk, action):
+        """The pause / resume / cancel buttons of a campaign's page."""
+        moves = {"pause": (campaign_pause, "paused"), "resume": (campaign_resume, "resumed"),
+                 "cancel": (campaign_cancel, "cancelled")}
+        if action not in moves or not self.has_change_permission(request):
+            raise Http404
+        campaign = get_object_or_404(models.Campaign, pk=pk)
+        self._move(request, [campaign], *moves[action])
+        return redirect("admin:notifier_campaign_change", pk)
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Create with a dry run first: "Dry run" shows the estimate of what the form says; "Create and start"
+        creates exactly that (if the form changed since, it dry runs again instead)."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = CampaignCreateForm(request.POST or None)
+        estimate = None
+        if request.method == "POST" and form.is_valid() and (body := form.request_body()) is not None:
+            spec = form.spec(body)
+            fingerprint = request_fingerprint(body)
+            if spec is not None and "_create" in request.POST and form.cleaned_data["dry_run_of"] == fingerprint:
+                # The key makes a double submit one campaign, as a producer's retry would be.
+                spec.idempotency_key, spec.fingerprint = f"admin:{fingerprint}", fingerprint
+                campaign, replayed = campaign_create(admin_tools.admin_producer(), spec)
+                messages.success(request, f"{'Already created' if replayed else 'Created'} campaign “{campaign.name}”: "
+                                          f"{campaign.estimated_recipients} recipient(s), {campaign.status}.")
+                return redirect("admin:notifier_campaign_change", campaign.pk)
+            if spec is not None:
+                if "_create" in request.POST:
+                    messages.warning(request, "The campaign changed since its dry run: here is the dry run of "
+                                              "what it says now. Create it if this is what you want.")
+                campaign, user_ids = campaign_build(admin_tools.admin_producer(), spec)
+                estimate = dry_run.campaign_dry_run(campaign, user_ids=user_ids)
+                form = CampaignCreateForm({**request.POST.dict(), "dry_run_of": fingerprint,
+                                           "channels": request.POST.getlist("channels")})
+                form.is_valid()
+        context = {
+            **self.admin_site.each_context(request), "opts": self.model._meta, "title": "Add campaign",
+            "form": form, "estimate": estimate, "estimate_json": json.dumps(estimate, indent=2) if estimate else "",
+        }
+        return TemplateResponse(request, "admin/notifier/campaign/add.html", context)
