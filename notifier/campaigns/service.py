@@ -89,7 +89,8 @@ class CampaignMoveRefused(Exception):
     """A pause, resume or cancel the campaign's status does not allow."""
 
     def __init__(self, campaign_id, action: str, status: str | None):
-        allowed = " or ".join(MOVES_FROM[action])
+        *others, last = MOVES_FROM[action]
+        allowed = f"{', '.join(others)} or {last}" if others else last
         super().__init__(f"Campaign {campaign_id} is {status}: only a {allowed} campaign can be {_past(action)}.")
         self.campaign_id, self.action, self.status = campaign_id, action, status
 
