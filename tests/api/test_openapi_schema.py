@@ -113,3 +113,31 @@ def test_the_stats_operation_documents_its_query_fields_and_both_answers(schema)
     assert {"sent", "delivered", "failed", "bounced", "delivery_rate", "open_rate", "click_rate",
             "latency_ms", "channel"} <= set(group["properties"])
     assert "400" in operation["responses"]
+
+
+def test_the_campaign_operations_describe_their_bodies_answers_and_conflicts(schema):
+    paths = schema["paths"]
+    create = paths["/api/v1/campaigns"]["post"]
+    components = schema["components"]["schemas"]
+
+    def answer(operation, code):
+        return resolve(schema, operation["responses"][code]["content"]["application/json"]["schema"])
+
+    assert set(answer(create, "202")["properties"]) == {"id", "status", "estimated_recipients"}
+    assert {"targeted", "eligible", "suppressed"} <= set(answer(create, "200")["properties"])  # the dry run
+    assert {"409", "413", "422", "429"} <= set(create["responses"])
+    body = request_schema(schema, "/api/v1/campaigns", "post")
+    assert body["required"] == ["name", "segment", "type"]
+    assert set(resolve(schema, body["properties"]["send_window"]["allOf"][0])["properties"]) == {
+        "local_time", "timezone_fallback", "spread_seconds"}
+    for action in ("pause", "resume", "cancel"):
+        operation = paths[f"/api/v1/campaigns/{{campaign_id}}/{action}"]["post"]
+        assert "409" in operation["responses"] and "requestBody" not in operation
+        assert [p["schema"] for p in operation["parameters"] if p["name"] == "campaign_id"] == [
+            {"type": "string", "format": "uuid"}]
+    detail = answer(paths["/api/v1/campaigns/{campaign_id}"]["get"], "200")
+    counters = detail["properties"]["counters"]
+    counters = resolve(schema, counters["allOf"][0] if "allOf" in counters else counters)
+    assert {"targeted", "eligible", "suppressed", "held", "sent", "delivered", "failed", "dead", "waiting",
+            "percent_done"} <= set(counters["properties"])
+    assert "CampaignPage" in components
