@@ -72,13 +72,17 @@ def test_admin_test_sends_are_listed_to_no_producer(shop_and_billing):
     assert "Order 3 shipped" not in str(listed(shop) + listed(billing))
 
 
+GONE_DELIVERY_ID = 2 ** 40
+
+
 def test_the_migration_gives_messages_recorded_before_the_producer_of_their_notification(shop_and_billing):
     shop, _, billing = shop_and_billing
     SandboxMessage.objects.update(producer=None)  # as rows recorded before the column existed
-    SandboxMessage.objects.create(channel="sms", user_id="u_9", to="+14155550199", delivery_id=999,
+    # An id no delivery of the suite reaches (sequences are not reset between tests: 999 once collided).
+    SandboxMessage.objects.create(channel="sms", user_id="u_9", to="+14155550199", delivery_id=GONE_DELIVERY_ID,
                                   notification_id="00000000-0000-0000-0000-000000000009", message={})
 
     importlib.import_module("notifier.migrations.0007_sandbox_message_producer").producers_fill(apps, None)
 
     assert len(listed(shop)) == 4 and listed(billing) == []
-    assert SandboxMessage.objects.get(delivery_id=999).producer is None  # its notification is gone: no one's
+    assert SandboxMessage.objects.get(delivery_id=GONE_DELIVERY_ID).producer is None  # its notification is gone: no one's
