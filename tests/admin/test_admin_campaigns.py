@@ -65,6 +65,13 @@ class TestList:
                             or "notifier_delivery" in q["sql"]]
         assert len(progress_queries) == 2
 
+    @pytest.mark.parametrize("q", ["u_42", "Winter", "00000000-0000-0000-0000-000000000001"])
+    def test_it_and_the_chunks_list_render_any_search(self, ops, order_type, q):
+        make_campaign(order_type)
+
+        assert ops.get(CHANGELIST, {"q": q}).status_code == 200
+        assert ops.get(reverse("admin:notifier_campaignchunk_changelist"), {"q": q}).status_code == 200
+
     def test_it_filters_by_status(self, ops, order_type):
         make_campaign(order_type, name="running one")
         make_campaign(order_type, name="paused one", status=CampaignStatus.PAUSED)

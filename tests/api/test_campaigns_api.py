@@ -386,6 +386,17 @@ class TestMoves:
         assert response.json()["status"] == "scheduled"
         assert started == {"start": [], "kick": []}  # it starts at schedule_at
 
+    def test_resuming_one_paused_before_it_started_whose_time_has_come_starts_it(
+            self, marketer, order_type, started, django_capture_on_commit_callbacks):
+        campaign = make_campaign(marketer.producer, order_type, status=CampaignStatus.PAUSED,
+                                 schedule_at=timezone.now() - timedelta(minutes=1))
+
+        with django_capture_on_commit_callbacks(execute=True):
+            response = self.move(marketer, campaign, "resume")
+
+        assert response.json()["status"] == "scheduled"
+        assert started == {"start": [campaign.id], "kick": []}
+
     @pytest.mark.parametrize("status", [CampaignStatus.SCHEDULED, CampaignStatus.RUNNING, CampaignStatus.PAUSED])
     def test_cancel_stops_it_and_publishes_the_cancel_of_what_waits(self, marketer, order_type, status, published,
                                                                    django_capture_on_commit_callbacks):

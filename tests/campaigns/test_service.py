@@ -57,6 +57,12 @@ class TestCancelRest:
         assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.CANCELLED}
         assert not Notification.objects.filter(cancelled_at__isnull=True).exists()
 
+    def test_by_default_a_slice_is_a_few_thousand(self, producer, order_type, slices):
+        campaign = campaign_with_recipients(producer, order_type, 4500)
+
+        assert service.campaign_cancel_rest(campaign.id) == (4500, None)
+        assert slices == [2000, 2000, 500]
+
     def test_notifications_not_routed_yet_are_cancelled_whole(self, producer, order_type, slices):
         campaign = campaign_with_recipients(producer, order_type, 30, notification_status=NotificationStatus.SCHEDULED)
         Delivery.objects.all().delete()
