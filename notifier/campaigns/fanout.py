@@ -24,15 +24,17 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Exists, Max, OuterRef
 from django.utils import timezone
 
 from notifier import metrics
 from notifier.campaigns.counts import decisions_count
+from notifier.campaigns.stops import CANCELLED_KEPT
 from notifier.campaigns.segments import segment_recipients
 from notifier.campaigns.windows import chunk_due_at, recipient_send_at
 from notifier.models import (
     DELIVERY_IN_FLIGHT_STATUSES,
+    DELIVERY_WAITING_STATUSES,
     Campaign,
     CampaignChunk,
     CampaignStatus,
@@ -48,6 +50,8 @@ from notifier.pipeline.wake import publish_once
 log = logging.getLogger(__name__)
 
 CAMPAIGN_QUEUE = "campaign"
+# A cancel's own task has this long to finish before beat publishes it again.
+CANCEL_GRACE = timedelta(seconds=60)
 # Under a throttle, a campaign keeps at most this many seconds of sends waiting (and at least a chunk).
 THROTTLE_BACKLOG_SECONDS = 30
 
@@ -84,7 +88,21 @@ def campaigns_tick() -> int:
     running = list(Campaign.objects.filter(status=CampaignStatus.RUNNING).values_list("id", flat=True))
     for campaign_id in running:
         campaign_advance(campaign_id)
+    _cancels_finish(now)
     return len(running)
+
+
+def _cancels_finish(now) -> None:
+    """Publish the cancel task again for campaigns cancelled a while ago that still have deliveries
+    waiting: its first message was lost, or a chunk committed after it had passed. Until then stops.py
+    keeps those rows unclaimed, so nothing is sent; this only tidies them."""
+    from notifier.tasks import campaign_cancel_rest as task
+
+    waiting = Delivery.objects.filter(campaign=OuterRef("pk"), status__in=DELIVERY_WAITING_STATUSES)
+    unfinished = Campaign.objects.filter(status=CampaignStatus.CANCELLED, cancelled_at__gte=now - CANCELLED_KEPT,
+                                         cancelled_at__lt=now - CANCEL_GRACE).filter(Exists(waiting))
+    for campaign_id in unfinished.values_list("id", flat=True):
+        publish_once("maintenance", task, (str(campaign_id),), flag=f"campaign-cancel:{campaign_id}")
 
 
 def campaign_advance(campaign_id) -> int:

@@ -39,6 +39,7 @@ from notifier.models import (
 )
 from notifier.pipeline.accept import IdempotencyConflict, IdempotencyKeyInFlight, idempotency_key_lock
 from notifier.pipeline.cancel import notifications_cancel
+from notifier.pipeline.wake import publish_once
 
 log = logging.getLogger(__name__)
 
@@ -201,13 +202,11 @@ def _reloaded(campaign: Campaign) -> Campaign:
 
 
 def _publish_cancel_rest(campaign_id: uuid.UUID) -> None:
+    """Publish the cancel task, within the request's broker deadline (pipeline/wake.py). If it is lost,
+    beat's campaigns-tick publishes it again while the campaign has rows waiting (fanout.campaigns_tick)."""
     from notifier.tasks import campaign_cancel_rest as task
 
-    try:
-        task.apply_async(args=[str(campaign_id)], retry=False)
-    except Exception as error:  # kombu raises several types; the cancel itself has committed
-        log.warning("campaigns: could not publish the cancel of campaign %s's waiting notifications: %s",
-                    campaign_id, error)
+    publish_once("maintenance", task, (str(campaign_id),), flag=f"campaign-cancel:{campaign_id}")
 
 
 def campaign_cancel_rest(campaign_id, after_recipient_id: int = 0, slice_size: int = CANCEL_SLICE,
