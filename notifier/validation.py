@@ -6,7 +6,8 @@ check of its own and a field added later is covered the day it is added:
 - every query parameter and path segment of the API (notifier/api/middleware.py) goes through
   `text_problem`, and a `user_id` path segment through `validate_user_id`;
 - a user id, wherever it enters (POST notifications, PUT users, every /users/{user_id}/… path, the admin),
-  is checked by `validate_user_id` against USER_ID;
+  is checked by `validate_user_id` against USER_ID, and a topic (the topics API, PUT users, a campaign's
+  segment, the admin) by `validate_topic` against TOPIC;
 - every admin form's text and JSON fields (notifier/admin.py, CheckedInputForm) go through `input_problem`,
   which is the two checks above.
 
@@ -49,6 +50,24 @@ def validate_user_id(value) -> None:
     serializers and the model field (and its migration) all name this one definition."""
     if not isinstance(value, str) or not USER_ID.fullmatch(value):
         raise ValidationError(USER_ID_PROBLEM, code="invalid")
+
+
+# A topic ("sports", "team:42", "eu.news-weekly") is a path segment of /api/v1/users/{user_id}/topics/{topic}
+# and a campaign's {"topic": ...} segment: the same alphabet as user ids without @ + | (which a topic name
+# needs no more than a URL does), at most RecipientTopic.topic's length.
+TOPIC_MAX_LENGTH = 100
+TOPIC_CHARACTERS = "letters A-Z and a-z, digits, and _ - . :"
+TOPIC_PATTERN = rf"^[A-Za-z0-9_.:-]{{1,{TOPIC_MAX_LENGTH}}}$"
+TOPIC = re.compile(TOPIC_PATTERN)
+
+TOPIC_PROBLEM = f"A topic is 1 to {TOPIC_MAX_LENGTH} characters: {TOPIC_CHARACTERS} (no '/' or spaces)."
+
+
+def validate_topic(value) -> None:
+    """Raises ValidationError unless `value` is a topic name (TOPIC): for the topics API, the admin, the
+    model field and campaign segments alike."""
+    if not isinstance(value, str) or not TOPIC.fullmatch(value):
+        raise ValidationError(TOPIC_PROBLEM, code="invalid")
 
 
 def text_problem(value: str) -> str | None:
