@@ -16,9 +16,9 @@ Each condition is true or false, never SQL's unknown: a recipient without the at
 last_seen_at) fails `{"attr": "country", "eq": "US"}` and passes `{"not": {"attr": "country", "eq": "US"}}`,
 so `not` is always the complement.
 
-The fan-out reads a segment in chunks, `segment_recipients(c).filter(id__gt=a, id__lte=b)`, so every
-segment is written as a filter on the recipient row itself (an EXISTS on the topic or member index, not a
-join), which walks the recipient primary key from `a` and never reads the segment from its start.
+The fan-out reads a segment in chunks by recipient id: `segment_ids_after(c, cursor, 1000)` finds where
+the next chunk ends and `segment_recipients(c, after_id=a, last_id=b)` reads it, each with the range in
+the segment's own index, so a chunk costs the same at the end of a million-recipient topic as at its start.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from datetime import UTC, datetime, time
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import BooleanField, Exists, F, Func, JSONField, OuterRef, Q, QuerySet, UUIDField, Value
+from django.db.models import BooleanField, F, Func, JSONField, Q, QuerySet, UUIDField, Value
 from django.db.models.fields.json import (
     HasKey,
     KeyTransform,
@@ -319,21 +319,54 @@ def _datetime_parse(value, path: str) -> datetime:
 # ---- A normalized segment as a query ----
 
 
-def segment_recipients(campaign) -> QuerySet:
-    """The campaign's segment as a queryset of recipients (unordered; callers order by id). A filter on
-    the recipient row only, so `.filter(id__gt=a, id__lte=b)` reads a chunk by the primary key."""
+def segment_recipients(campaign, after_id: int | None = None, last_id: int | None = None) -> QuerySet:
+    """The campaign's segment as a queryset of recipients (unordered; callers order by id).
+
+    With `after_id` (and `last_id`), only its recipients with after_id < id (<= last_id), the range
+    written where the segment's own index reads it: a chunk of a topic segment reads its slice of
+    topic_recipients (topic, recipient), a user_ids segment its slice of campaign_member_once, instead of
+    the topic from its start. PostgreSQL does not carry a range on recipient.id over to the joined
+    topic rows, so `segment_recipients(c).filter(id__gt=a, id__lte=b)` is correct but reads the topic's
+    index from the start for each chunk: the fan-out passes the range here."""
+    segment = campaign.segment
+    bounds = _id_bounds("id", after_id, last_id)
+    if "user_ids" in segment:
+        members = CampaignMember.objects.filter(campaign_id=campaign.id, **_id_bounds("recipient_id", after_id, last_id))
+        return Recipient.objects.filter(id__in=members.values("recipient_id"), **bounds)
+    if "topic" in segment:
+        subscribers = RecipientTopic.objects.filter(topic=segment["topic"],
+                                                    **_id_bounds("recipient_id", after_id, last_id))
+        return Recipient.objects.filter(id__in=subscribers.values("recipient_id"), **bounds)
+    if segment.get("all") is True:
+        return Recipient.objects.filter(**bounds)
+    if "filter" in segment:
+        return Recipient.objects.filter(filter_q(segment["filter"]), **bounds)
+    raise ValueError(f"campaign {campaign.id}: segment {sorted(segment)} is not one this version reads")
+
+
+def segment_ids_after(campaign, after_id: int, limit: int) -> list[int]:
+    """The ids of the segment's next `limit` recipients after `after_id`, in id order: where the fan-out's
+    next chunk ends. Reads the segment's own index in order (topic_recipients, campaign_member_once, or
+    the recipient primary key), `limit` entries of it for a topic or a member list."""
     segment = campaign.segment
     if "user_ids" in segment:
-        return Recipient.objects.filter(
-            Exists(CampaignMember.objects.filter(campaign_id=campaign.id, recipient_id=OuterRef("pk"))))
-    if "topic" in segment:
-        return Recipient.objects.filter(
-            Exists(RecipientTopic.objects.filter(topic=segment["topic"], recipient_id=OuterRef("pk"))))
-    if segment.get("all") is True:
-        return Recipient.objects.all()
-    if "filter" in segment:
-        return Recipient.objects.filter(filter_q(segment["filter"]))
-    raise ValueError(f"campaign {campaign.id}: segment {sorted(segment)} is not one this version reads")
+        ids = CampaignMember.objects.filter(campaign_id=campaign.id, recipient_id__gt=after_id)
+    elif "topic" in segment:
+        ids = RecipientTopic.objects.filter(topic=segment["topic"], recipient_id__gt=after_id)
+    else:
+        ids = None
+    if ids is not None:
+        return list(ids.order_by("recipient_id").values_list("recipient_id", flat=True)[:limit])
+    return list(segment_recipients(campaign, after_id).order_by("id").values_list("id", flat=True)[:limit])
+
+
+def _id_bounds(name: str, after_id: int | None, last_id: int | None) -> dict:
+    bounds = {}
+    if after_id is not None:
+        bounds[f"{name}__gt"] = after_id
+    if last_id is not None:
+        bounds[f"{name}__lte"] = last_id
+    return bounds
 
 
 def segment_count(campaign) -> int:
@@ -439,9 +472,9 @@ def segment_members_store(campaign, user_ids) -> int:
     recipients are left out (none is created). Returns how many of the ids are members, counting those a
     previous call stored (so a retried create answers the same); unknown = len(set(user_ids)) - that.
 
-    Batched so that no statement binds more parameters than the database takes: psycopg's limit is
-    65,535, SQLite's the build's variable limit (Django's max_query_params: 999). Runs in the caller's
-    transaction (a savepoint of its own)."""
+    Batched (MEMBERS_BATCH_SIZE) so that no statement binds more parameters than the database takes:
+    psycopg's limit is 65,535, SQLite's the build's variable limit (Django's max_query_params: 999). Runs
+    in the caller's transaction (a savepoint of its own)."""
     ids = list(dict.fromkeys(user_ids))
     table = CampaignMember._meta.db_table
     columns = ", ".join(connection.ops.quote_name(CampaignMember._meta.get_field(name).column)
@@ -463,10 +496,15 @@ def segment_members_store(campaign, user_ids) -> int:
     return CampaignMember.objects.filter(campaign_id=campaign.id).count()
 
 
+# User ids per statement: under SQLite's variable limit (Django's max_query_params, 999, less the
+# campaign id) and small enough that PostgreSQL looks each batch up in the user_id index (with 10,000 ids
+# of 1,000,000 recipients it chose a parallel sequential scan of the table for every batch instead).
+MEMBERS_BATCH_SIZE = 1000
+
+
 def _members_batch_size() -> int:
     limit = connection.features.max_query_params
-    # One parameter is the campaign id. PostgreSQL has no limit of Django's, but psycopg's is 65,535.
-    return min(limit - 1, 10_000) if limit else 10_000
+    return min(limit - 1, MEMBERS_BATCH_SIZE) if limit else MEMBERS_BATCH_SIZE
 
 
 def user_ids_recipient_ids(user_ids) -> list[int]:

@@ -6,7 +6,13 @@ from datetime import UTC, datetime
 import pytest
 from django.db import connection
 
-from notifier.campaigns.segments import segment_count, segment_members_store, segment_parse, segment_recipients
+from notifier.campaigns.segments import (
+    segment_count,
+    segment_ids_after,
+    segment_members_store,
+    segment_parse,
+    segment_recipients,
+)
 from notifier.models import Campaign, CampaignMember, NotificationType, Producer, Recipient, RecipientTopic
 
 pytestmark = pytest.mark.django_db
@@ -129,10 +135,33 @@ class TestSegments:
 
     def test_chunks_read_the_segment_by_id_range(self, people):
         ids = sorted(r.id for r in people.values())
-        chunk = segment_recipients(campaign_for({"filter": {"field": "email", "exists": True}})).filter(
-            id__gt=ids[0], id__lte=ids[2])
+        campaign = campaign_for({"filter": {"field": "email", "exists": True}})
 
-        assert sorted(chunk.values_list("user_id", flat=True)) == ["cat"]
+        assert list(segment_recipients(campaign).filter(id__gt=ids[0], id__lte=ids[2]).values_list(
+            "user_id", flat=True)) == ["cat"]
+        assert list(segment_recipients(campaign, after_id=ids[0], last_id=ids[2]).values_list(
+            "user_id", flat=True)) == ["cat"]
+        assert sorted(segment_recipients(campaign, after_id=ids[0]).values_list("user_id", flat=True)) == ["cat", "dan"]
+
+    @pytest.mark.parametrize("segment, everyone", [
+        ({"topic": "sports"}, ["ann", "cat", "dan"]), ({"all": True}, ["ann", "bob", "cat", "dan"]),
+        ({"filter": {"field": "email", "exists": True}}, ["ann", "cat", "dan"]),
+        ({"filter": {"not": {"attr": "country", "eq": "CA"}}}, ["ann", "cat", "dan"])],
+        ids=["topic", "all", "filter", "not"])
+    def test_walking_the_segment_in_chunks_reaches_each_recipient_once(self, people, segment, everyone):
+        for recipient in people.values():
+            if recipient.user_id != "bob":
+                RecipientTopic.objects.create(recipient=recipient, topic="sports")
+        campaign = campaign_for(segment)
+        walked, cursor = [], 0
+
+        while ids := segment_ids_after(campaign, cursor, 2):
+            walked += list(segment_recipients(campaign, after_id=cursor, last_id=ids[-1]).order_by("id")
+                           .values_list("user_id", flat=True))
+            cursor = ids[-1]
+
+        assert walked == sorted(segment_recipients(campaign).values_list("user_id", flat=True))
+        assert sorted(walked) == everyone
 
 
 @pytest.fixture
@@ -152,6 +181,9 @@ class TestMembers:
         assert not Recipient.objects.filter(user_id__in=["nobody", "ghost"]).exists()
         assert sorted(segment_recipients(saved_campaign).values_list("user_id", flat=True)) == ["ann", "cat"]
         assert segment_count(saved_campaign) == 2
+        assert segment_ids_after(saved_campaign, 0, 10) == sorted([people["ann"].id, people["cat"].id])
+        assert list(segment_recipients(saved_campaign, after_id=people["ann"].id).values_list(
+            "user_id", flat=True)) == ["cat"]
 
     def test_storing_again_adds_nothing_and_answers_the_same(self, people, saved_campaign):
         segment_members_store(saved_campaign, ["ann", "cat"])
