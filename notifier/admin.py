@@ -186,9 +186,28 @@ class RecipientForm(CheckedInputForm):
 UNSUBSCRIPTIONS_SHOWN = 10
 
 
+class RecipientTopicForm(CheckedInputForm):
+    class Meta:
+        model = models.RecipientTopic
+        fields = ["topic"]
+
+
+class RecipientTopicInline(admin.TabularInline):
+    """The user's topics (what a campaign's {"topic": ...} segment reaches): added and removed here as
+    with PUT / DELETE /api/v1/users/{user_id}/topics/{topic}; the topic alphabet is the model field's."""
+
+    model = models.RecipientTopic
+    form = RecipientTopicForm
+    extra = 0
+    fields = ["topic", "created_at"]
+    readonly_fields = ["created_at"]
+    ordering = ["topic"]
+
+
 @admin.register(models.Recipient)
 class RecipientAdmin(admin.ModelAdmin):
     form = RecipientForm
+    inlines = [RecipientTopicInline]
     list_display = ["user_id", "email", "email_suppressed", "phone", "timezone", "language", "sms_opted_out_at",
                     "created_at"]
     list_filter = ["language"]

@@ -3,7 +3,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from notifier.models import Device, NotificationType, Recipient, Template, Unsubscription
+from notifier.models import Device, NotificationType, Recipient, RecipientTopic, Template, Unsubscription
 from notifier.producer_webhooks import producer_event_unsubscribed
 
 
@@ -47,10 +47,59 @@ def recipient_upsert(user_id: str, fields: dict | None = None) -> tuple[Recipien
     return recipients[user_id], user_id in created
 
 
+# A user's topics are listed whole by GET /api/v1/users/{user_id}/topics and PUT /users/{user_id}: bounded.
+MAX_TOPICS_PER_USER = 1000
+
+
+class TooManyTopics(Exception):
+    """Subscribing would give the user more than MAX_TOPICS_PER_USER topics."""
+
+
+def recipient_save(user_id: str, fields: dict) -> tuple[Recipient, bool]:
+    """PUT /api/v1/users/{user_id}: the recipient's fields set (recipient_upsert) and, when `fields` has
+    `topics`, the user's topics replaced by that list, in one transaction."""
+    fields = dict(fields)
+    topics = fields.pop("topics", None)
+    with transaction.atomic():
+        recipient, created = recipient_upsert(user_id, fields)
+        if topics is not None:
+            recipient_topics_replace(recipient, topics)
+    return recipient, created
+
+
+def recipient_topics_replace(recipient: Recipient, topics: list[str]) -> None:
+    """Make `topics` the user's topics: the others are removed, the missing ones added (each subscription
+    keeps its created_at). Two statements whatever the number of topics."""
+    if len(topics) > MAX_TOPICS_PER_USER:
+        raise TooManyTopics()
+    RecipientTopic.objects.filter(recipient=recipient).exclude(topic__in=topics).delete()
+    RecipientTopic.objects.bulk_create([RecipientTopic(recipient=recipient, topic=topic) for topic in topics],
+                                       ignore_conflicts=True)
+
+
+def topic_subscribe(recipient: Recipient, topic: str) -> tuple[RecipientTopic, bool]:
+    """Subscribe the user to a topic: the subscription, and whether it is new. Idempotent. Raises
+    TooManyTopics when the user has MAX_TOPICS_PER_USER topics already."""
+    subscription = RecipientTopic.objects.filter(recipient=recipient, topic=topic).first()
+    if subscription is not None:
+        return subscription, False
+    if RecipientTopic.objects.filter(recipient=recipient).count() >= MAX_TOPICS_PER_USER:
+        raise TooManyTopics()
+    # A concurrent subscribe of the same topic inserts first: ours is ignored and we read back theirs.
+    RecipientTopic.objects.bulk_create([RecipientTopic(recipient=recipient, topic=topic)], ignore_conflicts=True)
+    return RecipientTopic.objects.get(recipient=recipient, topic=topic), True
+
+
+def topic_unsubscribe(recipient: Recipient, topic: str) -> bool:
+    """Remove the user's subscription to a topic; False when there was none."""
+    deleted, _ = RecipientTopic.objects.filter(recipient=recipient, topic=topic).delete()
+    return deleted > 0
+
+
 def device_register(recipient: Recipient, platform: str, token: str) -> tuple[Device, bool]:
     """Register or refresh a token. Idempotent on the token; a token seen on another user moves to this
     one (the phone changed hands or the app's login changed); a deactivated token is reactivated, since
-    the app only re-registers a token the OS handed it again."""
+    the app only re-registers a token the OS handed it again. The user's last_seen_at becomes now."""
     now = timezone.now()
     device, created = Device.objects.update_or_create(
         token=token,
@@ -59,6 +108,10 @@ def device_register(recipient: Recipient, platform: str, token: str) -> tuple[De
             "deactivated_at": None, "deactivated_reason": "",
         },
     )
+    # An app registers (or refreshes) its token when the user opens it: the user was seen now, which is
+    # what a campaign's {"field": "last_seen_at", ...} filter reads.
+    Recipient.objects.filter(pk=recipient.pk).update(last_seen_at=now)
+    recipient.last_seen_at = now
     return device, created
 
 

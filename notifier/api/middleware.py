@@ -6,8 +6,9 @@ before any view runs, so that every endpoint, including one added later, is cove
   Content-Length before a byte is read, and for a chunked body (no Content-Length) after reading at most
   the limit + 1;
 - an Http404 raised by a plain Django view answers the JSON error envelope, with DEBUG on too;
-- every query parameter and path segment: notifier.validation.text_problem, and a `user_id` path segment
-  must be a user id (validate_user_id). A 400 names the parameter or segment (`cursor`, `user_id`).
+- every query parameter and path segment: notifier.validation.text_problem, a `user_id` path segment
+  must be a user id (validate_user_id) and a `topic` a topic (validate_topic). A 400 names the parameter
+  or segment (`cursor`, `user_id`, `topic`).
 """
 import io
 
@@ -17,9 +18,11 @@ from django.http import Http404
 from django.urls import reverse
 
 from notifier.api.errors import api_not_found, error_response
-from notifier.validation import text_problem, validate_user_id
+from notifier.validation import text_problem, validate_topic, validate_user_id
 
 API_PREFIX = "/api/"
+# Path segments read alike on every endpoint, checked by name before any view runs.
+PATH_SEGMENT_VALIDATORS = {"user_id": validate_user_id, "topic": validate_topic}
 
 
 def request_body_limit(request) -> int:
@@ -76,9 +79,9 @@ class ApiInputMiddleware:
         for name, value in view_kwargs.items():
             if problem := text_problem(value):
                 errors[name] = [problem]
-            elif name == "user_id":
+            elif name in PATH_SEGMENT_VALIDATORS:
                 try:
-                    validate_user_id(value)
+                    PATH_SEGMENT_VALIDATORS[name](value)
                 except ValidationError as error:
                     errors[name] = list(error.messages)
         for name, values in request.GET.lists():

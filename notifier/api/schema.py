@@ -4,7 +4,7 @@ parameters every endpoint reads alike."""
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.permissions import AllowAny
 
-from notifier.validation import USER_ID_MAX_LENGTH, USER_ID_PATTERN
+from notifier.validation import TOPIC_MAX_LENGTH, TOPIC_PATTERN, USER_ID_MAX_LENGTH, USER_ID_PATTERN
 
 
 class BearerAuthenticationScheme(OpenApiAuthenticationExtension):
@@ -37,6 +37,7 @@ class QueryTokenAuthenticationScheme(OpenApiAuthenticationExtension):
 # name, in one place.
 PATH_PARAMETER_SCHEMAS = {
     "user_id": {"type": "string", "pattern": USER_ID_PATTERN, "maxLength": USER_ID_MAX_LENGTH},
+    "topic": {"type": "string", "pattern": TOPIC_PATTERN, "maxLength": TOPIC_MAX_LENGTH},
     "notification_id": {"type": "string", "format": "uuid"},
     "campaign_id": {"type": "string", "format": "uuid"},
     "delivery_id": {"type": "integer", "minimum": 1, "maximum": 2 ** 63 - 1},

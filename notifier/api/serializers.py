@@ -27,7 +27,16 @@ from notifier.models.templates import CRITICAL_ONLY_TRANSACTIONAL
 from notifier.pipeline.accept import CONTACT_FIELDS, AcceptRequest, RecipientEntry
 from notifier.pipeline.render import VARIABLE_TYPES, template_problems, variable_errors
 from notifier.process_cache import ProcessCache
-from notifier.validation import USER_ID_MAX_LENGTH, USER_ID_PATTERN, data_size_problem, validate_user_id
+from notifier.services import MAX_TOPICS_PER_USER
+from notifier.validation import (
+    TOPIC_MAX_LENGTH,
+    TOPIC_PATTERN,
+    USER_ID_MAX_LENGTH,
+    USER_ID_PATTERN,
+    data_size_problem,
+    validate_topic,
+    validate_user_id,
+)
 
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 # A BCP 47 tag as the language columns hold it: at most 16 characters (Recipient.language and the others).
@@ -113,6 +122,32 @@ class UserIdField(serializers.CharField):
 
     def __init__(self, **kwargs):
         super().__init__(max_length=USER_ID_MAX_LENGTH, validators=[validate_user_id], **kwargs)
+
+
+@extend_schema_field({"type": "string", "pattern": TOPIC_PATTERN, "maxLength": TOPIC_MAX_LENGTH})
+class TopicField(serializers.CharField):
+    """A topic name (notifier.validation.TOPIC)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=TOPIC_MAX_LENGTH, validators=[validate_topic], **kwargs)
+
+
+class TopicNamesField(serializers.ListField):
+    """`topics` of a user: written as the list that replaces them, read as their names in order."""
+
+    def __init__(self, **kwargs):
+        super().__init__(child=TopicField(), max_length=MAX_TOPICS_PER_USER, **kwargs)
+
+    def get_attribute(self, recipient):
+        return list(recipient.topics.order_by("topic").values_list("topic", flat=True))
+
+    def to_internal_value(self, data):
+        topics = super().to_internal_value(data)
+        repeated = {index: [f"Duplicate topic '{topic}': name each topic once."]
+                    for index, topic in enumerate(topics) if topic in topics[:index]}
+        if repeated:
+            raise serializers.ValidationError(repeated)
+        return topics
 
 
 class RecipientEntrySchema(serializers.Serializer):
@@ -403,11 +438,20 @@ class RecipientSerializer(serializers.ModelSerializer):
         help_text="Set when SendGrid reported the email address dead (a hard bounce): no email is sent to it "
                   "until an operator clears it in admin. null otherwise.")
 
+    topics = TopicNamesField(
+        required=False,
+        help_text=f"The topics the user follows (campaign segments {{\"topic\": ...}} reach them); a PUT with "
+                  f"`topics` replaces them all, at most {MAX_TOPICS_PER_USER}. "
+                  "/users/{user_id}/topics/{topic} adds or removes one.")
+
     class Meta:
         model = Recipient
-        fields = ["user_id", "email", "phone", "timezone", "language", "attributes", "sms_opted_out_at",
-                  "email_suppressed", "created_at", "updated_at"]
+        fields = ["user_id", "email", "phone", "timezone", "language", "attributes", "topics", "last_seen_at",
+                  "sms_opted_out_at", "email_suppressed", "created_at", "updated_at"]
         read_only_fields = ["user_id", "sms_opted_out_at", "created_at", "updated_at"]
+        extra_kwargs = {"last_seen_at": {
+            "help_text": "When the user was last active (ISO 8601; without a UTC offset it is UTC). Registering or "
+                         "refreshing a device sets it too; campaign filters read it."}}
 
     @extend_schema_field(EmailSuppressionSerializer(allow_null=True))
     def get_email_suppressed(self, recipient) -> dict | None:
@@ -432,6 +476,19 @@ class RecipientSerializer(serializers.ModelSerializer):
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
+
+
+class TopicSerializer(serializers.Serializer):
+    """One of a user's topics."""
+
+    topic = serializers.CharField()
+    created_at = serializers.DateTimeField(help_text="When the user was subscribed.")
+
+
+class TopicListSerializer(serializers.Serializer):
+    """GET /api/v1/users/{user_id}/topics: every topic of the user, by name."""
+
+    topics = TopicSerializer(many=True)
 
 
 class DeviceSerializer(serializers.ModelSerializer):

@@ -127,8 +127,42 @@ class UserView(APIView):
     def put(self, request, user_id):
         serializer = s.RecipientSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
-        recipient, created = services.recipient_upsert(user_id, serializer.validated_data)
+        recipient, created = services.recipient_save(user_id, serializer.validated_data)
         return Response(s.RecipientSerializer(recipient).data, status=201 if created else 200)
+
+
+class TopicListView(APIView):
+    """A user's topics: what a campaign's {"topic": ...} segment reaches."""
+
+    required_scopes = {"GET": SCOPE_USERS_READ}
+
+    @extend_schema(responses=s.TopicListSerializer)
+    def get(self, request, user_id):
+        recipient = get_object_or_404(Recipient, user_id=user_id)
+        return Response({"topics": s.TopicSerializer(recipient.topics.order_by("topic"), many=True).data})
+
+
+class TopicDetailView(APIView):
+    required_scopes = {"PUT": SCOPE_USERS_WRITE, "DELETE": SCOPE_USERS_WRITE}
+
+    @extend_schema(request=None, responses={200: s.TopicSerializer, 201: s.TopicSerializer})
+    def put(self, request, user_id, topic):
+        """Subscribe the user (created if new) to the topic: 201, or 200 when subscribed already."""
+        recipient, _ = services.recipient_upsert(user_id)
+        try:
+            subscription, created = services.topic_subscribe(recipient, topic)
+        except services.TooManyTopics:
+            raise ValidationError({"topic": [f"The user has {services.MAX_TOPICS_PER_USER} topics already, the "
+                                             "most one may have; remove one first."]})
+        return Response(s.TopicSerializer(subscription).data, status=201 if created else 200)
+
+    @extend_schema(responses={204: None})
+    def delete(self, request, user_id, topic):
+        """Unsubscribe the user from the topic: 204, or 404 when they were not subscribed."""
+        recipient = get_object_or_404(Recipient, user_id=user_id)
+        if not services.topic_unsubscribe(recipient, topic):
+            raise Http404
+        return Response(status=204)
 
 
 class RecipientTokenView(APIView):

@@ -11,6 +11,8 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
+from notifier.validation import TOPIC_MAX_LENGTH, validate_topic
+
 
 class CampaignStatus(models.TextChoices):
     SCHEDULED = "scheduled"  # waiting for schedule_at
@@ -117,7 +119,7 @@ class RecipientTopic(models.Model):
     """A user's subscription to a topic ("sports"): what a campaign's {"topic": ...} segment reaches."""
 
     recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="topics")
-    topic = models.CharField(max_length=100)
+    topic = models.CharField(max_length=TOPIC_MAX_LENGTH, validators=[validate_topic])
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

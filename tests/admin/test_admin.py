@@ -392,6 +392,12 @@ def recipient_form_data(ops, recipient, **changes) -> dict:
     for name in ("attributes", "channel_preferences", "type_preferences"):
         data[name] = form.fields[name].prepare_value(data[name])
     data.pop("sms_opted_out_at")
+    # The topics inline's formset, with the recipient's topics as they are.
+    topics = list(recipient.topics.order_by("topic"))
+    data.update({"topics-TOTAL_FORMS": str(len(topics)), "topics-INITIAL_FORMS": str(len(topics))})
+    for index, topic in enumerate(topics):
+        data.update({f"topics-{index}-id": str(topic.pk), f"topics-{index}-recipient": str(recipient.pk),
+                     f"topics-{index}-topic": topic.topic})
     data.update(changes)
     return data
 
@@ -459,6 +465,20 @@ class TestValidation:
         assert stored.timezone == "Asia/Karachi" and stored.channel_preferences == {"sms": False}
         assert stored.type_preferences == {"order_shipped": {"email": False}, "marketing": {"push": False}}
         assert stored.attributes == {}  # an emptied JSON box is an empty object, not a refused NULL
+
+    def test_topics_are_added_on_the_recipients_page_and_checked_like_the_apis(self, ops, reachable_user):
+        url = reverse("admin:notifier_recipient_change", args=[reachable_user.pk])
+        added = {"topics-TOTAL_FORMS": "2", "topics-0-topic": "sports", "topics-0-recipient": str(reachable_user.pk),
+                 "topics-1-topic": "no spaces", "topics-1-recipient": str(reachable_user.pk),
+                 "attributes": "", "channel_preferences": "", "type_preferences": ""}
+
+        refused = ops.post(url, recipient_form_data(ops, reachable_user, **added))
+        saved = ops.post(url, recipient_form_data(ops, reachable_user, **{**added, "topics-TOTAL_FORMS": "1"}))
+
+        assert refused.status_code == 200 and "A topic is 1 to 100 characters" in refused.content.decode()
+        assert saved.status_code == 302
+        assert list(reachable_user.topics.values_list("topic", flat=True)) == ["sports"]
+        assert "sports" in ops.get(url).content.decode()
 
     def type_form_data(self, **changes) -> dict:
         data = {"key": "order_shipped", "name": "", "category": "transactional", "default_priority": "high",
