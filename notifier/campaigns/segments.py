@@ -479,9 +479,10 @@ def segment_members_store(campaign, user_ids) -> int:
     table = CampaignMember._meta.db_table
     columns = ", ".join(connection.ops.quote_name(CampaignMember._meta.get_field(name).column)
                         for name in ("campaign", "recipient"))
+    size = id_batch_size()
     with transaction.atomic():
-        for start in range(0, len(ids), _members_batch_size()):
-            batch = ids[start:start + _members_batch_size()]
+        for start in range(0, len(ids), size):
+            batch = ids[start:start + size]
             # The SELECT is Django's (the campaign id adapted for the backend, the ids bound); only the
             # INSERT around it is spelled here, from the model's own table and column names.
             select = (Recipient.objects.filter(user_id__in=batch)
@@ -502,7 +503,8 @@ def segment_members_store(campaign, user_ids) -> int:
 MEMBERS_BATCH_SIZE = 1000
 
 
-def _members_batch_size() -> int:
+def id_batch_size() -> int:
+    """How many ids one IN list binds here (segment_members_store, the dry run of a user_ids segment)."""
     limit = connection.features.max_query_params
     return min(limit - 1, MEMBERS_BATCH_SIZE) if limit else MEMBERS_BATCH_SIZE
 
@@ -510,10 +512,10 @@ def _members_batch_size() -> int:
 def user_ids_recipient_ids(user_ids) -> list[int]:
     """The recipient ids of those of these user ids that are recipients, in batches (as
     segment_members_store): for the dry run of a user_ids segment, whose members are not stored."""
-    ids = list(dict.fromkeys(user_ids))
+    ids, size = list(dict.fromkeys(user_ids)), id_batch_size()
     found = []
-    for start in range(0, len(ids), _members_batch_size()):
-        found.extend(Recipient.objects.filter(user_id__in=ids[start:start + _members_batch_size()])
+    for start in range(0, len(ids), size):
+        found.extend(Recipient.objects.filter(user_id__in=ids[start:start + size])
                      .values_list("id", flat=True))
     return sorted(found)
 

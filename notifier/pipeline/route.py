@@ -55,7 +55,7 @@ from notifier.pipeline.fallback import (
 )
 from notifier.pipeline.preferences import channel_verdict
 from notifier.pipeline.quiet_hours import describe_release, quiet_hours_release_at
-from notifier.pipeline.rate_limits import LimitCheck, rate_limits_check
+from notifier.pipeline.rate_limits import LimitCheck, rate_limits_check, rate_limits_peek
 from notifier.pipeline.render import (
     RenderError,
     SharedRenders,
@@ -99,29 +99,8 @@ def notifications_route(notifications: list[Notification], *, new: bool = False)
     `new`: the notifications are not stored yet (a campaign chunk's): they are inserted as routed, in one
     statement, instead of being inserted first and updated after."""
     now = timezone.now()
-    devices = active_devices([n.recipient_id for n in notifications])
-    templates = active_templates(n.type_id for n in notifications)
-    email_suppressions_load([n.recipient for n in notifications])
     renders = SharedRenders() if new else None  # a chunk's notifications share the campaign's data
-    created = {notification.id: _route_one_guarded(notification, devices[notification.recipient_id], templates, now,
-                                                   renders)
-               for notification in notifications}
-    _apply_rate_limits(notifications, created, now)
-    digest.digests_collect(notifications, now)
-    for notification in notifications:
-        notification.fallback_channels = fallback_channels_resolve(notification)
-    _escalations_plan(notifications, created, now)
-    # A primary channel with no target (or whatever reached no one already) goes on to the fallback now.
-    _fallbacks_route(notifications, created, devices, templates, now)
-    deliveries = []
-    for notification in notifications:
-        deliveries.extend(created[notification.id])
-        if notification.status != NotificationStatus.EXPIRED:
-            notification.status = _status_after_routing(created[notification.id], notification.decisions)
-        notification.routed_at = now
-        if notification.status != NotificationStatus.PROCESSING:
-            notification.completed_at = now
-
+    deliveries = notifications_decide(notifications, now, renders=renders)
     if new:  # a campaign chunk's: routed once, in the transaction that marks its chunk done
         rows_insert(Notification, notifications)
         rows_insert(Delivery, deliveries)
@@ -134,13 +113,49 @@ def notifications_route(notifications: list[Notification], *, new: bool = False)
     return deliveries
 
 
+def notifications_decide(notifications: list[Notification], now, *, dry_run: bool = False,
+                         renders=None) -> list[Delivery]:
+    """Every routing decision of some notifications, in memory: each one's decisions, status, fallback
+    channels and escalation are set on it, and its deliveries returned unsaved. Reads the devices,
+    templates and email suppressions of the batch (three queries) and the rate limits (one Redis round
+    trip); writes only the digest batches the notifications join.
+
+    `dry_run`: decide as routing would, with no effect (a campaign's dry run, notifier/campaigns/
+    dry_run.py): templates are chosen but not rendered, the rate limits are read and not counted
+    (rate_limits_peek), no digest batch is opened and no metric is counted. `renders` (SharedRenders)
+    renders each template once for a batch that shares its data (a campaign chunk)."""
+    devices = active_devices([n.recipient_id for n in notifications])
+    templates = active_templates(n.type_id for n in notifications)
+    email_suppressions_load([n.recipient for n in notifications])
+    created = {notification.id: _route_one_guarded(notification, devices[notification.recipient_id], templates, now,
+                                                   dry_run=dry_run, renders=renders)
+               for notification in notifications}
+    _apply_rate_limits(notifications, created, now, dry_run=dry_run)
+    if not dry_run:
+        digest.digests_collect(notifications, now)
+    for notification in notifications:
+        notification.fallback_channels = fallback_channels_resolve(notification)
+    _escalations_plan(notifications, created, now)
+    # A primary channel with no target (or whatever reached no one already) goes on to the fallback now.
+    _fallbacks_route(notifications, created, devices, templates, now, dry_run=dry_run)
+    deliveries = []
+    for notification in notifications:
+        deliveries.extend(created[notification.id])
+        if notification.status != NotificationStatus.EXPIRED:
+            notification.status = _status_after_routing(created[notification.id], notification.decisions)
+        notification.routed_at = now
+        if notification.status != NotificationStatus.PROCESSING:
+            notification.completed_at = now
+    return deliveries
+
+
 def _route_one_guarded(notification: Notification, devices: list[Device], templates: dict, now,
-                       renders=None) -> list[Delivery]:
+                       dry_run: bool = False, renders=None) -> list[Delivery]:
     """_route_one, with an unexpected error recorded as this notification's failure: the batch's other
     notifications are routed, not rolled back with it and retried forever. A database error still
     raises: the transaction is lost then, and the whole batch is due again."""
     try:
-        return _route_one(notification, devices, templates, now, renders)
+        return _route_one(notification, devices, templates, now, dry_run=dry_run, renders=renders)
     except DatabaseError:
         raise
     except Exception as error:
@@ -152,7 +167,7 @@ def _route_one_guarded(notification: Notification, devices: list[Device], templa
 
 
 def _route_one(notification: Notification, devices: list[Device], templates: dict, now,
-               renders=None) -> list[Delivery]:
+               dry_run: bool = False, renders=None) -> list[Delivery]:
     notification.decisions = []
 
     if notification.expires_at and notification.expires_at <= now:
@@ -170,7 +185,7 @@ def _route_one(notification: Notification, devices: list[Device], templates: dic
     deliveries = []
     for channel_name in channel_names:
         created, decision = _route_channel(notification, channel_name, devices, templates, release_at, now,
-                                           renders=renders)
+                                           dry_run=dry_run, renders=renders)
         deliveries.extend(created)
         notification.decisions.append(decision)
     return deliveries
@@ -185,11 +200,12 @@ def _quiet_hours_release_at(notification: Notification, now):
 
 
 def _route_channel(notification: Notification, channel_name, devices: list[Device], templates: dict, release_at,
-                   now, digests: bool = True, renders=None) -> tuple[list[Delivery], dict]:
+                   now, digests: bool = True, dry_run: bool = False, renders=None) -> tuple[list[Delivery], dict]:
     """One channel of one notification, by the routing rules in order: its deliveries (unsaved) and its
     decision. The first routing and every later step (a fallback, an escalation) decide a channel here;
-    `digests=False` leaves out the digest (a later step is late already); `renders` (SharedRenders)
-    renders each template once for a batch that shares its data."""
+    `digests=False` leaves out the digest (a later step is late already). `dry_run`: the template is
+    chosen but not rendered (the deliveries have no content) and no metric is counted. `renders`
+    (SharedRenders) renders each template once for a batch that shares its data."""
     def decided(decision: str, reason: str = "", **extra) -> dict:
         return {"channel": str(channel_name), "decision": decision, "reason": reason, **extra}
 
@@ -199,7 +215,8 @@ def _route_channel(notification: Notification, channel_name, devices: list[Devic
     recipient, notification_type = notification.recipient, notification.type
     verdict = channel_verdict(recipient, notification_type, channel_name)
     if not verdict.allowed:
-        metrics.route_suppressed_count(channel_name, verdict.reason)
+        if not dry_run:
+            metrics.route_suppressed_count(channel_name, verdict.reason)
         return [], decided("suppressed", verdict.reason)
     targets, reason = channel.targets(recipient, devices)
     if not targets:
@@ -213,8 +230,11 @@ def _route_channel(notification: Notification, channel_name, devices: list[Devic
         return [], decided("digested", f"collected into a digest sent at the end of its {window} s window",
                            window=window)
     try:
-        render = renders.render if renders is not None else _render_alone
-        content = render(template, notification_type, notification.data, recipient, notification.id)
+        if dry_run:
+            content = {}
+        else:
+            render = renders.render if renders is not None else _render_alone
+            content = render(template, notification_type, notification.data, recipient, notification.id)
     except RenderError as error:
         return (render_failed_deliveries(notification, channel_name, targets, template, error, now),
                 decided("failed", str(error), targets=len(targets), template_version=template.version))
@@ -254,7 +274,7 @@ def _hold_until(notification: Notification, channel_name: str, quiet_release_at,
 
 
 def notifications_route_step(step: str, plans: list[tuple[Notification, str, str]], devices, templates: dict,
-                now) -> dict[object, list[Delivery]]:
+                now, dry_run: bool = False) -> dict[object, list[Delivery]]:
     """Route notifications on one more channel each, after their first routing: `plans` are
     (notification, channel, why). The channel is decided by the same rules as at first routing
     (_route_channel, then the rate limits), never digested; its decision is tagged `step`, and its reason
@@ -269,12 +289,12 @@ def notifications_route_step(step: str, plans: list[tuple[Notification, str, str
         else:
             deliveries, decision = _route_channel(notification, channel_name, devices[notification.recipient_id],
                                                   templates, _quiet_hours_release_at(notification, now), now,
-                                                  digests=False)
+                                                  digests=False, dry_run=dry_run)
         decision["step"] = step
         notification.decisions.append(decision)
         created[notification.id].extend(deliveries)
         decided.append((decision, why))
-    _apply_rate_limits(list({n.id: n for n, _, _ in plans}.values()), created, now)
+    _apply_rate_limits(list({n.id: n for n, _, _ in plans}.values()), created, now, dry_run=dry_run)
     for decision, why in decided:  # after the rate limits, which may replace a decision's reason
         decision["reason"] = why + (f"; {decision['reason']}" if decision["reason"] else "")
         decision["cause"] = why
@@ -282,7 +302,7 @@ def notifications_route_step(step: str, plans: list[tuple[Notification, str, str
 
 
 def _fallbacks_route(notifications: list[Notification], deliveries: dict, devices, templates: dict,
-                     now) -> list[Delivery]:
+                     now, dry_run: bool = False) -> list[Delivery]:
     """Route the next fallback channel of each notification whose deliveries so far reached no one, and
     the next again while a fallback reaches no one at routing (no target, opted out). `deliveries` maps
     each notification's id to its deliveries so far; the new ones are added. Returns the new ones."""
@@ -290,7 +310,7 @@ def _fallbacks_route(notifications: list[Notification], deliveries: dict, device
     due = [n for n in notifications if fallback_due(n, deliveries[n.id])]
     while due:  # each round decides one more fallback channel of each: it ends when none is left
         plans = [(n, fallback_next_channel(n), f"fallback: {fallback_reason(n, deliveries[n.id])}") for n in due]
-        step = notifications_route_step(FALLBACK, plans, devices, templates, now)
+        step = notifications_route_step(FALLBACK, plans, devices, templates, now, dry_run=dry_run)
         for notification in due:
             deliveries[notification.id] = [*deliveries[notification.id], *step[notification.id]]
             created.extend(step[notification.id])
@@ -348,9 +368,10 @@ def _wake_after_commit(deliveries: list[Delivery]) -> None:
     transaction.on_commit(lambda: [wake_deliver(channel, priority) for channel, priority in queues], robust=True)
 
 
-def _apply_rate_limits(notifications: list[Notification], created: dict, now) -> None:
+def _apply_rate_limits(notifications: list[Notification], created: dict, now, dry_run: bool = False) -> None:
     """Count each notification × channel about to be sent against the user's windows, in one Redis round
-    trip, and suppress or hold what is over a limit (the type's rate_limit_action decides)."""
+    trip, and suppress or hold what is over a limit (the type's rate_limit_action decides). `dry_run`:
+    the windows are read, not counted (rate_limits_peek), and no metric is counted."""
     groups = []  # (notification, channel, its deliveries, its decision)
     for notification in notifications:
         if notification.type.critical:
@@ -367,7 +388,7 @@ def _apply_rate_limits(notifications: list[Notification], created: dict, now) ->
         for n, channel, _, _ in groups
     ]
     try:
-        verdicts = rate_limits_check(checks, now)
+        verdicts = (rate_limits_peek if dry_run else rate_limits_check)(checks, now)
     except redis.RedisError as error:
         # Admit: limits protect users from too much, and holding every batch while Redis is away would
         # stop password resets with the marketing. The outage is in the log and in each decision.
@@ -379,9 +400,11 @@ def _apply_rate_limits(notifications: list[Notification], created: dict, now) ->
     for (notification, channel, deliveries, decision), verdict in zip(groups, verdicts):
         if not verdict.limited:
             continue
-        metrics.rate_limited_count(channel, "held" if verdict.hold_until else "suppressed")
+        if not dry_run:
+            metrics.rate_limited_count(channel, "held" if verdict.hold_until else "suppressed")
         if verdict.hold_until is None:
-            metrics.route_suppressed_count(channel, verdict.reason)
+            if not dry_run:
+                metrics.route_suppressed_count(channel, verdict.reason)
             decision.update(decision="suppressed", reason=verdict.reason)
             decision.pop("release_at", None)
             for delivery in deliveries:
