@@ -24,7 +24,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from notifier.campaigns.counts import counts_add, decisions_count
-from notifier.campaigns.segments import id_batch_size, segment_recipients, user_ids_recipient_ids
+from notifier.campaigns.segments import id_batch_size, segment_count, segment_recipients, user_ids_recipient_ids
 from notifier.models import Notification, Priority, Recipient
 from notifier.pipeline.route import notifications_decide
 
@@ -47,7 +47,7 @@ def campaign_dry_run(campaign, user_ids=None, now=None) -> dict:
         decided = len(recipient_ids)
     else:
         segment = segment_recipients(campaign)
-        targeted = segment.count()
+        targeted = segment_count(campaign)
         if targeted > limit:
             # A uniform sample of `limit` ids: PostgreSQL keeps the top `limit` of a random order in
             # memory (a bounded heap), never the segment; the sample is then read by id like any chunk.
