@@ -24,13 +24,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, Max, OuterRef
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from notifier import metrics
 from notifier.campaigns.counts import decisions_count
 from notifier.campaigns.stops import CANCELLED_KEPT
-from notifier.campaigns.segments import segment_recipients
+from notifier.campaigns.segments import segment_ids_after, segment_recipients
 from notifier.campaigns.windows import chunk_due_at, recipient_send_at
 from notifier.models import (
     DELIVERY_IN_FLIGHT_STATUSES,
@@ -182,9 +182,8 @@ def _chunk_next(campaign: Campaign, now) -> CampaignChunk | None:
     due_at = chunk_due_at(campaign.send_window, campaign.started_at, number, campaign.estimated_recipients, size)
     if due_at > now:
         return None
-    rest = segment_recipients(campaign).filter(id__gt=campaign.cursor)
-    last = list(rest.order_by("id").values_list("id", flat=True)[size - 1:size])
-    last_id = last[0] if last else rest.aggregate(last=Max("id"))["last"]
+    ids = segment_ids_after(campaign, campaign.cursor, size)
+    last_id = ids[-1] if ids else None
     if last_id is None:
         campaign.fanned_out_at = now
         campaign.save(update_fields=["fanned_out_at"])
@@ -222,8 +221,8 @@ def campaign_chunk_run(campaign_id, number: int) -> int:
             chunk.published_at = None
             chunk.save(update_fields=["published_at"])
             return 0
-        recipients = list(segment_recipients(campaign).filter(
-            id__gt=chunk.after_recipient_id, id__lte=chunk.last_recipient_id).order_by("id"))
+        recipients = list(segment_recipients(campaign, chunk.after_recipient_id, chunk.last_recipient_id)
+                          .order_by("id"))
         notifications = [_notification_of(campaign, recipient, now) for recipient in recipients]
         if notifications:
             notifications_route(notifications, new=True)

@@ -344,7 +344,7 @@ def published(monkeypatch):
     from notifier import tasks
 
     calls = []
-    monkeypatch.setattr(tasks.campaign_cancel_rest, "apply_async", lambda args, **options: calls.append(args))
+    monkeypatch.setattr(tasks.campaign_cancel_rest, "apply_async", lambda args, **options: calls.append(list(args)))
     return calls
 
 

@@ -1,15 +1,18 @@
 """Campaigns with real workers: a campaign drains through the campaign worker group, pauses within 2 s
 and resumes where it stopped, sending nothing twice."""
+import os
 import time
 from collections import Counter
 
 import pytest
 from django.utils import timezone
 
+import celeryconfig
+
 from notifier.campaigns import fanout
 from notifier.models import Campaign, CampaignStatus, Delivery, Device, InboxItem, Recipient
 from tests.campaigns.conftest import make_campaign
-from tests.conftest import make_order_type
+from tests.conftest import make_order_type, make_reachable_user
 from tests.e2e.conftest import wait_until
 from tests.support import scripted_provider
 
@@ -75,3 +78,39 @@ def test_a_pause_stops_new_sends_within_two_seconds_and_a_resume_sends_the_rest_
     wait_until(lambda: Campaign.objects.get(id=campaign.id).status == CampaignStatus.COMPLETED, timeout=90)
     tokens = Counter(sent_tokens())
     assert len(tokens) == 300 and set(tokens.values()) == {1}  # every device once, none twice
+
+
+HIGH_QUEUES = celeryconfig.WORKER_GROUPS["high"]
+
+
+def test_high_priority_reaches_its_provider_in_under_a_second_while_a_big_campaign_drains(
+        producer, api, order_type, start_worker, start_beat):
+    size = int(os.environ.get("NOTIFIER_E2E_CAMPAIGN_RECIPIENTS", "100000"))
+    notification_type = make_order_type("sale_inbox_big", channels=("in_app",), category="marketing",
+                                        default_priority="low")
+    Recipient.objects.bulk_create([Recipient(user_id=f"fan{i}", marketing_opt_in=True) for i in range(size)],
+                                  batch_size=5000)
+    make_reachable_user("vip", devices=[("android", "vip-token")])
+    start_worker(queues=HIGH_QUEUES, concurrency=1, NOTIFIER_PUSH_PROVIDERS="tests.support.scripted_provider")
+    start_worker(queues=CAMPAIGN_QUEUES, concurrency=2)
+    start_beat()
+    campaign = started(producer, notification_type)
+    wait_until(lambda: InboxItem.objects.count() >= 2000, timeout=120)  # the campaign is draining
+
+    accepted = {}
+    for _ in range(50):
+        response = api.post("/api/v1/notifications", {
+            "type": "order_shipped", "recipients": [{"user_id": "vip"}], "data": {"order_id": "1"},
+            "channels": ["push"], "priority": "high"}, format="json")
+        assert response.status_code == 202, response.content
+        accepted[response.json()["notifications"][0]["id"]] = time.time()
+        time.sleep(0.2)
+    wait_until(lambda: len(scripted_provider.sent()) == 50, timeout=60)
+
+    assert InboxItem.objects.count() < size  # measured while the campaign was still draining
+    by_notification = dict(Delivery.objects.filter(notification_id__in=accepted).values_list("id", "notification_id"))
+    latencies = sorted(s["at"] - accepted[str(by_notification[s["delivery_id"]])] for s in scripted_provider.sent())
+    p99 = latencies[int(0.99 * len(latencies))]
+    assert p99 < 1.0, f"p99 {p99:.3f} s; slowest {latencies[-5:]}"
+    wait_until(lambda: Campaign.objects.get(id=campaign.id).status == CampaignStatus.COMPLETED, timeout=600)
+    assert InboxItem.objects.filter(recipient__user_id__startswith="fan").count() == size

@@ -63,7 +63,7 @@ class ScriptedProvider(Provider):
         if kind == "die":
             raise WorkerDied(message.to)
         _redis().rpush(SENT_KEY, json.dumps({"to": message.to, "delivery_id": message.delivery_id,
-                                             "title": message.title, "body": message.body}))
+                                             "title": message.title, "body": message.body, "at": time.time()}))
         return SendResult(provider_message_id=outcome.get("provider_message_id", f"scripted-{message.delivery_id}"))
 
 

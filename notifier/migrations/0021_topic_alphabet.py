@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('notifier', '0019_campaigns'),
+        ('notifier', '0020_campaign_request_hash'),
     ]
 
     operations = [
