@@ -241,7 +241,7 @@ NOTIFIER_CAMPAIGN_MAX_QUEUED_DELIVERIES = int(os.environ.get("NOTIFIER_CAMPAIGN_
 NOTIFIER_CAMPAIGN_SHED_BACKLOG = int(os.environ.get("NOTIFIER_CAMPAIGN_SHED_BACKLOG", "5000"))
 # A dry run decides every recipient of segments up to this size; a larger one is estimated from a
 # random sample of this many (its answer says "sampled").
-NOTIFIER_CAMPAIGN_DRY_RUN_EXACT_LIMIT = int(os.environ.get("NOTIFIER_CAMPAIGN_DRY_RUN_EXACT_LIMIT", "100000"))
+NOTIFIER_CAMPAIGN_DRY_RUN_EXACT_LIMIT = int(os.environ.get("NOTIFIER_CAMPAIGN_DRY_RUN_EXACT_LIMIT", "10000"))
 # Low-priority deliveries (campaigns, bulk) are claimed in larger batches: SendGrid takes 1,000
 # personalizations per request, and one message then wakes a worker for 1,000 sends.
 NOTIFIER_DELIVER_BATCH_SIZE_LOW = int(os.environ.get("NOTIFIER_DELIVER_BATCH_SIZE_LOW", "1000"))

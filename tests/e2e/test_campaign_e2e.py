@@ -5,11 +5,11 @@ import time
 from collections import Counter
 
 import pytest
-from django.utils import timezone
 
 import celeryconfig
 
 from notifier.campaigns import fanout
+from notifier.campaigns.service import campaign_cancel, campaign_pause, campaign_resume
 from notifier.models import Campaign, CampaignStatus, Delivery, Device, InboxItem, Recipient
 from tests.campaigns.conftest import make_campaign
 from tests.conftest import make_order_type, make_reachable_user
@@ -67,17 +67,43 @@ def test_a_pause_stops_new_sends_within_two_seconds_and_a_resume_sends_the_rest_
     campaign = started(producer, notification_type)
     wait_until(lambda: len(sent_tokens()) >= 30, timeout=60)
 
-    Campaign.objects.filter(id=campaign.id).update(status=CampaignStatus.PAUSED, paused_at=timezone.now())
+    campaign_pause(campaign)
     time.sleep(2)
     after_two_seconds = len(sent_tokens())
     time.sleep(3)
 
     assert len(sent_tokens()) == after_two_seconds < 300  # nothing new started once the pause took effect
-    Campaign.objects.filter(id=campaign.id).update(status=CampaignStatus.RUNNING)
-    fanout.campaign_kick(campaign.id)
+    campaign_resume(campaign)
     wait_until(lambda: Campaign.objects.get(id=campaign.id).status == CampaignStatus.COMPLETED, timeout=90)
     tokens = Counter(sent_tokens())
     assert len(tokens) == 300 and set(tokens.values()) == {1}  # every device once, none twice
+
+
+
+def test_a_cancel_mid_flight_sends_nothing_more_and_cancels_every_delivery_not_sent(
+        producer, start_worker, start_beat):
+    notification_type = make_order_type("sale_push_cancel", channels=("push",), category="marketing",
+                                        default_priority="low")
+    push_audience(300)
+    for i in range(300):
+        scripted_provider.script(f"token-u{i}", {"kind": "sleep", "seconds": 0.02})
+    start_worker(queues=CAMPAIGN_QUEUES, concurrency=2, NOTIFIER_PUSH_PROVIDERS="tests.support.scripted_provider",
+                 NOTIFIER_DELIVER_BATCH_SIZE_LOW=10, NOTIFIER_CAMPAIGN_CHUNK_SIZE=100)
+    start_beat()
+    campaign = started(producer, notification_type)
+    wait_until(lambda: len(sent_tokens()) >= 30, timeout=60)
+
+    campaign_cancel(campaign)
+    time.sleep(2)
+    after_two_seconds = len(sent_tokens())
+    wait_until(lambda: not Delivery.objects.filter(campaign=campaign, status__in=("queued", "held")).exists(),
+               timeout=60)
+
+    assert len(sent_tokens()) == after_two_seconds < 300
+    assert set(Counter(sent_tokens()).values()) == {1}
+    statuses = Counter(Delivery.objects.filter(campaign=campaign).values_list("status", flat=True))
+    assert statuses["sent"] == after_two_seconds and set(statuses) <= {"sent", "cancelled"}
+    assert Campaign.objects.get(id=campaign.id).status == CampaignStatus.CANCELLED
 
 
 HIGH_QUEUES = celeryconfig.WORKER_GROUPS["high"]
