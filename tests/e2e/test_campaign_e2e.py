@@ -116,7 +116,8 @@ def test_high_priority_reaches_its_provider_in_under_a_second_while_a_big_campai
                                         default_priority="low")
     Recipient.objects.bulk_create([Recipient(user_id=f"fan{i}", marketing_opt_in=True) for i in range(size)],
                                   batch_size=5000)
-    make_reachable_user("vip", devices=[("android", "vip-token")])
+    for i in range(50):  # one send each: 50 to one user would meet the per-user push rate limit
+        make_reachable_user(f"vip{i}", devices=[("android", f"vip-token-{i}")])
     start_worker(queues=HIGH_QUEUES, concurrency=1, NOTIFIER_PUSH_PROVIDERS="tests.support.scripted_provider")
     start_worker(queues=CAMPAIGN_QUEUES, concurrency=2)
     start_beat()
@@ -124,9 +125,9 @@ def test_high_priority_reaches_its_provider_in_under_a_second_while_a_big_campai
     wait_until(lambda: InboxItem.objects.count() >= 2000, timeout=120)  # the campaign is draining
 
     accepted = {}
-    for _ in range(50):
+    for i in range(50):
         response = api.post("/api/v1/notifications", {
-            "type": "order_shipped", "recipients": [{"user_id": "vip"}], "data": {"order_id": "1"},
+            "type": "order_shipped", "recipients": [{"user_id": f"vip{i}"}], "data": {"order_id": "1"},
             "channels": ["push"], "priority": "high"}, format="json")
         assert response.status_code == 202, response.content
         accepted[response.json()["notifications"][0]["id"]] = time.time()
