@@ -20,7 +20,7 @@ from django.utils import timezone
 from notifier.providers.base import Message, PermanentError, ProviderError, RateLimited, SendDeferred, SendResult
 from notifier.providers.circuit import circuit_admit, circuit_record, iso_time
 from notifier.providers.registry import providers_for
-from notifier.providers.send_rate import send_tokens_take
+from notifier.providers.send_rate import send_rate_limit, send_tokens_take
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,10 @@ class ProviderChannel(Channel):
     Each delivery has a chain of providers, first choice first (email: SendGrid, then SMTP). A transient
     or rate-limited failure moves the delivery to the next provider in the same attempt; a permanent
     error does not (an invalid address is invalid everywhere). Deliveries are sent in one batch per
-    provider, handed over a group at a time (Provider.group_size): before each group the provider's
-    circuit (providers/circuit.py) and send rate (providers/send_rate.py) are asked, one Redis round trip
-    each. While the circuit is open, the deliveries go to the next provider at once, without waiting for a
+    provider, handed over a group at a time (Provider.group_size_for: what one call keeps in flight, or
+    one SendGrid batch of up to 1,000 low-priority emails): before each group the provider's circuit
+    (providers/circuit.py) and send rate (providers/send_rate.py) are asked, one Redis round trip each, and
+    the group takes one send token per message. While the circuit is open, the deliveries go to the next provider at once, without waiting for a
     timeout; with none left they are deferred (SendDeferred) until the circuit may close, which is no
     attempt. Over the send rate, a group waits for its tokens (a second at most) or is deferred likewise.
     """
@@ -109,8 +110,11 @@ def send_guarded(provider, messages: list[Message]) -> Iterator[tuple[int, SendR
                 yield rest, deferred
             return
         probe = admission.verdict == "probe"
-        wanted = 1 if probe else min(provider.group_size, len(messages) - position)
-        granted, wait = send_tokens_wait(provider.name, wanted)
+        size = provider.group_size_for(messages[position])
+        wanted = 1 if probe else min(size, len(messages) - position)
+        # A group larger than the provider's usual one is a batch, one request: it waits (a second at most)
+        # for all its tokens rather than going out as a sliver of itself now.
+        granted, wait = send_tokens_wait(provider.name, wanted, whole=size > provider.group_size)
         if not granted:
             until = timezone.now() + timedelta(seconds=wait)
             deferred = SendDeferred(f"{provider.name} over its send rate: not sent, waiting {wait:.1f} s",
@@ -120,26 +124,44 @@ def send_guarded(provider, messages: list[Message]) -> Iterator[tuple[int, SendR
                 yield rest, deferred
             return
         group = messages[position:position + granted]
-        succeeded, trailing_failures = False, 0
+        succeeded, trailing_failures, last_failure = False, 0, None
         for offset, outcome in provider.send_as_completed(group):
             if isinstance(outcome, (SendResult, PermanentError)):  # an answer: the provider is up
                 succeeded, trailing_failures = True, 0
-            elif not isinstance(outcome, RateLimited):  # a 429 is no outage
+            elif not isinstance(outcome, RateLimited) and outcome is not last_failure:  # a 429 is no outage
+                # The messages of one failed request (a SendGrid batch) share its error: one failure.
                 trailing_failures += 1
+                last_failure = outcome
             yield position + offset, outcome
         if probe or trailing_failures or admission.failures:
             circuit_record(provider.name, succeeded=succeeded, trailing_failures=trailing_failures, probe=probe)
         position += granted
 
 
-def send_tokens_wait(provider: str, wanted: int) -> tuple[int, float]:
+def send_tokens_wait(provider: str, wanted: int, whole: bool = False) -> tuple[int, float]:
     """Take up to `wanted` send tokens, sleeping for them while the next is due within
-    MAX_SEND_RATE_SLEEP_SECONDS: (granted, 0) or, when none could be had that soon, (0, seconds to wait)."""
+    MAX_SEND_RATE_SLEEP_SECONDS: (granted, 0) or, when none could be had that soon, (0, seconds to wait).
+
+    `whole` (a batch): rather than the few tokens there are now, take all `wanted`, or a second's worth of
+    the rate when that is fewer (the bucket's burst), sleeping for the rest, MAX_SEND_RATE_SLEEP_SECONDS
+    at most: then as many as it has."""
+    rate = send_rate_limit(provider)
+    if whole and rate:
+        wanted = min(wanted, max(1, int(rate)))
+    deadline = time.monotonic() + MAX_SEND_RATE_SLEEP_SECONDS
+    granted = 0
     while True:
-        granted, wait = send_tokens_take(provider, wanted)
-        if granted or wait > MAX_SEND_RATE_SLEEP_SECONDS:
-            return granted, wait
-        time.sleep(wait)
+        taken, wait = send_tokens_take(provider, wanted - granted)
+        granted += taken
+        if granted == wanted or (granted and not whole):
+            return granted, 0.0
+        if not granted and wait > MAX_SEND_RATE_SLEEP_SECONDS:
+            return 0, wait
+        if whole and rate:
+            wait = max(wait, (wanted - granted) / rate)  # the rest at once, not a token per round trip
+            if granted and time.monotonic() + wait > deadline:
+                return granted, 0.0
+        time.sleep(min(wait, max(0.0, deadline - time.monotonic())) if granted else wait)
 
 
 def message_from_delivery(delivery) -> Message:

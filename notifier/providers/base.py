@@ -9,7 +9,8 @@ record an SMS opt-out).
     send_as_completed(messages) -> yields (index, SendResult or ProviderError) for each message as its send
         completes, in any order: the delivery service records outcomes while the rest are still being sent
     send_batch(messages) -> one SendResult or ProviderError per message, in the same order
-    group_size -> how many messages the channel hands to one send_as_completed call at most
+    group_size_for(message) -> how many messages, from this one on, the channel hands to one
+        send_as_completed call at most (group_size unless the adapter batches some messages)
 """
 from __future__ import annotations
 
@@ -127,6 +128,12 @@ class Provider:
         """How many messages the channel hands over in one call, between two looks at the provider's
         circuit and send rate: what one call keeps in flight."""
         return self.batch_concurrency
+
+    def group_size_for(self, message: Message) -> int:
+        """group_size, for a group that starts with `message`. An adapter that sends some messages in one
+        request (SendGrid's low-priority batches) answers its batch size for those: the group is then one
+        request, and takes its send tokens and its look at the circuit once."""
+        return self.group_size
 
     def send(self, message: Message) -> SendResult:
         raise NotImplementedError
