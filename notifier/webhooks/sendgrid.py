@@ -14,7 +14,7 @@ retry of a batch it thinks failed is a 200 that changes nothing.
 
 An event finds its delivery by the `delivery_id` custom arg the adapter sends (SendGrid echoes custom args
 as top-level keys of each event), else by the X-Message-Id the send got back, which is `sg_message_id` up
-to its first ".".
+to its first "." (for a batch, shared by up to 1,000 deliveries: the one sent to the event's `email`).
 
     delivered                     the delivery becomes delivered
     open                          opened (Apple Mail Privacy Protection opens count: sg_machine_open)
@@ -188,6 +188,7 @@ class _Target:
     recipient_id: int
     type_key: str
     category: str
+    provider_message_id: str = ""
 
 
 class PostReplayed(Exception):
@@ -281,29 +282,40 @@ def _message_id(event: dict) -> str:
 
 def _targets_find(events: list[dict]) -> dict[int, _Target]:
     """The delivery of each event (by id(event)) that has one: by our delivery_id custom arg, else by the
-    message id. One query."""
+    message id and, for a batch (up to 1,000 deliveries share its X-Message-Id), the event's address. One
+    query; a second only for events whose delivery id is missing or unknown, so that the deliveries of every
+    batch an event names are not read for events that name their own."""
+    found: dict[int, _Target] = {}
     ids = {d for e in events if (d := _delivery_id(e))}
-    message_ids = {m for e in events if (m := _message_id(e))}
-    if not ids and not message_ids:
-        return {}
-    rows = (Delivery.objects.filter(Q(id__in=ids) | Q(provider="sendgrid", provider_message_id__in=message_ids),
-                                    channel="email")
+    if ids:
+        by_id = {target.delivery_id: target for target in _targets_of(Q(id__in=ids))}
+        for event in events:
+            target = by_id.get(_delivery_id(event))
+            if target is not None:
+                found[id(event)] = target
+    unmatched = [e for e in events if id(e) not in found and _message_id(e)]
+    if not unmatched:
+        return found
+    by_message_id: dict[str, list[_Target]] = {}
+    for target in _targets_of(Q(provider="sendgrid", provider_message_id__in={_message_id(e) for e in unmatched})):
+        by_message_id.setdefault(target.provider_message_id, []).append(target)
+    for event in unmatched:
+        candidates = by_message_id.get(_message_id(event), [])
+        if len(candidates) > 1:  # a batch: the one sent to this event's address
+            address = str(event.get("email") or "").lower()
+            candidates = [target for target in candidates if target.address.lower() == address]
+        if len(candidates) == 1:
+            found[id(event)] = candidates[0]
+    return found
+
+
+def _targets_of(condition: Q) -> list[_Target]:
+    rows = (Delivery.objects.filter(condition, channel="email")
             .select_related("notification__type")
             .only("id", "target", "provider_message_id", "notification__recipient", "notification__type__key",
                   "notification__type__category"))
-    by_id, by_message_id = {}, {}
-    for row in rows:
-        target = _Target(row.id, row.target, row.notification, row.notification.recipient_id,
-                         row.notification.type.key, row.notification.type.category)
-        by_id[row.id] = target
-        if row.provider_message_id:
-            by_message_id[row.provider_message_id] = target
-    found = {}
-    for event in events:
-        target = by_id.get(_delivery_id(event)) or by_message_id.get(_message_id(event))
-        if target is not None:
-            found[id(event)] = target
-    return found
+    return [_Target(row.id, row.target, row.notification, row.notification.recipient_id, row.notification.type.key,
+                    row.notification.type.category, row.provider_message_id) for row in rows]
 
 
 def _event_time(event: dict) -> datetime | None:
