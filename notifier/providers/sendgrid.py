@@ -38,10 +38,10 @@ Errors (https://www.twilio.com/docs/sendgrid/api-reference/how-to-use-the-sendgr
 
 A batch is answered as a whole, and its messages get the same kinds, with one exception: SendGrid refuses
 the whole request (400) for one bad personalization, and 999 good messages must not fail with it. So:
-    400 naming personalizations.N.to (an invalid address)  that message: PermanentError (target_gone as
-                                                           above); the others are sent again as a batch
-                                                           (up to MAX_ISOLATION_ROUNDS times)
-    400 naming another field of personalizations.N         that message is sent on its own, which gives
+    400 naming personalizations.N.to as invalid            that message: PermanentError(target_gone=True);
+                                                           the others are sent again as a batch (up to
+                                                           MAX_ISOLATION_ROUNDS times)
+    400 about anything else of personalizations.N          that message is sent on its own, which gives
                                                            its own answer; the others again as a batch
     400 naming no personalization, 413                     every message is sent on its own
     401, 403 and other 4xx                                 PermanentError for all
@@ -356,8 +356,9 @@ class SendGridProvider(Provider):
         alone.extend(index for index, _ in members)
 
     def _refused_members_taken_out(self, messages, members: list, error: HTTPError, alone: list[int]):
-        """A 400 or 413 for a batch: yields a PermanentError for each member whose address SendGrid
-        refused, moves to `alone` those refused for another field of their personalization, and returns the
+        """A 400 or 413 for a batch: yields a PermanentError for each member whose address SendGrid says
+        is invalid, moves to `alone` those refused for anything else about their personalization (a single
+        send gives them its own answer), and returns the
         members to send again as a batch: none when an error names no personalization (each message is
         then sent on its own, to get its own answer)."""
         errors = _error_list(error.body)
@@ -372,9 +373,9 @@ class SendGridProvider(Provider):
             named.setdefault(int(match.group(1)), []).append(item)
         for position, refusals in sorted(named.items()):
             index = members[position][0]
-            if any(RECIPIENT_FIELD.match(item.get("field") or "") for item in refusals):
+            if any(_names_invalid_recipient(item) for item in refusals):
                 yield index, PermanentError(f"SendGrid refused the message: {_error_text(refusals, 400)}", code="400",
-                                            target_gone=any(_names_invalid_recipient(item) for item in refusals))
+                                            target_gone=True)
                 logger.warning("SendGrid: 400 for %s (delivery %s) in a batch: %s", messages[index].to,
                                messages[index].delivery_id, _error_text(refusals, 400))
             else:
