@@ -327,6 +327,11 @@ NOTIFIER_CHANNEL_PROVIDERS = {
 # sending provider. Without it every event post is refused (403).
 if os.environ.get("SENDGRID_WEBHOOK_PUBLIC_KEY"):
     NOTIFIER_PROVIDER_CONFIG["sendgrid"]["webhook_public_key"] = os.environ["SENDGRID_WEBHOOK_PUBLIC_KEY"]
+# Low-priority email (campaigns) goes to SendGrid in batches of up to this many personalizations per request
+# (notifier/providers/sendgrid.py; SendGrid takes 1,000 at most); 1 sends each on its own. Like the key above,
+# added after the providers are chosen.
+if os.environ.get("SENDGRID_BATCH_SIZE"):
+    NOTIFIER_PROVIDER_CONFIG["sendgrid"]["batch_size"] = int(os.environ["SENDGRID_BATCH_SIZE"])
 # Event ids a provider webhook already delivered are kept this long to drop repeats (SendGrid retries a
 # batch for up to 24 hours); the sweeper deletes older ones.
 NOTIFIER_WEBHOOK_EVENT_RETENTION_DAYS = int(os.environ.get("NOTIFIER_WEBHOOK_EVENT_RETENTION_DAYS", "3"))
