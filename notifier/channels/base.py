@@ -49,9 +49,9 @@ class ProviderChannel(Channel):
     provider, handed over a group at a time (Provider.group_size_for: what one call keeps in flight, or
     one SendGrid batch of up to 1,000 low-priority emails): before each group the provider's circuit
     (providers/circuit.py) and send rate (providers/send_rate.py) are asked, one Redis round trip each, and
-    the group takes one send token per message. While the circuit is open, the deliveries go to the next provider at once, without waiting for a
-    timeout; with none left they are deferred (SendDeferred) until the circuit may close, which is no
-    attempt. Over the send rate, a group waits for its tokens (a second at most) or is deferred likewise.
+    the group takes one send token per message. While the circuit is open, the deliveries go to the next
+    provider at once, without waiting for a timeout; with none left they are deferred (SendDeferred) until
+    the circuit may close, which is no attempt. Over the send rate, a group waits for its tokens (a second at most) or is deferred likewise.
     """
 
     def providers_chain(self, delivery) -> list:

@@ -282,7 +282,8 @@ class SendGridProvider(Provider):
             address = personalization["to"][0]["email"].lower()
             size = len(json.dumps(personalization)) + 2
             for batch, seen in zip(requests, addresses):
-                if len(batch.members) < self.batch_size and address not in seen and batch.size + size <= MAX_REQUEST_BYTES:
+                fits = len(batch.members) < self.batch_size and batch.size + size <= MAX_REQUEST_BYTES
+                if fits and address not in seen:
                     break
             else:
                 batch, seen = _Batch(skeletons, nonce), set()

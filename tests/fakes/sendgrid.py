@@ -24,6 +24,7 @@ personalization's, which win), so a test reads what each recipient receives:
     [mail] = fake.accepted_for(delivery_id)
     mail.subject, mail.text, mail.html, mail.headers["List-Unsubscribe"], mail.message_id
     len(fake.requests)                          # requests received, batches counting once
+    fake.accepted_per_delivery()                # Counter: delivery id → times accepted (2 is a duplicate)
 
     fake = FakeSendGrid(api_key="SG.test")      # then start() or `with fake:`
     fake.set_outcome("gone@example.com", status=400)
@@ -188,6 +189,11 @@ class FakeSendGrid(FakeHTTPServer):
                 if delivery_id is not None:
                     calls[delivery_id] += 1
         return calls
+
+    def accepted_per_delivery(self) -> Counter:
+        """How many times each delivery was accepted (answered 202): more than once is a duplicate a
+        recipient received, whatever requests SendGrid refused on the way."""
+        return Counter(mail.custom_args.get("delivery_id") for mail in self.accepted)
 
     @property
     def accepted(self) -> list[AcceptedMail]:

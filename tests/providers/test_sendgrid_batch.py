@@ -194,6 +194,9 @@ def test_a_personalization_with_an_invalid_address_fails_alone_and_the_rest_go_o
     assert "Does not contain a valid address." in str(results[12])
     assert all(isinstance(r, SendResult) for i, r in enumerate(results) if i != 12)
     assert fake.accepted_for(13) == []
+    assert fake.calls_per_delivery()["1"] == 2  # in the refused request and in the one sent again
+    accepted = fake.accepted_per_delivery()
+    assert "13" not in accepted and set(accepted.values()) == {1} and len(accepted) == 999
     for message in messages[:12] + messages[13:]:
         received_as_sent(fake, message)
 
