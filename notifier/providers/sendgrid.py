@@ -173,13 +173,19 @@ class SendGridProvider(Provider):
         batchable = [index for index, message in enumerate(messages) if self._batchable(message)]
         batchable_set = set(batchable)
         alone = [index for index in range(len(messages)) if index not in batchable_set]
+        batches = []
         if len(batchable) > 1:
-            batches, unbatched = self._batches_plan(messages, batchable)
+            try:
+                batches, unbatched = self._batches_plan(messages, batchable)
+            except Exception:  # a bug in planning must not stop the sends: they go the usual way
+                logger.exception("SendGrid: could not plan batches for %d emails; sending each on its own",
+                                 len(batchable))
+                unbatched = batchable
             alone.extend(unbatched)
-            for batch in batches:
-                yield from self._batch_send(messages, batch, alone)
         else:
             alone.extend(batchable)
+        for batch in batches:
+            yield from self._batch_send(messages, batch, alone)
         alone.sort()
         for offset, outcome in super().send_as_completed([messages[index] for index in alone]):
             yield alone[offset], outcome
@@ -349,6 +355,12 @@ class SendGridProvider(Provider):
                 for index, _ in members:
                     yield index, failure
                 return
+            except Exception as error:  # an SDK bug or an unexpected answer: retry rather than lose them
+                logger.exception("SendGrid: unexpected error for a batch of %d", len(members))
+                failure = TransientError(f"{type(error).__name__}: {error}", code="unexpected")
+                for index, _ in members:
+                    yield index, failure
+                return
             result = SendResult(provider_message_id=_message_id(response))
             logger.info("SendGrid: sent a batch of %d emails (message %s)", len(members), result.provider_message_id)
             for index, _ in members:
@@ -359,11 +371,13 @@ class SendGridProvider(Provider):
     def _refused_members_taken_out(self, messages, members: list, error: HTTPError, alone: list[int]):
         """A 400 or 413 for a batch: yields a PermanentError for each member whose address SendGrid says
         is invalid, moves to `alone` those refused for anything else about their personalization (a single
-        send gives them its own answer), and returns the
-        members to send again as a batch: none when an error names no personalization (each message is
-        then sent on its own, to get its own answer)."""
+        send gives them its own answer), and returns the members to send again as a batch: none when an
+        error names no personalization, or the answer lists none (each message is then sent on its own, to
+        get its own answer)."""
         errors = _error_list(error.body)
         named: dict[int, list[dict]] = {}
+        if not errors:
+            errors = [{"message": f"HTTP {error.status_code} without SendGrid's error list", "field": None}]
         for item in errors:
             match = PERSONALIZATION_FIELD.match(item.get("field") or "")
             if match is None or int(match.group(1)) >= len(members):

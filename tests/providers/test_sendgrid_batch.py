@@ -226,6 +226,17 @@ def test_a_refusal_about_no_one_personalization_sends_each_message_on_its_own(fa
     assert all(isinstance(r, SendResult) for i, r in enumerate(results) if i != 2)
 
 
+def test_a_refusal_without_sendgrids_error_list_sends_each_message_on_its_own(fake, provider):
+    fake.set_outcome("user2@example.com", status=400, body="Bad Request")
+    messages = [campaign_email(n) for n in range(1, 4)]
+
+    results = provider.send_batch(messages)
+
+    assert [len(r.body["personalizations"]) for r in fake.requests] == [3, 1, 1, 1]
+    assert isinstance(results[1], PermanentError)
+    assert isinstance(results[0], SendResult) and isinstance(results[2], SendResult)
+
+
 def test_an_email_whose_substitutions_would_be_too_big_is_sent_on_its_own_the_usual_way(fake, provider):
     messages = [campaign_email(n) for n in range(1, 6)]
     own_block = "".join(f"<p>Only for you, line {k}: {secrets.token_hex(40)}</p>" for k in range(120))  # ~13 KB
