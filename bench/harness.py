@@ -46,7 +46,7 @@ PROVIDERS = ("apns", "fcm", "sendgrid", "twilio")
 # With DEBUG off the settings need a real key: one per bench run, the same in every process it starts.
 SECRET_KEY = os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50)
 DATA_TABLES = ["notifier_delivery", "notifier_inboxitem", "notifier_notification", "notifier_idempotencykey",
-               "notifier_sandboxmessage"]
+               "notifier_sandboxmessage", "notifier_campaignchunk", "notifier_campaignmember", "notifier_campaign"]
 
 
 def free_port() -> int:
@@ -243,6 +243,62 @@ def workers_start(env: dict, prefix: str = "worker") -> list[Process]:
     return [process.wait_ready() for process in started]  # started together, waited for together
 
 
+def worker_groups() -> dict[str, list[str]]:
+    """celeryconfig.WORKER_GROUPS of this checkout, read when the bench runs (groups come and go)."""
+    import importlib
+
+    import celeryconfig
+
+    return dict(importlib.reload(celeryconfig).WORKER_GROUPS)
+
+
+def worker_group_commands(include: str = "") -> list[dict]:
+    """One command per group of celeryconfig.WORKER_GROUPS, as `make run` starts it: the Procfile's
+    `worker_<group>` line (its concurrency and options) consuming the group's queues. A group without a
+    Procfile line gets concurrency 1, and says so in `note`. `include` adds `--include <modules>` (the
+    bench's measuring hooks, bench/probes.py)."""
+    lines = procfile()
+    commands = []
+    for group, queues in worker_groups().items():
+        line = lines.get(f"worker_{group}")
+        note = ""
+        if line:
+            args = shlex.split(line)
+            if "--queues" in args:
+                args[args.index("--queues") + 1] = ",".join(queues)
+            else:
+                args += ["--queues", ",".join(queues)]
+        else:
+            args = ["celery", "-A", "notifier_project", "worker", "--queues", ",".join(queues), "--concurrency",
+                    "1", "--hostname", f"{group}@%h", "--loglevel", "INFO"]
+            note = "no Procfile line: concurrency 1"
+        args[0] = str(BIN / args[0])
+        args = [a.replace("@%h", "-bench@%h") for a in args]
+        if include:
+            args += ["--include", include]
+        concurrency = int(args[args.index("--concurrency") + 1]) if "--concurrency" in args else os.cpu_count()
+        commands.append({"group": group, "queues": list(queues), "args": args, "concurrency": concurrency,
+                         "note": note})
+    return commands
+
+
+def worker_groups_start(env: dict, include: str = "") -> list[Process]:
+    """Every group of celeryconfig.WORKER_GROUPS (worker_group_commands), started together."""
+    started = []
+    for command in worker_group_commands(include):
+        process = Process(f"worker-{command['group']}", command["args"], env, ready=_log_contains("ready."),
+                          timeout=90, wait=False)
+        process.group, process.queues, process.concurrency = command["group"], command["queues"], command["concurrency"]
+        process.note = command["note"]
+        started.append(process)
+    try:
+        return [process.wait_ready() for process in started]
+    except Exception:
+        for process in started:
+            process.stop()
+        raise
+
+
 def beat_start(env: dict) -> Process:
     LOGS.mkdir(parents=True, exist_ok=True)
     return Process("beat", [str(BIN / "celery"), "-A", "notifier_project", "beat", "--schedule",
@@ -280,8 +336,17 @@ class Fakes:
         return {p: requests.get(i["control"] + "/arrivals", timeout=60).json()["arrivals"] for p, i in self.info.items()}
 
     def summary(self, provider: str) -> dict:
-        """{"requests": how many so far, "last_at": when the last one arrived}."""
+        """{"requests": how many so far, "messages": targets in them (a batch counts each), "first_at",
+        "last_at": when the first and last one arrived}."""
         return requests.get(self.info[provider]["control"] + "/summary", timeout=60).json()
+
+    def targets(self, provider: str, prefix: str = "", listed: bool = False) -> dict:
+        """Messages per target (an email address, a device token, a number) starting with `prefix`:
+        {"targets": messages, "distinct": targets, "duplicated": targets with more than one, "examples",
+        "requests", "first_at", "last_at"} (bench/fakes.py Ledger), and with `listed` {"counts": {target:
+        messages}}. A batch of 1,000 personalizations is 1,000 messages."""
+        params = {"prefix": prefix, **({"list": "1"} if listed else {})}
+        return requests.get(self.info[provider]["control"] + "/targets", params=params, timeout=300).json()
 
     def stop(self) -> None:
         for popen in self.processes:

@@ -2,7 +2,7 @@
 
 A row is one measured figure of one system:
     {"scenario", "figure", "system": "notifier" | "naive" | <peer>, "value", "unit",
-     "op", "goal" (the target, e.g. ">=", 1500), "key" (rows of other systems with the same key are compared),
+     "op", "goal" (the target, e.g. ">=", 1500; op is ">=", "<=" or "<"), "key" (rows of other systems with the same key are compared),
      "setup" (conditions, in words), "hottest" (py-spy's hottest functions), "status" ("measured" |
      "skipped: …" | "not runnable: …"), "raw"}
 Ratios are "how many times better notifier is": its value over the other's for rates, the other's over its
@@ -30,7 +30,7 @@ def _met(r) -> str:
         return ""
     if r["value"] is None:
         return "no"
-    ok = r["value"] >= r["goal"] if r["op"] == ">=" else r["value"] < r["goal"]
+    ok = {">=": r["value"] >= r["goal"], "<=": r["value"] <= r["goal"]}.get(r["op"], r["value"] < r["goal"])
     return "yes" if ok else "**no**"
 
 
@@ -77,7 +77,7 @@ def render(state: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        target = f"{r['op'].replace('>=', '≥')} {fmt(r['goal'], r['unit'])}" if r["op"] else ""
+        target = f"{r['op'].replace('>=', '≥').replace('<=', '≤')} {fmt(r['goal'], r['unit'])}" if r["op"] else ""
         measured = fmt(r["value"], r["unit"]) if r["status"] == "measured" else r["status"]
         ratios = ["", "", ""]
         if r["system"] == "notifier":
