@@ -65,7 +65,9 @@ def base_env(database_url: str = DATABASE_URL, **overrides) -> dict:
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
         "CELERY_BROKER_URL": REDIS_URL,
-        "PYTHONPATH": str(ROOT),
+        # The checkout first; a PYTHONPATH the bench was started with is kept after it (a peer installed
+        # outside the venv: PYTHONPATH=/path/to/django-push-notifications make bench).
+        "PYTHONPATH": os.pathsep.join([str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])),
         "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
     }
     env.update({k: str(v) for k, v in overrides.items()})
