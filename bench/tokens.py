@@ -12,3 +12,7 @@ def android_token(index: int) -> str:
 
 def push_token(user: int, device: int) -> str:
     return f"bench-push-{user}-{device}-" + hashlib.md5(f"{user}/{device}".encode()).hexdigest()
+
+
+def campaign_push_token(user: int) -> str:
+    return f"bench-cpush-{user}-" + hashlib.md5(f"c{user}".encode()).hexdigest()

@@ -21,18 +21,29 @@ from django.core.management import call_command  # noqa: E402
 def seed(users: int, per_user: int, prefix: str) -> None:
     from push_notifications.models import GCMDevice
 
-    from bench.tokens import push_token
-
     call_command("migrate", verbosity=0)
-    if GCMDevice.objects.filter(name__startswith="bench").count() >= users * per_user:
+    # Counted by the users' prefix: each scenario seeds a pool of its own (push-u…, cpush-u…).
+    devices = GCMDevice.objects.filter(user__username__startswith=prefix)
+    if devices.count() == users * per_user:
         return
-    User.objects.bulk_create([User(username=f"{prefix}{i}") for i in range(users)], ignore_conflicts=True)
+    devices.delete()
+    User.objects.bulk_create([User(username=f"{prefix}{i}") for i in range(users)], ignore_conflicts=True,
+                             batch_size=5000)
     ids = dict(User.objects.filter(username__startswith=prefix).values_list("username", "id"))
     GCMDevice.objects.bulk_create(
-        [GCMDevice(name=f"bench-{i}-{k}", user_id=ids[f"{prefix}{i}"], registration_id=push_token(i, k),
-                   cloud_message_type="FCM") for i in range(users) for k in range(per_user)],
+        [GCMDevice(name=f"bench-{prefix}{i}-{k}", user_id=ids[f"{prefix}{i}"],
+                   registration_id=token(i, k, prefix), cloud_message_type="FCM")
+         for i in range(users) for k in range(per_user)],
         batch_size=5000,
     )
+
+
+def token(user: int, device: int, prefix: str) -> str:
+    """The device tokens notifier's seed gives the same users (bench/tokens.py), so both send to the same
+    registration ids: the push scenario's push-u… users, the campaign's camp-u… users (cpush-u… here)."""
+    from bench.tokens import campaign_push_token, push_token
+
+    return campaign_push_token(user) if prefix == "cpush-u" else push_token(user, device)
 
 
 def send(credentials: str, endpoint: str, prefix: str) -> dict:

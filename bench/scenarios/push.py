@@ -53,18 +53,21 @@ def _wait_for(ctx, count, timeout) -> dict:
         time.sleep(0.25)
 
 
-def _peer(ctx, count) -> dict:
+def peer_send(ctx, users: int = USERS, per_user: int = PER_USER, prefix: str = "push-u") -> dict:
+    """django-push-notifications sends one notification to every device of the users `prefix`0 … (seeded in
+    its tables first, kept between runs) through `send_message`, to the FCM fake:
+    {"seconds", "success", "failure", "arrived"}. The campaign scenario calls it too."""
     env = base_env(DJANGO_SETTINGS_MODULE="bench.peers.settings")
     fcm = ctx.fakes.info["fcm"]["config"]
 
     def call(*args):
-        out = subprocess.run([str(BIN / "python"), "-m", "bench.peers.push_send", *args], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=600)
+        out = subprocess.run([str(BIN / "python"), "-m", "bench.peers.push_send", *args, "--prefix", prefix],
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
         if out.returncode != 0:
             raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr.strip() else "failed")
         return json.loads(out.stdout.strip().splitlines()[-1])
 
-    call("--seed", str(USERS), "--devices-per-user", str(PER_USER))
+    call("--seed", str(users), "--devices-per-user", str(per_user))
     ctx.fakes.reset()
     result = call("--send", "--credentials", fcm["credentials_file"], "--endpoint", fcm["endpoint"])
     result["arrived"] = ctx.fakes.summary("fcm")["requests"]
@@ -80,7 +83,7 @@ def run(ctx) -> list[dict]:
                 setup=f"{ours['arrived']:,} FCM requests arrived in {ours['seconds'] and round(ours['seconds'], 2)} s "
                       "from the first POST", raw=ours, hottest=ours["hottest"])]
     try:
-        theirs = _peer(ctx, total)
+        theirs = peer_send(ctx)
         rows.append(row("push", f"one notification to {total:,} Android devices: devices/s",
                         round(total / theirs["seconds"], 1), "devices/s", None, None, key="push_fanout", system=PEER,
                         setup=f"send_message returned after {theirs['seconds']} s; {theirs['success']:,} sent, "

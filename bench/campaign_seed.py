@@ -1,0 +1,190 @@
+"""The campaign scenario's users, written with COPY (psycopg 3 `cursor.copy`) rather than the ORM: a pool of
+users camp-u0 … camp-u<n-1> with an email address and marketing opt-in, a topic per campaign size
+(bench-campaign-<size>: the first <size> users of the pool) that the campaign's segment names, and one
+Android device each for the first users of the push run. Kept between runs: each part is checked by
+count and only what is missing is written, so a rerun is not dominated by seeding.
+
+A topic segment, not {"all": true}: the bench database also holds the other scenarios' users (bench-u…,
+push-u…), who must not be counted into a campaign.
+"""
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+
+from django.db import connection, models
+
+from bench.tokens import campaign_push_token
+from notifier.models import Device, NotificationType, Recipient, RecipientTopic, Template
+
+PREFIX = "camp-u"
+TYPE_KEY = "bench_campaign"
+# Campaign messages carry no bench reference (only the high-priority probes do): the fakes' ledgers find
+# references by scanning each request, and 1,000 personalizations per request are counted, not scanned.
+TEMPLATES = {
+    "email": {"subject": "{{ offer }} off this week", "body": "Hello, {{ offer }} off everything until Sunday.",
+              "html_body": "<p>Hello, <b>{{ offer }}</b> off everything until Sunday.</p>"},
+    "in_app": {"title": "{{ offer }} off", "body": "Everything, until Sunday.", "action_url": "/sale"},
+    "push": {"title": "{{ offer }} off", "body": "Everything, until Sunday."},
+}
+COPY_BLOCK = 50_000  # rows per write: text built in Python, one buffer at a time
+
+
+def topic(size: int) -> str:
+    return f"bench-campaign-{size}"
+
+
+def email(index: int) -> str:
+    return f"{PREFIX}{index}@example.com"
+
+
+def campaign_type() -> NotificationType:
+    """A marketing type with email, in-app and push templates (the users opted in to marketing)."""
+    notification_type, _ = NotificationType.objects.update_or_create(
+        key=TYPE_KEY,
+        defaults={"name": "Bench campaign", "category": "marketing", "default_priority": "low",
+                  "default_channels": ["email", "in_app"], "variables": {"offer": {"default": "20%"}}},
+    )
+    for channel, fields in TEMPLATES.items():
+        Template.objects.update_or_create(type=notification_type, channel=channel, language="en", version=1,
+                                          defaults={**fields, "active": True})
+    return notification_type
+
+
+def _text(value) -> str:
+    """One value in COPY's text format (the bench's values hold no tab, newline or backslash)."""
+    if value is None:
+        return r"\N"
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def copy_columns(model, given: set[str]) -> tuple[list[str], dict[str, str]]:
+    """The columns COPY writes for `model`: those in `given`, plus every other NOT NULL column without a
+    database default, filled with the model's default (auto_now fields: now) as constant text. Nullable
+    columns not given are left NULL; the id is numbered by the database."""
+    now = datetime.now(timezone.utc)
+    columns, constants = [], {}
+    for field in model._meta.concrete_fields:
+        if field.primary_key and field.column not in given:
+            continue
+        if field.column in given:
+            columns.append(field.column)
+        elif getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+            columns.append(field.column)
+            constants[field.column] = _text(now)
+        elif field.has_default():
+            columns.append(field.column)
+            constants[field.column] = _text(field.get_default())
+        elif not field.null:
+            if isinstance(field, (models.CharField, models.TextField)):
+                columns.append(field.column)
+                constants[field.column] = ""
+            else:
+                raise RuntimeError(f"campaign seed: no value for {model.__name__}.{field.name}; add it to the seed")
+    return columns, constants
+
+
+def copy_rows(model, rows, given: list[str]) -> int:
+    """COPY `rows` (tuples in the order of `given`) into `model`'s table; returns how many."""
+    columns, constants = copy_columns(model, set(given))
+    order = [(given.index(c), None) if c in given else (None, constants[c]) for c in columns]
+    statement = f'COPY {model._meta.db_table} ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in columns)}) FROM STDIN'
+    written = 0
+    with connection.cursor() as cursor:
+        with cursor.copy(statement) as copy:
+            block = []
+            for values in rows:
+                block.append("\t".join(_text(values[i]) if i is not None else constant for i, constant in order))
+                if len(block) >= COPY_BLOCK:
+                    copy.write("\n".join(block) + "\n")
+                    written += len(block)
+                    block = []
+            if block:
+                copy.write("\n".join(block) + "\n")
+                written += len(block)
+    return written
+
+
+def _index_sql() -> str:
+    return f"substring(user_id from {len(PREFIX) + 1})::int"
+
+
+def users(count: int) -> int:
+    """Users camp-u0 … camp-u<count-1>, opted in to marketing, each with an email address: the missing ones
+    are copied in. A pool with holes (an interrupted seed) is written again from where it is complete.
+    Returns how many were written."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*), coalesce(max({_index_sql()}), -1) FROM notifier_recipient "
+                       f"WHERE user_id LIKE %s", [PREFIX + "%"])
+        existing, highest = cursor.fetchone()
+    if existing == highest + 1 and existing >= count:
+        return 0
+    if existing != highest + 1:  # holes (an interrupted seed): write the pool again
+        pool = f"SELECT id FROM notifier_recipient WHERE user_id LIKE %s"
+        with connection.cursor() as cursor:  # notifications of theirs are gone already (harness.data_reset)
+            for table in (RecipientTopic._meta.db_table, Device._meta.db_table):
+                cursor.execute(f"DELETE FROM {table} WHERE recipient_id IN ({pool})", [PREFIX + "%"])
+            cursor.execute(f"DELETE FROM notifier_recipient WHERE user_id LIKE %s", [PREFIX + "%"])
+        existing = 0
+    given = ["user_id", "email", "marketing_opt_in"]
+    written = copy_rows(Recipient, ((f"{PREFIX}{i}", email(i), True) for i in range(existing, count)), given)
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE notifier_recipient")
+    return written
+
+
+def topics(size: int) -> int:
+    """The topic bench-campaign-<size>: the pool's first `size` users. Returns how many rows were written."""
+    name = topic(size)
+    table = RecipientTopic._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE topic = %s", [name])
+        if cursor.fetchone()[0] == size:
+            return 0
+        cursor.execute(f"DELETE FROM {table} WHERE topic = %s", [name])
+        cursor.execute(f"SELECT id FROM notifier_recipient WHERE user_id LIKE %s AND {_index_sql()} < %s",
+                       [PREFIX + "%", size])
+        ids = [r[0] for r in cursor.fetchall()]
+    if len(ids) != size:
+        raise RuntimeError(f"campaign seed: {len(ids)} users for topic {name}, not {size}; seed users first")
+    written = copy_rows(RecipientTopic, ((i, name) for i in ids), ["recipient_id", "topic"])
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+    return written
+
+
+def devices(count: int) -> int:
+    """One Android device for each of the pool's first `count` users (tokens bench.tokens.campaign_push_token).
+    Returns how many were written."""
+    table = Device._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE token LIKE %s", ["bench-cpush-%"])
+        if cursor.fetchone()[0] == count:
+            return 0
+        cursor.execute(f"DELETE FROM {table} WHERE token LIKE %s", ["bench-cpush-%"])
+        cursor.execute(f"SELECT id, {_index_sql()} FROM notifier_recipient WHERE user_id LIKE %s "
+                       f"AND {_index_sql()} < %s", [PREFIX + "%", count])
+        pairs = cursor.fetchall()
+    written = copy_rows(Device, ((rid, "android", campaign_push_token(i), True) for rid, i in pairs),
+                        ["recipient_id", "platform", "token", "active"])
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+    return written
+
+
+def setup(sizes: list[int], push: int) -> dict:
+    """Everything the campaign scenario needs for these sizes; {"written": {...}, "seconds"}."""
+    started = time.monotonic()
+    campaign_type()
+    written = {"users": users(max(sizes + [push, 100]))}
+    for size in sorted(set(sizes + ([push] if push else []) + [100])):  # 100: the warm-up campaign
+        written[f"topic {size}"] = topics(size)
+    written["devices"] = devices(push) if push else 0
+    return {"written": written, "seconds": round(time.monotonic() - started, 1)}
