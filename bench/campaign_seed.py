@@ -19,12 +19,18 @@ from bench.tokens import campaign_push_token
 from notifier.models import Device, NotificationType, Recipient, RecipientTopic, Template
 
 PREFIX = "camp-u"
+# The warm-up campaign's users, apart from the measured ones: marketing is limited to one message a day per
+# user (NOTIFIER_RATE_LIMITS), so a user warmed up on would be suppressed in the measured campaign.
+WARM_PREFIX, WARM_SIZE, WARM_TOPIC = "camp-w", 100, "bench-campaign-warm"
 TYPE_KEY = "bench_campaign"
 # Campaign messages carry no bench reference (only the high-priority probes do): the fakes' ledgers find
 # references by scanning each request, and 1,000 personalizations per request are counted, not scanned.
 TEMPLATES = {
-    "email": {"subject": "{{ offer }} off this week", "body": "Hello, {{ offer }} off everything until Sunday.",
-              "html_body": "<p>Hello, <b>{{ offer }}</b> off everything until Sunday.</p>"},
+    # Marketing email must show its unsubscribe link in both parts (pipeline/render.py refuses it otherwise).
+    "email": {"subject": "{{ offer }} off this week",
+              "body": "Hello, {{ offer }} off everything until Sunday.\n\nUnsubscribe: {{ unsubscribe_url }}",
+              "html_body": "<p>Hello, <b>{{ offer }}</b> off everything until Sunday.</p>"
+                           "<p><a href=\"{{ unsubscribe_url }}\">Unsubscribe</a></p>"},
     "in_app": {"title": "{{ offer }} off", "body": "Everything, until Sunday.", "action_url": "/sale"},
     "push": {"title": "{{ offer }} off", "body": "Everything, until Sunday."},
 }
@@ -35,8 +41,15 @@ def topic(size: int) -> str:
     return f"bench-campaign-{size}"
 
 
-def email(index: int) -> str:
-    return f"{PREFIX}{index}@example.com"
+def email(index: int, prefix: str = PREFIX) -> str:
+    return f"{prefix}{index}@example.com"
+
+
+TOKEN_PREFIXES = {PREFIX: "bench-cpush-", WARM_PREFIX: "bench-cwarm-"}  # every device token of a pool starts so
+
+
+def push_token(index: int, prefix: str = PREFIX) -> str:
+    return campaign_push_token(index) if prefix == PREFIX else f"{TOKEN_PREFIXES[prefix]}{index}"
 
 
 def campaign_type() -> NotificationType:
@@ -112,17 +125,16 @@ def copy_rows(model, rows, given: list[str]) -> int:
     return written
 
 
-def _index_sql() -> str:
-    return f"substring(user_id from {len(PREFIX) + 1})::int"
+def _index_sql(prefix: str = PREFIX) -> str:
+    return f"substring(user_id from {len(prefix) + 1})::int"
 
 
-def users(count: int) -> int:
+def users(count: int, prefix: str = PREFIX) -> int:
     """Users camp-u0 … camp-u<count-1>, opted in to marketing, each with an email address: the missing ones
-    are copied in. A pool with holes (an interrupted seed) is written again from where it is complete.
-    Returns how many were written."""
+    are copied in. A pool with holes (an interrupted seed) is written again. Returns how many were written."""
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*), coalesce(max({_index_sql()}), -1) FROM notifier_recipient "
-                       f"WHERE user_id LIKE %s", [PREFIX + "%"])
+        cursor.execute(f"SELECT count(*), coalesce(max({_index_sql(prefix)}), -1) FROM notifier_recipient "
+                       f"WHERE user_id LIKE %s", [prefix + "%"])
         existing, highest = cursor.fetchone()
     if existing == highest + 1 and existing >= count:
         return 0
@@ -130,27 +142,28 @@ def users(count: int) -> int:
         pool = f"SELECT id FROM notifier_recipient WHERE user_id LIKE %s"
         with connection.cursor() as cursor:  # notifications of theirs are gone already (harness.data_reset)
             for table in (RecipientTopic._meta.db_table, Device._meta.db_table):
-                cursor.execute(f"DELETE FROM {table} WHERE recipient_id IN ({pool})", [PREFIX + "%"])
-            cursor.execute(f"DELETE FROM notifier_recipient WHERE user_id LIKE %s", [PREFIX + "%"])
+                cursor.execute(f"DELETE FROM {table} WHERE recipient_id IN ({pool})", [prefix + "%"])
+            cursor.execute(f"DELETE FROM notifier_recipient WHERE user_id LIKE %s", [prefix + "%"])
         existing = 0
     given = ["user_id", "email", "marketing_opt_in"]
-    written = copy_rows(Recipient, ((f"{PREFIX}{i}", email(i), True) for i in range(existing, count)), given)
+    written = copy_rows(Recipient, ((f"{prefix}{i}", email(i, prefix), True) for i in range(existing, count)), given)
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE notifier_recipient")
     return written
 
 
-def topics(size: int) -> int:
-    """The topic bench-campaign-<size>: the pool's first `size` users. Returns how many rows were written."""
-    name = topic(size)
+def topics(size: int, prefix: str = PREFIX, name: str = "") -> int:
+    """The topic bench-campaign-<size> (or `name`): the pool's first `size` users. Returns how many rows were
+    written."""
+    name = name or topic(size)
     table = RecipientTopic._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT count(*) FROM {table} WHERE topic = %s", [name])
         if cursor.fetchone()[0] == size:
             return 0
         cursor.execute(f"DELETE FROM {table} WHERE topic = %s", [name])
-        cursor.execute(f"SELECT id FROM notifier_recipient WHERE user_id LIKE %s AND {_index_sql()} < %s",
-                       [PREFIX + "%", size])
+        cursor.execute(f"SELECT id FROM notifier_recipient WHERE user_id LIKE %s AND {_index_sql(prefix)} < %s",
+                       [prefix + "%", size])
         ids = [r[0] for r in cursor.fetchall()]
     if len(ids) != size:
         raise RuntimeError(f"campaign seed: {len(ids)} users for topic {name}, not {size}; seed users first")
@@ -160,19 +173,20 @@ def topics(size: int) -> int:
     return written
 
 
-def devices(count: int) -> int:
-    """One Android device for each of the pool's first `count` users (tokens bench.tokens.campaign_push_token).
-    Returns how many were written."""
+def devices(count: int, prefix: str = PREFIX) -> int:
+    """One Android device for each of the pool's first `count` users (push_token). Returns how many were
+    written."""
     table = Device._meta.db_table
+    tokens = TOKEN_PREFIXES[prefix] + "%"
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT count(*) FROM {table} WHERE token LIKE %s", ["bench-cpush-%"])
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE token LIKE %s", [tokens])
         if cursor.fetchone()[0] == count:
             return 0
-        cursor.execute(f"DELETE FROM {table} WHERE token LIKE %s", ["bench-cpush-%"])
-        cursor.execute(f"SELECT id, {_index_sql()} FROM notifier_recipient WHERE user_id LIKE %s "
-                       f"AND {_index_sql()} < %s", [PREFIX + "%", count])
+        cursor.execute(f"DELETE FROM {table} WHERE token LIKE %s", [tokens])
+        cursor.execute(f"SELECT id, {_index_sql(prefix)} FROM notifier_recipient WHERE user_id LIKE %s "
+                       f"AND {_index_sql(prefix)} < %s", [prefix + "%", count])
         pairs = cursor.fetchall()
-    written = copy_rows(Device, ((rid, "android", campaign_push_token(i), True) for rid, i in pairs),
+    written = copy_rows(Device, ((rid, "android", push_token(i, prefix), True) for rid, i in pairs),
                         ["recipient_id", "platform", "token", "active"])
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {table}")
@@ -183,8 +197,10 @@ def setup(sizes: list[int], push: int) -> dict:
     """Everything the campaign scenario needs for these sizes; {"written": {...}, "seconds"}."""
     started = time.monotonic()
     campaign_type()
-    written = {"users": users(max(sizes + [push, 100]))}
-    for size in sorted(set(sizes + ([push] if push else []) + [100])):  # 100: the warm-up campaign
+    written = {"users": users(max(sizes + [push]))}
+    for size in sorted(set(sizes + ([push] if push else []))):
         written[f"topic {size}"] = topics(size)
     written["devices"] = devices(push) if push else 0
+    written["warm-up users"] = users(WARM_SIZE, WARM_PREFIX) + topics(WARM_SIZE, WARM_PREFIX, WARM_TOPIC) \
+        + devices(WARM_SIZE, WARM_PREFIX)
     return {"written": written, "seconds": round(time.monotonic() - started, 1)}
