@@ -57,9 +57,11 @@ run: check-redis var/secret-key
 test: $(VENV)/.installed-test check-redis check-postgres
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# SCENARIO=all (default), smoke, ingest, transactional, naive, push or inbox; results in BENCHMARKS.md.
+# SCENARIO=all (default), smoke, ingest, transactional, naive, push, inbox or campaign; results in BENCHMARKS.md.
 # inbox builds .venv-peer-notifications on its first run (django-notifications-hq needs Django 5.0, see
 # bench/peers/requirements-notifications-hq.txt); BENCH_INBOX_ROWS=200000 seeds a small inbox of its own.
+# campaign: BENCH_CAMPAIGN_SIZES=100000,1000000 (default; 10000 for a quick run), BENCH_CAMPAIGN_PUSH=100000
+# (0: no push run); its users are seeded once with COPY and kept.
 SCENARIO ?= all
 bench: $(VENV)/.installed-bench check-redis check-postgres
 	$(BIN)/python -m bench.run --scenario $(SCENARIO)
