@@ -13,10 +13,15 @@ import json
 import time
 from datetime import datetime, timezone
 
-from django.db import connection, models
+if __name__ == "__main__":  # run as a command (main() below): Django before the models
+    from bench.run import django_setup
 
-from bench.tokens import campaign_push_token
-from notifier.models import Device, NotificationType, Recipient, RecipientTopic, Template
+    django_setup()
+
+from django.db import connection, models  # noqa: E402
+
+from bench.tokens import campaign_push_token  # noqa: E402
+from notifier.models import Device, NotificationType, Recipient, RecipientTopic, Template  # noqa: E402
 
 PREFIX = "camp-u"
 # The warm-up campaign's users, apart from the measured ones: marketing is limited to one message a day per
@@ -204,3 +209,22 @@ def setup(sizes: list[int], push: int) -> dict:
     written["warm-up users"] = users(WARM_SIZE, WARM_PREFIX) + topics(WARM_SIZE, WARM_PREFIX, WARM_TOPIC) \
         + devices(WARM_SIZE, WARM_PREFIX)
     return {"written": written, "seconds": round(time.monotonic() - started, 1)}
+
+
+def main() -> None:
+    """`python -m bench.campaign_seed [--sizes 100000,1000000] [--push 100000]`: seed ahead of a run (the
+    bench database, migrated first), printing what was written and how long it took."""
+    import argparse
+
+    from bench import harness
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--push", type=int, default=100_000)
+    args = parser.parse_args()
+    harness.database_create(harness.DATABASE_URL)
+    print(json.dumps(setup([int(s) for s in args.sizes.split(",") if s], args.push)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

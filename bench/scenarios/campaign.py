@@ -324,8 +324,10 @@ def _common(result: dict) -> dict:
     hp = result["high_priority"]
     groups = ", ".join(f"{g['group']} ×{g['concurrency']}" + (f" ({g['note']})" if g["note"] else "")
                        for g in result["groups"])
-    checked = "; ".join(f"{c}: {d['messages']:,} messages to {d['distinct']:,} recipients, {d['missing']:,} missing, "
-                        f"{d['duplicated']:,} duplicated, {d['unexpected']:,} outside the segment"
+    checked = "; ".join(f"{c}: {d['messages']:,} messages to {d['distinct']:,} recipients"
+                        + (f" in {d['requests']:,} requests" if "requests" in d else "")
+                        + f", {d['missing']:,} missing, {d['duplicated']:,} duplicated, {d['unexpected']:,} outside "
+                          "the segment"
                         for c, d in result["delivered"].items())
     return {"size": size, "deliveries": deliveries, "seconds": seconds, "ours": ours, "other": other,
             "chunks": chunks, "rss": rss, "hp": hp, "groups": groups, "checked": checked,
