@@ -155,7 +155,7 @@ def test_worker_groups_come_from_celeryconfig_with_the_procfiles_options(monkeyp
         assert args[args.index("--queues") + 1] == ",".join(queues)
         assert args[-2:] == ["--include", "bench.probes"] and any("-bench@%h" in a for a in args)
 
-    monkeypatch.setattr(harness, "worker_groups", lambda: {"campaign": ["campaign"]})
+    monkeypatch.setattr(harness, "worker_groups", lambda: {"newgroup": ["campaign"]})
     [new] = harness.worker_group_commands()
     assert new["concurrency"] == 1 and new["note"] == "no Procfile line: concurrency 1"
 
