@@ -34,6 +34,21 @@ def started(producer, notification_type, **fields):
     return campaign
 
 
+def slow_push_campaign(producer, start_worker, start_beat):
+    """A 300-device push campaign sent 20 ms a device, 10 a batch, by a real worker; returned once 30 are out."""
+    notification_type = make_order_type("sale_push", channels=("push",), category="marketing",
+                                        default_priority="low")
+    push_audience(300)
+    for i in range(300):
+        scripted_provider.script(f"token-u{i}", {"kind": "sleep", "seconds": 0.02})
+    start_worker(queues=CAMPAIGN_QUEUES, concurrency=2, NOTIFIER_PUSH_PROVIDERS="tests.support.scripted_provider",
+                 NOTIFIER_DELIVER_BATCH_SIZE_LOW=10, NOTIFIER_CAMPAIGN_CHUNK_SIZE=100)
+    start_beat()
+    campaign = started(producer, notification_type)
+    wait_until(lambda: len(sent_tokens()) >= 30, timeout=60)
+    return campaign
+
+
 def sent_tokens():
     return [s["to"] for s in scripted_provider.sent()]
 
@@ -56,16 +71,7 @@ def test_a_campaign_drains_through_its_workers_and_completes_with_every_recipien
 
 def test_a_pause_stops_new_sends_within_two_seconds_and_a_resume_sends_the_rest_once(
         producer, start_worker, start_beat):
-    notification_type = make_order_type("sale_push", channels=("push",), category="marketing",
-                                        default_priority="low")
-    push_audience(300)
-    for i in range(300):
-        scripted_provider.script(f"token-u{i}", {"kind": "sleep", "seconds": 0.02})
-    start_worker(queues=CAMPAIGN_QUEUES, concurrency=2, NOTIFIER_PUSH_PROVIDERS="tests.support.scripted_provider",
-                 NOTIFIER_DELIVER_BATCH_SIZE_LOW=10, NOTIFIER_CAMPAIGN_CHUNK_SIZE=100)
-    start_beat()
-    campaign = started(producer, notification_type)
-    wait_until(lambda: len(sent_tokens()) >= 30, timeout=60)
+    campaign = slow_push_campaign(producer, start_worker, start_beat)
 
     campaign_pause(campaign)
     time.sleep(2)
@@ -82,16 +88,7 @@ def test_a_pause_stops_new_sends_within_two_seconds_and_a_resume_sends_the_rest_
 
 def test_a_cancel_mid_flight_sends_nothing_more_and_cancels_every_delivery_not_sent(
         producer, start_worker, start_beat):
-    notification_type = make_order_type("sale_push_cancel", channels=("push",), category="marketing",
-                                        default_priority="low")
-    push_audience(300)
-    for i in range(300):
-        scripted_provider.script(f"token-u{i}", {"kind": "sleep", "seconds": 0.02})
-    start_worker(queues=CAMPAIGN_QUEUES, concurrency=2, NOTIFIER_PUSH_PROVIDERS="tests.support.scripted_provider",
-                 NOTIFIER_DELIVER_BATCH_SIZE_LOW=10, NOTIFIER_CAMPAIGN_CHUNK_SIZE=100)
-    start_beat()
-    campaign = started(producer, notification_type)
-    wait_until(lambda: len(sent_tokens()) >= 30, timeout=60)
+    campaign = slow_push_campaign(producer, start_worker, start_beat)
 
     campaign_cancel(campaign)
     time.sleep(2)
