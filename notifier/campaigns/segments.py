@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, time
+from functools import reduce
+from operator import and_, or_
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -340,7 +342,9 @@ def segment_recipients(campaign, after_id: int | None = None, last_id: int | Non
     if segment.get("all") is True:
         return Recipient.objects.filter(**bounds)
     if "filter" in segment:
-        return Recipient.objects.filter(filter_q(segment["filter"]), **bounds)
+        # Parsed again (a few hundred parts at most): a stored filter edited by hand into something
+        # invalid raises SegmentError naming the part, not a KeyError from the translation.
+        return Recipient.objects.filter(filter_q(segment_parse({"filter": segment["filter"]})["filter"]), **bounds)
     raise ValueError(f"campaign {campaign.id}: segment {sorted(segment)} is not one this version reads")
 
 
@@ -383,22 +387,15 @@ def segment_count(campaign) -> int:
 def filter_q(node: dict) -> Q:
     """A normalized filter (segment_parse's) as a Q object."""
     if "all" in node:
-        return _combined([filter_q(child) for child in node["all"]], Q.AND)
+        return reduce(and_, (filter_q(child) for child in node["all"]))
     if "any" in node:
-        return _combined([filter_q(child) for child in node["any"]], Q.OR)
+        return reduce(or_, (filter_q(child) for child in node["any"]))
     if "not" in node:
         return ~filter_q(node["not"])
-    operator = next(key for key in node if key in OPERATORS)
+    name = next(key for key in node if key in OPERATORS)
     if "attr" in node:
-        return _attribute_q(node["attr"], operator, node[operator])
-    return _field_q(node["field"], operator, node[operator])
-
-
-def _combined(children: list[Q], connector: str) -> Q:
-    combined = Q()
-    for child in children:
-        combined = combined & child if connector == Q.AND else combined | child
-    return combined if len(children) > 1 else children[0]
+        return _attribute_q(node["attr"], name, node[name])
+    return _field_q(node["field"], name, node[name])
 
 
 def _field_q(name: str, operator: str, value) -> Q:

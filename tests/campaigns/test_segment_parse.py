@@ -3,7 +3,15 @@ part by its path (`segment.filter.all[1].gt`), as a 400 does. No database: parsi
 import pytest
 from django.test import override_settings
 
-from notifier.campaigns.segments import FILTER_MAX_DEPTH, FILTER_MAX_IN_VALUES, FILTER_MAX_PARTS, SegmentError, segment_parse
+from notifier.campaigns.segments import (
+    FILTER_MAX_DEPTH,
+    FILTER_MAX_IN_VALUES,
+    FILTER_MAX_PARTS,
+    SegmentError,
+    segment_parse,
+    segment_recipients,
+)
+from notifier.models import Campaign
 
 
 def error_of(raw, path="segment") -> tuple[str, str]:
@@ -170,3 +178,10 @@ class TestFilters:
         normalized = segment_parse(raw)
 
         assert segment_parse(normalized) == normalized
+
+
+def test_a_stored_filter_that_is_not_valid_raises_naming_the_part_not_a_key_error():
+    with pytest.raises(SegmentError) as caught:
+        segment_recipients(Campaign(segment={"filter": {"attr": "a", "between": [1, 2]}}))
+
+    assert caught.value.path == "segment.filter.between"
