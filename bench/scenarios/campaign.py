@@ -44,9 +44,11 @@ PUSH = int(os.environ.get("BENCH_CAMPAIGN_PUSH", "100000").replace("_", "") or 0
 PROBE_INTERVAL = float(os.environ.get("BENCH_CAMPAIGN_PROBE_INTERVAL", "0.2"))
 CHUNK_TASK = os.environ.get("BENCH_CAMPAIGN_CHUNK_TASK", "")
 STALL_SECONDS = float(os.environ.get("BENCH_CAMPAIGN_STALL_SECONDS", "90"))
-# How long a run may take at most, in seconds per 1,000 recipients (4 s: 250 recipients/s, 40× under the
-# target), at least 10 minutes; a run that stops moving ends sooner (STALL_SECONDS).
-TIMEOUT_PER_THOUSAND = float(os.environ.get("BENCH_CAMPAIGN_TIMEOUT_PER_THOUSAND", "4"))
+# How long a run may take at most, in seconds per 1,000 recipients (20 s: 50 recipients/s, 200× under the
+# target), at least 10 minutes: the bench is there to say how long it took, not to give up on a slow run
+# (a trial on the unmerged code did 130 recipients/s × email + in-app). A run that stops moving ends after
+# STALL_SECONDS.
+TIMEOUT_PER_THOUSAND = float(os.environ.get("BENCH_CAMPAIGN_TIMEOUT_PER_THOUSAND", "20"))
 SETTLE_SECONDS = 5  # after the last expected delivery: long enough for a duplicate to show up
 PEER = "django-push-notifications"
 EMAIL_CHANNELS = ["email", "in_app"]
@@ -409,7 +411,7 @@ def push_rows(result: dict) -> list[dict]:
     key = "campaign_push"
     rows = [
         row("campaign", f"{label}: devices/s", c["rate"], "devices/s", None, None, key=key,
-            setup=f"POST /api/v1/campaigns → the {size:,}th FCM request at the fake in {fmt(c['seconds'], 's')}; "
+            setup=f"POST /api/v1/campaigns → the last FCM request at the fake in {fmt(c['seconds'], 's')}; "
                   f"{c['chunks']:,} chunks; checked at the fake: {c['checked']}; workers: {c['groups']}", raw=result),
     ]
     return rows + shared_rows(result, c, label, key)

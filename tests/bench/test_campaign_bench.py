@@ -196,3 +196,37 @@ def test_a_target_at_most_renders_and_is_met_at_the_limit():
     assert _met(at_limit) == "yes" and _met({**at_limit, "value": 2.5}) == "**no**"
     table = render({"scenarios": {"campaign": {"rows": [at_limit]}}, "facts": {}})
     assert "| campaign | messages per chunk | notifier | ≤ 2 messages | 2 messages | yes |" in table
+
+
+def _result(problems=()):
+    task = {"runs": 10, "queries": 130, "copies": 20, "seconds": 3.0, "per_run": {"mean": 15.0, "max": 24, "min": 10}}
+    delivered = _delivered(10_000)
+    delivered["email"]["requests"] = 10
+    return {"size": 10_000, "channels": ["email", "in_app"], "seconds": 4.0, "accepted_s": 0.1, "chunks": 10,
+            "problems": list(problems), "progress": {"ended": "all delivered"}, "status": {"status": "completed"},
+            "delivered": delivered, "published_by_workers": {"notifier.deliver@email.low": 16},
+            "messages": {"sent": 70, "by_task": {"notifier.campaign_chunk@campaign": 10, "notifier.route@route.high": 50,
+                                                 "notifier.deliver@email.low": 10}, "received": {}},
+            "queries": {"chunk_task": "notifier.campaign_chunk", "chunk": task, "tasks": {"notifier.campaign_chunk": task}},
+            "rss": {"processes": [{"name": "worker-campaign child", "pid": 1, "first": 100.0, "last": 112.5, "peak": 130.0,
+                                   "samples": 9}], "peak_mb": 130.0, "peak_of": "worker-campaign child",
+                    "growth_mb": 12.5, "growth_of": "worker-campaign child"},
+            "high_priority": {"p50": 80.0, "p95": 150.0, "p99": 300.0, "max": 310.0, "n": 20, "sent": 20, "arrived": 20,
+                              "missing": 0, "failed": 0, "failures": []},
+            "groups": [{"group": "campaign", "queues": ["campaign"], "concurrency": 3, "note": ""}]}
+
+
+def test_a_run_becomes_rows_with_its_figures_and_a_wrong_one_has_no_rate():
+    rows = {r["figure"].split(": ", 1)[1]: r for r in campaign.email_rows(_result())}
+
+    assert rows["deliveries/s"]["value"] == 5_000.0 and _met(rows["deliveries/s"]) == "**no**"
+    assert rows["Celery messages per chunk"]["value"] == 2.0 and _met(rows["Celery messages per chunk"]) == "yes"
+    assert rows["queries per chunk (max)"]["value"] == 24
+    assert rows["worker RSS growth, POST → end"]["value"] == 12.5
+    assert rows["high-priority POST → provider p99 during the run"]["value"] == 300.0
+    assert "10,000 messages to 10,000 recipients in 10 requests" in rows["POST → last delivery"]["setup"]
+
+    wrong = {r["figure"].split(": ", 1)[1]: r for r in campaign.email_rows(_result(["email: 1 duplicated"]))}
+    assert wrong["deliveries/s"]["value"] is None and "1 duplicated" in wrong["deliveries/s"]["setup"]
+    assert campaign.push_rows({**_result(), "channels": ["push"], "delivered": {"push": _delivered(10_000)["email"]}})[0][
+        "value"] == 2_500.0
