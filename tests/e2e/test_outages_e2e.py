@@ -54,9 +54,11 @@ def test_a_hanging_redis_holds_no_request_past_its_deadline_and_loses_nothing(
     assert [r.status_code for _, _, r in answers] == [202] * len(answers)
     slowest = max(elapsed for _, elapsed, _ in answers)
     assert slowest < REDIS_BUDGET_SECONDS + SLACK_SECONDS, f"a request took {slowest:.1f} s"
-    # Once a call has timed out, the breaker is open and later requests do not ask Redis at all.
+    # Once a call has timed out, the breaker is open and later requests do not ask Redis at all: a request
+    # that did would wait out its budget on the hung server. Half the budget, not a fixed 0.5 s, tells the
+    # two apart on a loaded CI machine (30 requests/s at 0.5–0.7 s each there, 20 ms on an idle one).
     later = [elapsed for started, elapsed, _ in answers if started - hung_at > REDIS_BUDGET_SECONDS + SLACK_SECONDS]
-    assert later and max(later) < 0.5, f"{len(later)} later requests, slowest {max(later):.2f} s"
+    assert later and max(later) < REDIS_BUDGET_SECONDS / 2, f"{len(later)} later requests, slowest {max(later):.2f} s"
     ids = [r.json()["notifications"][0]["id"] for _, _, r in answers]
     assert Notification.objects.filter(id__in=ids, status="accepted").count() == len(ids)  # stored, waiting
     assert health_seconds < REDIS_BUDGET_SECONDS, f"/healthz took {health_seconds:.1f} s"
