@@ -20,9 +20,11 @@ def rows_update(objects: list, field_names: list[str], where: dict | None = None
     `where` names columns every row must also still hold in the database (`{"claim_token": token}`): a
     row that no longer does is left as it is, and its key is missing from the result.
 
-    One `UPDATE … FROM (VALUES …) RETURNING` per ROWS_PER_STATEMENT rows, so a batch costs about one round
-    trip. Django's bulk_update builds one `CASE WHEN id = … THEN …` per row and field instead; py-spy showed
-    it as a quarter of the deliver workers' time (BENCHMARKS.md).
+    PostgreSQL: one `UPDATE … FROM unnest(<one array per column>) … RETURNING`, a parameter per column
+    whatever the number of rows. Django's bulk_update builds one `CASE WHEN id = … THEN …` per row and
+    field instead (py-spy showed it as a quarter of the deliver workers' time, BENCHMARKS.md), and a
+    `VALUES` list with a placeholder per value costs psycopg 30 ms to parse per 1,000 rows of ten fields.
+    Elsewhere (SQLite): `UPDATE … FROM (VALUES …)`, ROWS_PER_STATEMENT rows at a time.
     """
     if not objects:
         return set()
@@ -33,29 +35,36 @@ def rows_update(objects: list, field_names: list[str], where: dict | None = None
     fields = [model._meta.get_field(name) for name in field_names]
     where = where or {}
     where_fields = [model._meta.get_field(name) for name in where]
-
-    def value_of(field, column: int) -> str:
-        # VALUES columns are column1, column2, … in PostgreSQL and SQLite alike.
-        if connection.vendor != "postgresql":
-            return f"v.column{column}"
-        # PostgreSQL types a VALUES column by its values, and strings and NULLs arrive untyped: cast to
-        # the column's type, but without a length (varchar(n)), which would cut a long value silently
-        # where the column itself refuses it.
-        return f"CAST(v.column{column} AS {re.sub(r'[(].*[)]', '', field.db_type(connection))})"
-
-    assignments = ", ".join(f"{quote(field.column)} = {value_of(field, n)}" for n, field in enumerate(fields, 2))
-    conditions = [f"{table}.{quote(pk.column)} = {value_of(pk, 1)}"]
-    conditions += [f"{table}.{quote(field.column)} = %s" for field in where_fields]
+    conditions = [f"{table}.{quote(field.column)} = %s" for field in where_fields]
     where_params = [field.get_db_prep_value(where[field.name], connection) for field in where_fields]
-    row_sql = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
+
+    def column_values(field, chunk) -> list:
+        if field is pk:
+            return [pk.get_db_prep_value(obj.pk, connection) for obj in chunk]
+        return [field.get_db_prep_save(getattr(obj, field.attname), connection) for obj in chunk]
+
     written = set()
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            columns = [pk, *fields]
+            arrays = ", ".join(f"%s::{_type_without_length(field, connection)}[]" for field in columns)
+            names = ", ".join(f"c{n}" for n in range(len(columns)))
+            assignments = ", ".join(f"{quote(field.column)} = v.c{n}" for n, field in enumerate(fields, 1))
+            cursor.execute(
+                f"UPDATE {table} SET {assignments} FROM unnest({arrays}) AS v({names}) "
+                f"WHERE {' AND '.join([f'{table}.{quote(pk.column)} = v.c0', *conditions])} "
+                f"RETURNING {table}.{quote(pk.column)}",
+                [column_values(field, objects) for field in columns] + where_params,
+            )
+            return {pk.to_python(row[0]) for row in cursor.fetchall()}
+        # VALUES columns are column1, column2, … in SQLite.
+        assignments = ", ".join(f"{quote(field.column)} = v.column{n}" for n, field in enumerate(fields, 2))
+        conditions = [f"{table}.{quote(pk.column)} = v.column1", *conditions]
+        row_sql = "(" + ", ".join(["%s"] * (len(fields) + 1)) + ")"
         for start in range(0, len(objects), ROWS_PER_STATEMENT):
             chunk = objects[start:start + ROWS_PER_STATEMENT]
-            params = []
-            for obj in chunk:
-                params.append(pk.get_db_prep_value(obj.pk, connection))
-                params.extend(field.get_db_prep_save(getattr(obj, field.attname), connection) for field in fields)
+            by_column = [column_values(field, chunk) for field in [pk, *fields]]
+            params = [value for row in zip(*by_column) for value in row]
             cursor.execute(
                 f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row_sql] * len(chunk))}) AS v "
                 f"WHERE {' AND '.join(conditions)} RETURNING {table}.{quote(pk.column)}",
@@ -63,6 +72,12 @@ def rows_update(objects: list, field_names: list[str], where: dict | None = None
             )
             written.update(pk.to_python(row[0]) for row in cursor.fetchall())
     return written
+
+
+def _type_without_length(field, connection) -> str:
+    """The column's type for a cast, without a length (varchar(n) → varchar): a cast to varchar(n) would
+    cut a long value silently, where the column itself refuses it."""
+    return re.sub(r"[(].*[)]", "", field.db_type(connection))
 
 
 def rows_write_isolated(rows: list, write) -> dict[int, Exception]:
@@ -89,22 +104,30 @@ def _rows_write_one_by_one(rows: list, write) -> dict[int, Exception]:
     return refused
 
 
-def rows_insert(model, objects: list) -> None:
+def rows_insert(model, objects: list, *, with_ids: bool = False) -> None:
     """INSERT new rows of `model` as fast as the database takes them: PostgreSQL's COPY (about ten times
     bulk_create's rows per second here: docs/architecture.md, "Throughput rules"), bulk_create elsewhere.
-    The objects' primary keys must be set already (UUIDs) or not be needed afterwards (an AutoField's id
-    is not read back). No ON CONFLICT: a duplicate raises IntegrityError, and the caller's transaction
-    (a campaign chunk's) is rolled back whole."""
+    The objects' primary keys must be set already (UUIDs), or be needed afterwards only with `with_ids`:
+    then an AutoField's ids are drawn from its sequence first (one query) and set on the objects. No ON
+    CONFLICT: a duplicate raises IntegrityError, and the caller's transaction (a campaign chunk's) is
+    rolled back whole."""
     if not objects:
         return
     connection = connections[router.db_for_write(model)]
     if connection.vendor != "postgresql":
-        model.objects.bulk_create(objects)
+        model.objects.bulk_create(objects)  # sets AutoField ids where the database returns them (SQLite does)
         return
     meta = model._meta
-    fields = [f for f in meta.concrete_fields if not (f.primary_key and f.get_internal_type().endswith("AutoField"))]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    auto_pk = meta.pk.get_internal_type().endswith("AutoField")
+    quote = connection.ops.quote_name
     with connection.cursor() as cursor:
-        with cursor.cursor.copy(f"COPY {connection.ops.quote_name(meta.db_table)} ({columns}) FROM STDIN") as copy:
+        if auto_pk and with_ids:
+            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                           [meta.db_table, meta.pk.column, len(objects)])
+            for obj, (id_,) in zip(objects, cursor.fetchall()):
+                obj.pk = id_
+        fields = [f for f in meta.concrete_fields if not (f.primary_key and auto_pk and not with_ids)]
+        columns = ", ".join(quote(f.column) for f in fields)
+        with cursor.cursor.copy(f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN") as copy:
             for obj in objects:
                 copy.write_row([f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields])

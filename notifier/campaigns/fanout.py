@@ -4,7 +4,8 @@ recipients by recipient id, each routed once by a chunk task with the route step
     campaign_start ─▶ campaign_advance ─▶ CampaignChunk rows ─▶ campaign chunk tasks (queue `campaign`)
                           ▲      (one message per chunk)           │ notifications_route(new=True):
                           └── after each chunk, and beat every 1 s ◀┘ notifications + deliveries, one
-                                                                     INSERT each; wake the *.low queues
+                                                                     COPY each; the in-app items sent
+                                                                     at once; wake the other *.low queues
 
 `campaign_advance` makes the next chunks only while the campaign may go faster: fewer than
 NOTIFIER_CAMPAIGN_CHUNKS_IN_FLIGHT chunks being routed, fewer than NOTIFIER_CAMPAIGN_MAX_QUEUED_DELIVERIES

@@ -21,6 +21,7 @@ escalation and an in-app delivery, the moment it escalates (Notification.escalat
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import defaultdict
 from datetime import timedelta
 
@@ -102,8 +103,13 @@ def notifications_route(notifications: list[Notification], *, new: bool = False)
     renders = SharedRenders() if new else None  # a chunk's notifications share the campaign's data
     deliveries = notifications_decide(notifications, now, renders=renders)
     if new:  # a campaign chunk's: routed once, in the transaction that marks its chunk done
+        inbox_now = _claimed_for_inbox_now(deliveries, now)
         rows_insert(Notification, notifications)
-        rows_insert(Delivery, deliveries)
+        rows_insert(Delivery, deliveries, with_ids=True)
+        if inbox_now:
+            from notifier.pipeline.dispatch import deliveries_send
+
+            deliveries_send(inbox_now)
     else:
         rows_update(notifications, ["status", "decisions", "routed_at", "completed_at", "fallback_channels",
                                     "escalate_at"])
@@ -111,6 +117,21 @@ def notifications_route(notifications: list[Notification], *, new: bool = False)
         Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
     _wake_after_commit(deliveries)
     return deliveries
+
+
+def _claimed_for_inbox_now(deliveries: list[Delivery], now) -> list[Delivery]:
+    """The in-app deliveries of a campaign chunk that are due now, made claimed (status sending, a claim
+    token, the attempt counted) so that the chunk delivers them itself, through the deliver step's own
+    deliveries_send, in its transaction: an inbox item is a row like the notification, and a round trip
+    through a queue and a worker's claim would cost more than writing it (half a campaign's deliveries,
+    1 ms each there). Held ones (quiet hours, a local-time window) wait for beat as any other."""
+    claimed = [d for d in deliveries if d.channel == Channel.IN_APP and d.status == DeliveryStatus.QUEUED
+               and d.next_attempt_at <= now]
+    token = uuid.uuid4()
+    for delivery in claimed:
+        delivery.status, delivery.claim_token, delivery.claimed_at, delivery.attempts = (
+            DeliveryStatus.SENDING, token, now, 1)
+    return claimed
 
 
 def notifications_decide(notifications: list[Notification], now, *, dry_run: bool = False,

@@ -1,11 +1,12 @@
 """The deliver step with campaign rows: a paused campaign's deliveries are not claimed (and a batch claimed
-as it paused is given back), a throttle sends at most its rate, and low priority drains in few wake-ups."""
+as it paused is given back), a throttle sends at most its rate, and low priority drains in few wake-ups.
+Email through the sandbox provider: a chunk delivers its in-app items itself (test_fanout.py)."""
 import pytest
 from django.utils import timezone
 
 from notifier.campaigns import fanout
 from notifier.campaigns.stops import campaigns_stopped_forget
-from notifier.models import Campaign, CampaignStatus, Delivery, DeliveryAttempt, DeliveryStatus, InboxItem
+from notifier.models import Campaign, CampaignStatus, Delivery, DeliveryAttempt, DeliveryStatus, SandboxMessage
 from notifier.pipeline import dispatch
 from tests.campaigns.conftest import make_campaign, make_recipients
 
@@ -19,7 +20,7 @@ def fresh_stops():
 
 def routed_campaign(producer, notification_type, n=20, **fields):
     make_recipients(n)
-    campaign = make_campaign(producer, notification_type, channels=["in_app"], **fields)
+    campaign = make_campaign(producer, notification_type, channels=["email"], **fields)
     fanout.campaign_advance(campaign.id)
     fanout.campaign_chunk_run(campaign.id, 1)
     return campaign
@@ -30,24 +31,24 @@ def test_a_paused_campaigns_deliveries_are_not_claimed_until_it_resumes(db, prod
     Campaign.objects.filter(id=campaign.id).update(status=CampaignStatus.PAUSED)
     campaigns_stopped_forget()
 
-    assert dispatch.deliver_due("in_app", "low") == 0
-    assert InboxItem.objects.count() == 0
+    assert dispatch.deliver_due("email", "low") == 0
+    assert SandboxMessage.objects.count() == 0
 
     Campaign.objects.filter(id=campaign.id).update(status=CampaignStatus.RUNNING)
     campaigns_stopped_forget()
-    assert dispatch.deliver_due("in_app", "low") == 20
-    assert InboxItem.objects.count() == 20
+    assert dispatch.deliver_due("email", "low") == 20
+    assert SandboxMessage.objects.count() == 20
 
 
 def test_a_batch_claimed_as_its_campaign_pauses_goes_back_to_the_queue_unsent(db, producer, promo_type):
     campaign = routed_campaign(producer, promo_type)
-    claimed = dispatch.deliveries_claim("in_app", "low", 100)
+    claimed = dispatch.deliveries_claim("email", "low", 100)
     Campaign.objects.filter(id=campaign.id).update(status=CampaignStatus.PAUSED)
     campaigns_stopped_forget()
 
     dispatch.deliveries_send(claimed)
 
-    assert InboxItem.objects.count() == 0
+    assert SandboxMessage.objects.count() == 0
     rows = Delivery.objects.filter(campaign=campaign)
     assert set(rows.values_list("status", flat=True)) == {DeliveryStatus.QUEUED}
     assert set(rows.values_list("attempts", flat=True)) == {0}  # no attempt spent
@@ -58,9 +59,9 @@ def test_a_throttled_campaign_sends_at_most_its_rate_and_the_rest_wait_their_tur
     campaign = routed_campaign(producer, promo_type, throttle_per_second=5)
     before = timezone.now()
 
-    dispatch.deliver_due("in_app", "low")
+    dispatch.deliver_due("email", "low")
 
-    assert InboxItem.objects.count() == 5  # the bucket holds one second's worth
+    assert SandboxMessage.objects.count() == 5  # the bucket holds one second's worth
     waiting = Delivery.objects.filter(campaign=campaign, status=DeliveryStatus.QUEUED).order_by("next_attempt_at")
     assert waiting.count() == 15
     assert set(waiting.values_list("attempts", flat=True)) == {0}
@@ -74,6 +75,6 @@ def test_low_priority_keeps_claiming_full_batches_within_one_wake_up(db, produce
     settings.NOTIFIER_DELIVER_BATCH_SIZE_LOW = 7
     routed_campaign(producer, promo_type, n=20)
 
-    assert dispatch.deliver_due("in_app", "low") == 20  # batches of 7, 7, 6 in one task
+    assert dispatch.deliver_due("email", "low") == 20  # batches of 7, 7, 6 in one task
 
-    assert InboxItem.objects.count() == 20
+    assert SandboxMessage.objects.count() == 20
