@@ -44,12 +44,35 @@ def _ratio(ours, theirs) -> str:
     return f"{ratio:.1f}×"
 
 
-def render(state: dict) -> str:
+def _kept_lines(previous: str, measured: set) -> dict:
+    """The lines of an earlier BENCHMARKS.md for the scenarios this state has not measured (a fresh
+    clone's latest.json holds only what ran on it): their table rows, their conditions, and the run they
+    came from. So `make bench SCENARIO=campaign` replaces the campaign rows and keeps the others."""
+    kept = {"rows": [], "conditions": [], "run": ""}
+    section = ""
+    for line in previous.splitlines():
+        if line.startswith("## "):
+            section = line
+        elif section == "## Machine" and line.startswith("- git commit "):
+            kept["run"] = kept["run"] or line[2:]
+        elif section == "## Machine" and ": kept from an earlier run (" in line:  # a file merged before
+            kept["run"] = line.split(": kept from an earlier run (", 1)[1].removesuffix(")")
+        elif section == "## Results" and line.startswith("| ") and not line.startswith(("| scenario ", "| --- ")):
+            if line.split("|")[1].strip() not in measured:
+                kept["rows"].append(line)
+        elif section.startswith("## Conditions") and line.startswith("- **"):
+            if line[4:].split(" / ")[0] not in measured:
+                kept["conditions"].append(line)
+    return kept
+
+
+def render(state: dict, previous: str = "") -> str:
     from bench.scenarios import SCENARIOS
 
     order = {name: index for index, name in enumerate(SCENARIOS)}
     rows = [r for name in sorted(state["scenarios"], key=lambda n: order.get(n, len(order)))
             for r in state["scenarios"][name]["rows"]]
+    kept = _kept_lines(previous, set(state["scenarios"]))
     by_key = {(r["key"], r["system"]): r for r in rows}
     facts = state["facts"]
     lines = [
@@ -69,6 +92,9 @@ def render(state: dict) -> str:
     ]
     if state.get("conditions"):
         lines.append(f"- Conditions: {state['conditions']}")
+    if kept["rows"]:
+        scenarios = sorted({line.split("|")[1].strip() for line in kept["rows"]}, key=lambda n: order.get(n, len(order)))
+        lines.append(f"- {', '.join(scenarios)}: kept from an earlier run ({kept['run'] or 'not recorded'})")
     lines += [
         "",
         "## Results",
@@ -76,14 +102,9 @@ def render(state: dict) -> str:
         "| scenario | figure | system | target | measured | met | ratio vs naive | ratio vs django-push-notifications | ratio vs django-notifications-hq |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in rows:
-        target = f"{r['op'].replace('>=', '≥').replace('<=', '≤')} {fmt(r['goal'], r['unit'])}" if r["op"] else ""
-        measured = fmt(r["value"], r["unit"]) if r["status"] == "measured" else r["status"]
-        ratios = ["", "", ""]
-        if r["system"] == "notifier":
-            ratios = [_ratio(r, by_key.get((r["key"], peer))) for peer in PEERS]
-        lines.append(f"| {r['scenario']} | {r['figure']} | {r['system']} | {target} | {measured} | {_met(r)} | "
-                     + " | ".join(ratios) + " |")
+    table = [(r["scenario"], _table_line(r, by_key)) for r in rows]
+    table += [(line.split("|")[1].strip(), line) for line in kept["rows"]]
+    lines += [line for _, line in sorted(table, key=lambda t: order.get(t[0], len(order)))]  # stable: in order
     lines += ["", "## Conditions and limits, per figure", ""]
     for r in rows:
         if r["setup"] or r["hottest"]:
@@ -91,6 +112,7 @@ def render(state: dict) -> str:
             if r["hottest"] and _met(r) in ("**no**", ""):
                 text += f". Hottest functions (py-spy, own time): {'; '.join(r['hottest'])}"
             lines.append(text)
+    lines += kept["conditions"]
     notes = state.get("notes") or []
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
@@ -101,6 +123,15 @@ def render(state: dict) -> str:
     if stats_query.exists():
         lines += ["", stats_query.read_text().strip()]
     return "\n".join(lines) + "\n"
+
+
+def _table_line(r: dict, by_key: dict) -> str:
+    target = f"{r['op'].replace('>=', '≥').replace('<=', '≤')} {fmt(r['goal'], r['unit'])}" if r["op"] else ""
+    measured = fmt(r["value"], r["unit"]) if r["status"] == "measured" else r["status"]
+    ratios = ["", "", ""]
+    if r["system"] == "notifier":
+        ratios = [_ratio(r, by_key.get((r["key"], peer))) for peer in PEERS]
+    return f"| {r['scenario']} | {r['figure']} | {r['system']} | {target} | {measured} | {_met(r)} | " + " | ".join(ratios) + " |"
 
 
 def save(name: str, rows: list[dict], facts: dict, output: Path | None) -> dict:
@@ -117,5 +148,5 @@ def save(name: str, rows: list[dict], facts: dict, output: Path | None) -> dict:
     latest.write_text(json.dumps(state, indent=1, default=str))
     (RESULTS / f"{name}-{stamp}.json").write_text(json.dumps({"facts": facts, "rows": rows}, indent=1, default=str))
     if output is not None:
-        output.write_text(render(state))
+        output.write_text(render(state, output.read_text() if output.exists() else ""))
     return state

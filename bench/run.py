@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     if args.conditions and not smoke:
         state["conditions"] = args.conditions
         (harness.RESULTS / "latest.json").write_text(json.dumps(state, indent=1, default=str))
-        output.write_text(report.render(state))
+        output.write_text(report.render(state, output.read_text()))
     print(f"bench: wrote {output} in {time.monotonic() - started:.0f} s", flush=True)
     return 1 if failed else 0
 
