@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import re
+from operator import attrgetter
 
-from django.db import DataError, IntegrityError, connections, router, transaction
+from django.db import DataError, IntegrityError, connections, models, router, transaction
 
 # Rows per UPDATE statement: keeps a statement's parameters far below PostgreSQL's limit of 65,535.
 ROWS_PER_STATEMENT = 1000
@@ -128,6 +129,23 @@ def rows_insert(model, objects: list, *, with_ids: bool = False) -> None:
                 obj.pk = id_
         fields = [f for f in meta.concrete_fields if not (f.primary_key and auto_pk and not with_ids)]
         columns = ", ".join(quote(f.column) for f in fields)
+        values = [_copy_value(f, connection) for f in fields]
         with cursor.cursor.copy(f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN") as copy:
             for obj in objects:
-                copy.write_row([f.get_db_prep_save(f.pre_save(obj, add=True), connection) for f in fields])
+                copy.write_row([value(obj) for value in values])
+
+
+# Fields whose Python value PostgreSQL's driver takes as it is (str, int, bool, UUID, aware datetime): COPY
+# reads them straight off the object. Django's pre_save + get_db_prep_save per value was a third of a
+# campaign chunk's time, for conversions that change nothing for these types.
+_AS_IT_IS = (models.CharField, models.TextField, models.IntegerField, models.BooleanField, models.UUIDField,
+             models.DateTimeField)
+
+
+def _copy_value(field, connection):
+    """A function of a model instance that gives `field`'s value as COPY writes it."""
+    target = field.target_field if field.is_relation else field
+    plain = isinstance(target, _AS_IT_IS) and not isinstance(target, models.JSONField)
+    if plain and not getattr(field, "auto_now", False) and not getattr(field, "auto_now_add", False):
+        return attrgetter(field.attname)
+    return lambda obj: field.get_db_prep_save(field.pre_save(obj, add=True), connection)
