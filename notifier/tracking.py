@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import re
+from functools import lru_cache
 from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
@@ -131,9 +132,35 @@ def _is_ours(url: str) -> bool:
     return any(url.startswith(base + path) for path in (UNSUBSCRIBE_PATH, OPEN_PATH, CLICK_PATH))
 
 
-def tracked_html(html_body: str, delivery_id: int) -> str:
+def tracked_html(html_body: str, delivery_id: int, vary: str = "") -> str:
     """The email's HTML with each web link pointing at its click redirect and the open pixel before
-    </body> (or at the end). A rewritten <a> tag is written anew from its parsed attributes."""
+    </body> (or at the end). A rewritten <a> tag is written anew from its parsed attributes.
+
+    The parse is done once per distinct body (_tracked_template), and each delivery fills in its own
+    signed URLs: a campaign's thousand emails share one body. `vary` is the text that differs between
+    otherwise identical bodies (the recipient's unsubscribe URL, which is ours and never rewritten): it
+    is masked for the parse and put back after."""
+    if "\x00" in html_body:  # the template's slot marker: build this one directly (rendered text has none)
+        return _tracked(html_body, lambda index: click_url(delivery_id, index), open_url(delivery_id))
+    masked = bool(vary) and vary in html_body
+    template = _tracked_template(html_body.replace(vary, _VARY_MARK) if masked else html_body, _public_url())
+    filled = _SLOT.sub(lambda slot: open_url(delivery_id) if slot[1] == "o"
+                       else html.escape(click_url(delivery_id, int(slot[1])), quote=True), template)
+    return filled.replace(_VARY_MARK, vary) if masked else filled
+
+
+# A template's slots: \x00<link index>\x00 for a click URL, \x00o\x00 for the open pixel's.
+_SLOT = re.compile("\x00(\\d+|o)\x00")
+_VARY_MARK = "notifier-varying-text-9c1e"  # no character an HTML parser treats specially
+
+
+@lru_cache(maxsize=64)
+def _tracked_template(html_body: str, public_url: str) -> str:
+    """`public_url` (what _is_ours compares with) is part of the key: a changed setting parses anew."""
+    return _tracked(html_body, lambda index: f"\x00{index}\x00", "\x00o\x00")
+
+
+def _tracked(html_body: str, click_href, pixel_src: str) -> str:
     parts, done = [], 0
     for index, (start, end, attrs) in enumerate(_Links(html_body).links):
         url = _href(attrs)
@@ -143,12 +170,12 @@ def tracked_html(html_body: str, delivery_id: int) -> str:
         rewritten = []
         for name, value in attrs:
             if name == "href" and not href_seen:
-                href_seen, value = True, click_url(delivery_id, index)
+                href_seen, value = True, click_href(index)
             rewritten.append(f" {name}" if value is None else f' {name}="{html.escape(value, quote=True)}"')
         parts += [html_body[done:start], "<a", *rewritten, ">"]
         done = end
     rewritten_html = "".join(parts) + html_body[done:]
-    pixel = (f'<img src="{open_url(delivery_id)}" width="1" height="1" alt="" '
+    pixel = (f'<img src="{pixel_src}" width="1" height="1" alt="" '
              'style="display:block;width:1px;height:1px;border:0;">')
     ends = list(_BODY_END.finditer(rewritten_html))
     if ends:

@@ -32,7 +32,10 @@ class EmailChannel(ProviderChannel):
     def message_for(self, delivery):
         message = message_from_delivery(delivery)
         if message.html_body and tracking_enabled(delivery.notification.type):
-            message = dataclasses.replace(message, html_body=tracked_html(message.html_body, delivery.id))
+            # The recipient's unsubscribe URL is what tells a campaign's bodies apart (tracked_html).
+            unsubscribe = message.headers.get("List-Unsubscribe", "").removeprefix("<").removesuffix(">")
+            message = dataclasses.replace(message, html_body=tracked_html(message.html_body, delivery.id,
+                                                                          vary=unsubscribe))
         return message
 
 

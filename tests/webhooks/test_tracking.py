@@ -136,6 +136,26 @@ def test_every_delivery_gets_urls_of_its_own():
     assert open_token(1) in first and open_token(2) in second
 
 
+def test_a_campaigns_bodies_that_differ_by_their_unsubscribe_url_are_parsed_once_and_tracked_alike():
+    from notifier.tracking import _tracked, _tracked_template, click_url, open_url
+
+    def body(user: str) -> tuple[str, str]:
+        unsubscribe = f"http://127.0.0.1:8000/api/v1/unsubscribe/{user}-token"
+        return (f'<html><body><p><a href="https://shop.example/sale">Sale</a> <a href="mailto:x@shop.example">Mail</a>'
+                f'</p><p>Not you? <a href="{unsubscribe}">Unsubscribe</a> ({unsubscribe})</p>'
+                f'<a class="b" href="https://shop.example/b?x=1&amp;y=2">B</a></body></html>', unsubscribe)
+
+    _tracked_template.cache_clear()
+    for n in range(50):
+        html, unsubscribe = body(f"user{n}")
+        tracked = tracked_html(html, n, vary=unsubscribe)
+
+        # What the parse of this very body makes, and what the reader of the stored email expects.
+        assert tracked == _tracked(html, lambda index: click_url(n, index), open_url(n))
+        assert unsubscribe in tracked and click_token(n, 0) in tracked and click_token(n, 3) in tracked
+    assert _tracked_template.cache_info().misses == 1
+
+
 def test_a_replayed_dead_letter_is_tracked_under_its_own_delivery(settings):
     receipt = email_type("receipt", "transactional", track_engagement="on")
     use_scripted_providers(settings)
