@@ -45,23 +45,29 @@ def _ratio(ours, theirs) -> str:
 
 
 def _kept_lines(previous: str, measured: set) -> dict:
-    """The lines of an earlier BENCHMARKS.md for the scenarios this state has not measured (a fresh
-    clone's latest.json holds only what ran on it): their table rows, their conditions, and the run they
-    came from. So `make bench SCENARIO=campaign` replaces the campaign rows and keeps the others."""
-    kept = {"rows": [], "conditions": [], "run": ""}
+    """The lines of an earlier BENCHMARKS.md for the figures this state has not measured (a fresh clone's
+    latest.json holds only what ran on it): their table rows, their conditions, and the run they came
+    from. `measured` holds (scenario, figure, system) of the rows about to be written. So `make bench
+    SCENARIO=campaign BENCH_CAMPAIGN_SIZES=100000` replaces those rows and keeps the 1,000,000 ones and
+    the other scenarios'."""
+    kept = {"rows": [], "conditions": [], "runs": []}
     section = ""
     for line in previous.splitlines():
         if line.startswith("## "):
             section = line
         elif section == "## Machine" and line.startswith("- git commit "):
-            kept["run"] = kept["run"] or line[2:]
-        elif section == "## Machine" and ": kept from an earlier run (" in line:  # a file merged before
-            kept["run"] = line.split(": kept from an earlier run (", 1)[1].removesuffix(")")
+            kept["runs"].insert(0, line[2:])
+        elif section == "## Machine" and ": kept from earlier runs: " in line:  # a file merged before
+            kept["runs"] += line.split(": kept from earlier runs: ", 1)[1].split("; then ")
         elif section == "## Results" and line.startswith("| ") and not line.startswith(("| scenario ", "| --- ")):
-            if line.split("|")[1].strip() not in measured:
+            cells = [cell.strip() for cell in line.split("|")]
+            if (cells[1], cells[2], cells[3]) not in measured:
                 kept["rows"].append(line)
         elif section.startswith("## Conditions") and line.startswith("- **"):
-            if line[4:].split(" / ")[0] not in measured:
+            title = line[4:].split("**:", 1)[0]  # "scenario / figure (system)"
+            scenario, _, rest = title.partition(" / ")
+            figure, _, system = rest.rpartition(" (")
+            if (scenario, figure, system.removesuffix(")")) not in measured:
                 kept["conditions"].append(line)
     return kept
 
@@ -72,9 +78,11 @@ def render(state: dict, previous: str = "") -> str:
     order = {name: index for index, name in enumerate(SCENARIOS)}
     rows = [r for name in sorted(state["scenarios"], key=lambda n: order.get(n, len(order)))
             for r in state["scenarios"][name]["rows"]]
-    kept = _kept_lines(previous, set(state["scenarios"]))
+    kept = _kept_lines(previous, {(r["scenario"], r["figure"], r["system"]) for r in rows})
     by_key = {(r["key"], r["system"]): r for r in rows}
     facts = state["facts"]
+    this_run = (f"git commit {facts.get('git_commit')}; run {facts.get('date')}; load average at start "
+                f"{facts.get('load_average_at_start')}")
     lines = [
         "# Benchmarks",
         "",
@@ -87,14 +95,14 @@ def render(state: dict, previous: str = "") -> str:
         "",
         f"- CPU: {facts.get('cpu')}, {facts.get('cores')} cores, {facts.get('memory_gib')} GiB",
         f"- PostgreSQL {facts.get('postgresql')}, Redis {facts.get('redis')}, Python {facts.get('python')}",
-        f"- git commit {facts.get('git_commit')}; run {facts.get('date')}; load average at start "
-        f"{facts.get('load_average_at_start')}",
+        f"- {this_run}",
     ]
     if state.get("conditions"):
         lines.append(f"- Conditions: {state['conditions']}")
     if kept["rows"]:
         scenarios = sorted({line.split("|")[1].strip() for line in kept["rows"]}, key=lambda n: order.get(n, len(order)))
-        lines.append(f"- {', '.join(scenarios)}: kept from an earlier run ({kept['run'] or 'not recorded'})")
+        runs = "; then ".join(r for r in dict.fromkeys(kept["runs"]) if r != this_run) or "not recorded"
+        lines.append(f"- rows of {', '.join(scenarios)} this run did not measure: kept from earlier runs: {runs}")
     lines += [
         "",
         "## Results",
