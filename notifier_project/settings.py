@@ -282,7 +282,7 @@ NOTIFIER_PROVIDER_CONFIG = {
     ),
     "fcm": _provider_config(
         credentials_file="FCM_CREDENTIALS_FILE", project_id="FCM_PROJECT_ID", endpoint="FCM_ENDPOINT",
-        concurrency="FCM_CONCURRENCY", bulk_concurrency="FCM_BULK_CONCURRENCY",
+        concurrency="FCM_CONCURRENCY",
     ),
     "sendgrid": _provider_config(
         api_key="SENDGRID_API_KEY", host="SENDGRID_HOST", from_email="EMAIL_FROM", from_name="EMAIL_FROM_NAME",

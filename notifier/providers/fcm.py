@@ -11,9 +11,6 @@
     retries           extra attempts firebase-admin makes itself on 500/503, default 1 (our task retries
                       with backoff anyway; firebase-admin's default of 4 would hold a worker for ~8 s)
     concurrency       messages in flight at once per worker process, default 100 (one connection each)
-    bulk_concurrency  the same for low-priority messages (campaigns), default 500: one send_each call of
-                      up to FCM's 500, as django-push-notifications sends, so a campaign's worker keeps
-                      five times as many in flight; transactional pushes keep the smaller groups
     target            "token" (default): Message.to is an FCM registration token (getToken()), sent in
                       the v1 `token` field; "fid": Message.to is a Firebase installation ID, sent in `fid`
 
@@ -78,7 +75,6 @@ class FCMProvider(Provider):
         retries: int = 1,
         target: str = "token",
         concurrency: int = 100,
-        bulk_concurrency: int = MAX_MESSAGES_PER_CALL,
     ):
         self.credentials_info = credentials_info
         self.credentials_file = credentials_file
@@ -88,7 +84,6 @@ class FCMProvider(Provider):
         self.retries = int(retries)
         self.target = target
         self.concurrency = max(1, min(int(concurrency), MAX_MESSAGES_PER_CALL))
-        self.bulk_concurrency = max(1, min(int(bulk_concurrency), MAX_MESSAGES_PER_CALL))
         self._app: firebase_admin.App | None = None
         self._app_pid = 0
         self._app_lock = threading.Lock()
@@ -107,12 +102,8 @@ class FCMProvider(Provider):
     def group_size(self) -> int:
         return self.concurrency
 
-    def group_size_for(self, message: Message) -> int:
-        return self.bulk_concurrency if message.priority == "low" else self.concurrency
-
     def send_as_completed(self, messages: list[Message]):
-        """Send all messages, `concurrency` at a time (`bulk_concurrency` for low priority), yielding each
-        chunk's outcomes when it completes."""
+        """Send all messages, `concurrency` at a time, yielding each chunk's outcomes when it completes."""
         ready: list[tuple[int, messaging.Message]] = []
         refused: dict[int, ProviderError] = {}
         for index, message in enumerate(messages):
@@ -132,9 +123,8 @@ class FCMProvider(Provider):
                 yield index, problem
             return
 
-        width = self.group_size_for(messages[0])
-        for start in range(0, len(ready), width):
-            chunk = ready[start:start + width]
+        for start in range(0, len(ready), self.concurrency):
+            chunk = ready[start:start + self.concurrency]
             results = self._send_chunk(app, [fcm_message for _, fcm_message in chunk])
             for (index, _), result in zip(chunk, results):
                 yield index, self._log(messages[index], result)
@@ -263,8 +253,7 @@ class FCMProvider(Provider):
 
     def _log(self, message: Message, outcome: SendResult | ProviderError):
         if isinstance(outcome, SendResult):
-            # A campaign's successes are counted in the deliver step's summary line, not one line each.
-            logger.log(logging.DEBUG if message.priority == "low" else logging.INFO,"FCM: sent to device %s (delivery %s, %s)", _short(message.to), message.delivery_id, outcome.provider_message_id)
+            logger.info("FCM: sent to device %s (delivery %s, %s)", _short(message.to), message.delivery_id, outcome.provider_message_id)
         else:
             logger.warning("FCM: %s for device %s (delivery %s)", outcome, _short(message.to), message.delivery_id)
         return outcome
@@ -303,7 +292,7 @@ class FCMProvider(Provider):
         retries = Retry(connect=1, read=False, status=self.retries, status_forcelist=[500, 503], raise_on_status=False,
                         backoff_factor=0.5, allowed_methods=None, respect_retry_after_header=False)
         service._client.session.mount(base_url, requests.adapters.HTTPAdapter(
-            pool_connections=1, pool_maxsize=max(self.concurrency, self.bulk_concurrency), max_retries=retries))
+            pool_connections=1, pool_maxsize=self.concurrency, max_retries=retries))
         session_read_environment_once(service._client.session, base_url)
         return app
 
@@ -421,5 +410,4 @@ def build(config: dict) -> FCMProvider:
         retries=int(config.get("retries", 1)),
         target=config.get("target", "token"),
         concurrency=int(config.get("concurrency", 100)),
-        bulk_concurrency=int(config.get("bulk_concurrency", MAX_MESSAGES_PER_CALL)),
     )

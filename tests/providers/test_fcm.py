@@ -244,22 +244,6 @@ def test_it_sends_a_batch_concurrently(fake, provider):
     assert all(isinstance(outcome, SendResult) for outcome in outcomes)
 
 
-def test_a_campaigns_pushes_go_out_500_at_a_time_where_transactional_ones_keep_the_concurrency(fake, make_provider):
-    provider = make_provider(timeout=30, concurrency=50)
-    fake.latency = 0.5
-
-    def seconds_for(priority: str) -> float:
-        started = time.monotonic()
-        outcomes = provider.send_batch([push(delivery_id=n, to=f"token-{priority}-{n}", priority=priority)
-                                        for n in range(300)])
-        assert all(isinstance(outcome, SendResult) for outcome in outcomes)
-        return time.monotonic() - started
-
-    assert provider.group_size_for(push(priority="low")) == 500 and provider.group_size_for(push()) == 50
-    assert seconds_for("medium") >= 3.0  # six rounds of 50, each waiting 0.5 s for its answers
-    assert seconds_for("low") < 2.0  # one round of 300
-
-
 def test_it_reuses_its_access_token_and_connections(fake, provider):
     for n in range(10):
         provider.send(push(delivery_id=n))
