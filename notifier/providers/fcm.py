@@ -253,7 +253,10 @@ class FCMProvider(Provider):
 
     def _log(self, message: Message, outcome: SendResult | ProviderError):
         if isinstance(outcome, SendResult):
-            logger.info("FCM: sent to device %s (delivery %s, %s)", _short(message.to), message.delivery_id, outcome.provider_message_id)
+            # A campaign's successes are counted in the deliver step's summary line, not one line each.
+            logger.log(logging.DEBUG if message.priority == "low" else logging.INFO,
+                       "FCM: sent to device %s (delivery %s, %s)", _short(message.to), message.delivery_id,
+                       outcome.provider_message_id)
         else:
             logger.warning("FCM: %s for device %s (delivery %s)", outcome, _short(message.to), message.delivery_id)
         return outcome
