@@ -25,7 +25,7 @@ from rest_framework.views import APIView
 from notifier.api.errors import ErrorSerializer
 from notifier.api.pagination import Keyset, PageQuery
 from notifier.api.quota import ProducerQuotaThrottle
-from notifier.api.serializers import NotificationTypeKeyField, _known_timezones, fields_validate
+from notifier.api.serializers import NotificationTypeKeyField, _known_timezones, channels_named_once, fields_validate
 from notifier.api.views import IdempotencyKeyInFlightError, IdempotencyKeyReused, with_idempotency_header
 from notifier.campaigns import dry_run, segments
 from notifier.campaigns.service import (
@@ -151,7 +151,8 @@ class CampaignRequestSerializer(serializers.Serializer):
     data = serializers.DictField(required=False, default=dict, help_text=(
         "The template variables, the same for every recipient (at most NOTIFIER_MAX_DATA_BYTES)."))
     channels = serializers.ListField(child=serializers.ChoiceField(Channel.choices), required=False,
-                                     allow_empty=False, help_text="Absent: the type's default channels.")
+                                     allow_empty=False, validators=[channels_named_once],
+                                     help_text="Absent: the type's default channels.")
     segment = SegmentField()
     schedule_at = serializers.DateTimeField(required=False, allow_null=True, help_text=(
         "ISO 8601; without a UTC offset it is UTC. In the future: the campaign waits (status scheduled) until "
@@ -167,11 +168,6 @@ class CampaignRequestSerializer(serializers.Serializer):
         if problem := data_size_problem(data):
             raise serializers.ValidationError(problem)
         return data
-
-    def validate_channels(self, channels):
-        if len(set(channels)) != len(channels):
-            raise serializers.ValidationError("Name each channel once.")
-        return channels
 
     def to_internal_value(self, data):
         """Every field, then the type's variables against data, and raise once: a 400 names each bad field."""

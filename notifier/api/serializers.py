@@ -65,6 +65,12 @@ def contact_errors(values: dict) -> dict[str, str]:
     return errors
 
 
+def channels_named_once(channels: list) -> None:
+    """The validator of a list of channels that must not repeat one (an escalation's, a campaign's)."""
+    if len(set(channels)) != len(channels):
+        raise serializers.ValidationError("Name each channel once.")
+
+
 def fields_validate(serializer: serializers.Serializer, data: dict) -> tuple[dict, dict]:
     """Run each writable field of `serializer` (and its validate_<field> method) on `data`: the valid
     values and the errors, by field name. Unlike DRF's to_internal_value, it hands back the valid values
@@ -213,14 +219,10 @@ class EscalateSerializer(serializers.Serializer):
     after it reached the inbox. The notification's channels must include in_app."""
 
     channels = serializers.ListField(child=serializers.ChoiceField(Channel.choices), allow_empty=False,
+                                     validators=[channels_named_once],
                                      help_text="Sent together, once, if the in-app item is unread then.")
     if_unread_after_seconds = serializers.IntegerField(min_value=1, max_value=ESCALATION_MAX_SECONDS,
                                                        help_text="1 second to 7 days.")
-
-    def validate_channels(self, channels):
-        if len(set(channels)) != len(channels):
-            raise serializers.ValidationError("Name each channel once.")
-        return channels
 
     def to_internal_value(self, data):
         if not isinstance(data, dict):
