@@ -47,6 +47,7 @@ from notifier.providers.base import (
     SendResult,
     TransientError,
     completed_in_window,
+    sent_log_level,
 )
 from notifier.providers.event_loop import EventLoopThread
 
@@ -293,7 +294,8 @@ class APNsProvider(Provider):
         """
         status, reason = str(result.status), result.description or ""
         if result.is_successful:
-            logger.info("APNs: sent to device %s (delivery %s, apns-id %s)", _short(message.to), message.delivery_id, result.notification_id)
+            logger.log(sent_log_level(message), "APNs: sent to device %s (delivery %s, apns-id %s)", _short(message.to),
+                       message.delivery_id, result.notification_id)
             return SendResult(provider_message_id=result.notification_id)
 
         logger.warning("APNs: %s %s for device %s (delivery %s)", status, reason, _short(message.to), message.delivery_id)

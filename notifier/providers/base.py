@@ -14,6 +14,7 @@ record an SMS opt-out).
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -46,6 +47,12 @@ class Message:
     headers: dict = field(default_factory=dict)  # extra email headers (List-Unsubscribe, ...)
     badge: int | None = None
     sound: str = ""
+
+
+def sent_log_level(message: Message) -> int:
+    """The level of a provider's "sent" line: DEBUG for low priority, whose successes a campaign counts in
+    the deliver step's one summary line per claim (pipeline/dispatch.py), INFO for the rest."""
+    return logging.DEBUG if message.priority == "low" else logging.INFO
 
 
 @dataclass(frozen=True)

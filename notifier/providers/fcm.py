@@ -48,6 +48,7 @@ from notifier.providers.base import (
     RateLimited,
     SendResult,
     TransientError,
+    sent_log_level,
     session_read_environment_once,
 )
 
@@ -253,10 +254,8 @@ class FCMProvider(Provider):
 
     def _log(self, message: Message, outcome: SendResult | ProviderError):
         if isinstance(outcome, SendResult):
-            # A campaign's successes are counted in the deliver step's summary line, not one line each.
-            logger.log(logging.DEBUG if message.priority == "low" else logging.INFO,
-                       "FCM: sent to device %s (delivery %s, %s)", _short(message.to), message.delivery_id,
-                       outcome.provider_message_id)
+            logger.log(sent_log_level(message), "FCM: sent to device %s (delivery %s, %s)", _short(message.to),
+                       message.delivery_id, outcome.provider_message_id)
         else:
             logger.warning("FCM: %s for device %s (delivery %s)", outcome, _short(message.to), message.delivery_id)
         return outcome

@@ -73,6 +73,7 @@ from notifier.providers.base import (
     RateLimited,
     SendResult,
     TransientError,
+    sent_log_level,
 )
 from notifier.providers.skeleton import WHOLE, skeleton_fill, skeleton_of, skeleton_template
 
@@ -163,7 +164,8 @@ class SendGridProvider(Provider):
             raise TransientError(f"SendGrid unreachable: {error}", code="connection") from error
 
         message_id = _message_id(response)
-        logger.info("SendGrid: sent to %s (delivery %s, message %s)", message.to, message.delivery_id, message_id)
+        logger.log(sent_log_level(message), "SendGrid: sent to %s (delivery %s, message %s)", message.to,
+                   message.delivery_id, message_id)
         return SendResult(provider_message_id=message_id)
 
     def send_as_completed(self, messages: list[Message]) -> Iterator[tuple[int, SendResult | ProviderError]]:

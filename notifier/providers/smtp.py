@@ -43,6 +43,7 @@ from notifier.providers.base import (
     ProviderError,
     SendResult,
     TransientError,
+    sent_log_level,
 )
 
 logger = logging.getLogger(__name__)
@@ -181,7 +182,8 @@ class SMTPProvider(Provider):
             raise PermanentError(f"Invalid email: {error}", code="invalid_message") from error
 
         message_id = email.extra_headers["Message-ID"]
-        logger.info("SMTP: sent to %s (delivery %s, message %s)", message.to, message.delivery_id, message_id)
+        logger.log(sent_log_level(message), "SMTP: sent to %s (delivery %s, message %s)", message.to,
+                   message.delivery_id, message_id)
         return SendResult(provider_message_id=message_id)
 
     def _error_from(self, error: Exception, message: Message) -> ProviderError:

@@ -39,6 +39,7 @@ from notifier.providers.base import (
     RateLimited,
     SendResult,
     TransientError,
+    sent_log_level,
     session_read_environment_once,
 )
 from notifier.providers.sms_segments import count_segments
@@ -118,8 +119,8 @@ class TwilioProvider(Provider):
             logger.warning("Twilio: connection failed for delivery %s: %s", message.delivery_id, error)
             raise TransientError(f"Twilio unreachable: {error}", code="connection") from error
 
-        logger.info("Twilio: sent to %s (delivery %s, message %s, %s segments)", message.to,
-                    message.delivery_id, sent.sid, segments)
+        logger.log(sent_log_level(message), "Twilio: sent to %s (delivery %s, message %s, %s segments)",
+                   message.to, message.delivery_id, sent.sid, segments)
         return SendResult(provider_message_id=sent.sid)
 
     def _error_from_answer(self, error: TwilioRestException | TwilioServiceException, message: Message):
