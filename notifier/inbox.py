@@ -250,8 +250,7 @@ def inbox_items_published(notification_ids: list, user_ids: dict) -> None:
         items = InboxItem.objects.filter(notification_id__in=notification_ids, recipient_id__in=listening)
         pipe = client.pipeline(transaction=False)
         for item in items:
-            user_id = user_ids[item.recipient_id]
-            pipe.publish(inbox_channel(user_id), sse_frame("notification", inbox_item_payload(item), item.id))
+            pipe.publish(channels[item.recipient_id], sse_frame("notification", inbox_item_payload(item), item.id))
         pipe.execute()
     except redis.RedisError as error:
         log.warning("inbox: could not publish %s new items: %s", len(notification_ids), error)
