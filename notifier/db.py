@@ -145,7 +145,7 @@ _AS_IT_IS = (models.CharField, models.TextField, models.IntegerField, models.Boo
 def _copy_value(field, connection):
     """A function of a model instance that gives `field`'s value as COPY writes it."""
     target = field.target_field if field.is_relation else field
-    plain = isinstance(target, _AS_IT_IS) and not isinstance(target, models.JSONField)
-    if plain and not getattr(field, "auto_now", False) and not getattr(field, "auto_now_add", False):
+    stamped = getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
+    if isinstance(target, _AS_IT_IS) and not stamped:
         return attrgetter(field.attname)
     return lambda obj: field.get_db_prep_save(field.pre_save(obj, add=True), connection)
