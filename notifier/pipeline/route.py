@@ -105,7 +105,7 @@ def notifications_route(notifications: list[Notification], *, new: bool = False)
     if new:  # a campaign chunk's: routed once, in the transaction that marks its chunk done
         inbox_now = _claimed_for_inbox_now(deliveries, now)
         rows_insert(Notification, notifications)
-        rows_insert(Delivery, deliveries, with_ids=True)
+        rows_insert(Delivery, deliveries, with_ids=bool(inbox_now))  # deliveries_send needs their ids
         if inbox_now:
             from notifier.pipeline.dispatch import deliveries_send
 
