@@ -6,8 +6,9 @@ same task, or a second worker, never sends a row twice. A claim is a lease: if t
 sweeper returns the row to the queue after NOTIFIER_CLAIM_LEASE_SECONDS (counting the attempt).
 
 Outcomes are recorded while the batch is still being sent, in groups of at most RECORD_GROUP_SIZE
-(RECORD_GROUP_SIZE_LOW at low priority) or RECORD_INTERVAL_SECONDS, so a worker killed mid-batch leaves unrecorded (and sends again on the next claim)
-only the sends in flight and the last group's outcomes, not everything it had sent. Each write matches the
+(RECORD_GROUP_SIZE_LOW at low priority) or RECORD_INTERVAL_SECONDS, so a worker killed mid-batch leaves
+unrecorded (and sends again on the next claim) only the sends in flight and the last group's outcomes,
+not everything it had sent. Each write matches the
 claim token: a worker that outlived its lease finds its rows given back to the queue (or claimed by
 another) and changes nothing.
 """
@@ -157,7 +158,8 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
         else:
             live.append(delivery)
     group_started = time.monotonic()
-    group_size = RECORD_GROUP_SIZE_LOW if deliveries[0].priority == Priority.LOW else RECORD_GROUP_SIZE
+    low = deliveries[0].priority == Priority.LOW
+    group_size = RECORD_GROUP_SIZE_LOW if low else RECORD_GROUP_SIZE
     for index, outcome in CHANNELS[deliveries[0].channel].deliver(live):
         delivery = live[index]
         _apply_outcome(delivery, outcome, timezone.now())
@@ -169,7 +171,7 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
             outcomes_record(group, token)
             group = []
     outcomes_record(group, token)
-    if deliveries[0].priority == Priority.LOW:
+    if low:
         statuses = Counter(d.status for d in deliveries)
         log.info("deliver: %s.low: %s", deliveries[0].channel,
                  ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())))
