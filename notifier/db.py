@@ -1,10 +1,13 @@
 """Set-based writes the ORM makes slow on the hot path."""
 from __future__ import annotations
 
+import functools
 import re
 from operator import attrgetter
 
 from django.db import DataError, IntegrityError, connections, models, router, transaction
+from django.db.models.base import ModelState
+from django.db.models.signals import post_init, pre_init
 
 # Rows per UPDATE statement: keeps a statement's parameters far below PostgreSQL's limit of 65,535.
 ROWS_PER_STATEMENT = 1000
@@ -12,6 +15,45 @@ ROWS_PER_STATEMENT = 1000
 # What the database raises for a row it cannot store (a value too long for its column, a character it
 # cannot hold, a constraint): the row's fault, not the database's. Anything else (a lost connection) is.
 ROW_REFUSED_ERRORS = (DataError, IntegrityError)
+
+
+def row_new(model, **values):
+    """A new, unsaved instance of `model`, as `model(**values)` makes it: the values by attribute name
+    (`status`, `notification_id`) or a related object by its field name (`notification`), every other
+    field at its default. About a tenth of the cost: Django's keyword __init__ looks up and sets every
+    field through its descriptor (18 µs a Delivery here), a fifth of a campaign chunk's time for the
+    thousands of rows a chunk builds. Models with init signal receivers are built by __init__."""
+    fixed, made, relations = _new_row_plan(model)
+    if pre_init.has_listeners(model) or post_init.has_listeners(model):
+        return model(**values)
+    obj = model.__new__(model)
+    obj._state = ModelState()
+    attributes = obj.__dict__
+    attributes.update(fixed)
+    for attname, default in made:
+        attributes[attname] = default()
+    for name, value in values.items():
+        field = relations.get(name)
+        if field is None:
+            attributes[name] = value
+        else:
+            attributes[field.attname] = None if value is None else getattr(value, field.target_field.attname)
+            if value is not None:
+                obj._state.fields_cache[name] = value
+    return obj
+
+
+@functools.cache
+def _new_row_plan(model) -> tuple[dict, list, dict]:
+    """(the defaults that are values, (attname, callable) of those made per row, the relations by name)."""
+    fixed, made = {}, []
+    for field in model._meta.concrete_fields:
+        if field.has_default() and callable(field.default):
+            made.append((field.attname, field.default))
+        else:
+            fixed[field.attname] = field.get_default()
+    relations = {field.name: field for field in model._meta.concrete_fields if field.is_relation}
+    return fixed, made, relations
 
 
 def rows_update(objects: list, field_names: list[str], where: dict | None = None) -> set:

@@ -33,6 +33,7 @@ from notifier.campaigns.counts import decisions_count
 from notifier.campaigns.stops import CANCELLED_KEPT
 from notifier.campaigns.segments import segment_ids_after, segment_recipients
 from notifier.campaigns.windows import chunk_due_at, recipient_send_at
+from notifier.db import row_new
 from notifier.models import (
     DELIVERY_IN_FLIGHT_STATUSES,
     DELIVERY_WAITING_STATUSES,
@@ -236,8 +237,8 @@ def campaign_chunk_run(campaign_id, number: int) -> int:
 
 
 def _notification_of(campaign: Campaign, recipient, now) -> Notification:
-    notification = Notification(
-        producer=campaign.producer, type=campaign.type, recipient=recipient, campaign=campaign,
+    notification = row_new(
+        Notification, producer=campaign.producer, type=campaign.type, recipient=recipient, campaign=campaign,
         data=campaign.data, channels=campaign.channels, priority=Priority.LOW,
         status=NotificationStatus.ACCEPTED, due_at=now,
     )

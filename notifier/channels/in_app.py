@@ -1,6 +1,6 @@
 from django.db import transaction
 
-from notifier.db import rows_write_isolated
+from notifier.db import row_new, rows_write_isolated
 from notifier.models import InboxItem
 from notifier.providers.base import PermanentError, SendResult
 
@@ -20,7 +20,8 @@ class InAppChannel(Channel):
         from notifier.inbox import inbox_items_published
 
         items = [
-            InboxItem(
+            row_new(
+                InboxItem,
                 recipient_id=d.notification.recipient_id,
                 notification_id=d.notification_id,
                 title=d.content.get("title", ""),

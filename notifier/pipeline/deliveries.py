@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from notifier.db import row_new
 from notifier.models import Delivery, DeliveryStatus, Device
 
 
@@ -17,7 +18,8 @@ def deliveries_build(notification, channel: str, targets, template, *, next_atte
     saves them (in bulk) and decides the status: queued (due at next_attempt_at), held (released then, status_reason
     says why) or failed (failed_at, last_error)."""
     return [
-        Delivery(
+        row_new(
+            Delivery,
             notification=notification,
             notification_due_at=notification.due_at,
             producer_id=notification.producer_id,

@@ -29,7 +29,7 @@ from django.utils import timezone
 from notifier.campaigns.stops import campaigns_stopped_ids
 from notifier.campaigns.throttle import throttle_split
 from notifier.channels import CHANNELS
-from notifier.db import rows_insert, rows_update, rows_write_isolated
+from notifier.db import row_new, rows_insert, rows_update, rows_write_isolated
 from notifier.log_format import delivery_log_context
 from notifier.models import (
     DELIVERY_IN_FLIGHT_STATUSES,
@@ -256,8 +256,8 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
 
 def attempt_of(delivery: Delivery, outcome) -> DeliveryAttempt:
     """The history row of the attempt that just ended with `outcome` (None: it expired before sending)."""
-    attempt = DeliveryAttempt(delivery=delivery, number=delivery.attempts, provider=delivery.provider,
-                              at=timezone.now())
+    attempt = row_new(DeliveryAttempt, delivery=delivery, number=delivery.attempts, provider=delivery.provider,
+                      at=timezone.now())
     if outcome is None:
         attempt.outcome, attempt.message = AttemptOutcome.EXPIRED, delivery.last_error
     elif isinstance(outcome, SendResult):

@@ -31,7 +31,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from notifier.db import rows_insert, rows_update
+from notifier.db import row_new, rows_insert, rows_update
 from notifier.models import Delivery, DeliveryEvent, DeliveryStatus as S, EventSource, PendingProviderEvent
 
 log = logging.getLogger(__name__)
@@ -313,7 +313,7 @@ def _first_reached(delivery: Delivery, status: str, at, changed_fields: dict, ap
 
 def _changes_record(changes: list[StatusChange]) -> None:
     rows_insert(DeliveryEvent, [
-        DeliveryEvent(delivery_id=c.delivery.id, status=c.status, previous_status=c.previous, source=c.source, at=c.at)
+        row_new(DeliveryEvent, delivery_id=c.delivery.id, status=c.status, previous_status=c.previous, source=c.source, at=c.at)
         for c in changes
     ])
     _observers_call(changes)

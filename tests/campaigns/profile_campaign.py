@@ -37,6 +37,8 @@ def measured(label: str, step):
         result = step()
         if profile:
             profile.disable()
+            if os.environ.get("PROFILE_DIR"):  # for pstats or snakeviz: one file per step
+                profile.dump_stats(os.path.join(os.environ["PROFILE_DIR"], label.split(" (")[0].replace(" ", "-") + ".prof"))
     print(f"\n=== {label}: {(time.perf_counter() - started) * 1000:.0f} ms, {len(queries)} queries")
     if profile:
         for order in ("cumulative", "tottime"):
