@@ -1,9 +1,9 @@
 """Per-user rate limits: sliding windows in Redis, checked for a whole routing batch in one round trip.
 
-Each window is a sorted set of notification ids scored by the moment they count (ms). One Lua script
-call decides one notification on one channel against every window that applies (user × channel, user ×
-type key, user × category) atomically, all or nothing: a delivery stopped by one window consumes no
-room in the others. The member is the notification id, so a notification counts once per window however
+Each window is a sorted set of notification ids scored by the moment they count (ms). A Lua script
+decides each notification on one channel against every window that applies (user × channel, user ×
+type key, user × category) atomically, all or nothing, and takes a batch's checks a few hundred to a
+call: a delivery stopped by one window consumes no room in the others. The member is the notification id, so a notification counts once per window however
 many devices it reaches, a second channel of the same notification does not count twice against a type
 window, and routing the same notification again (a rolled-back batch) does not count it twice.
 
@@ -32,71 +32,60 @@ from notifier.redis_client import redis_client
 
 KEY_PREFIX = "notifier:rl:"
 
-# KEYS: the windows. ARGV: now_ms, member, hold (0/1), then limit and window_ms for each key.
-# Returns {index of the window that limited (0: none), ms at which the delivery counts and may go}.
-_CHECK = """
+# Checks per script call: a call runs alone in Redis, so one is kept to a few milliseconds; a routing batch
+# or a campaign chunk sends all of its calls in one round trip (a pipeline).
+CHECKS_PER_CALL = 500
+
+# Decides a list of checks in order, each against all of its windows, all or nothing. KEYS: every check's
+# windows, one check after the other. ARGV: now_ms, peek (0/1), then for each check: member, hold (0/1),
+# its number of windows n, and n pairs of limit and window_ms. Returns, per check, the index among its
+# windows of the one that limited it (0: none) and the ms at which it counts and may go (0: refused).
+# peek: decide the same, read-only (a campaign's dry run: notifier/campaigns/dry_run.py), so nobody's
+# window is used up; entries at or before now - window are not counted, as counting would remove them
+# first, and the checks of one list do not see each other.
+_DECIDE = """
 local now = tonumber(ARGV[1])
-local member = ARGV[2]
-local hold = ARGV[3] == '1'
-local at = now
-local limited = 0
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 + 2 * i])
-  local window = tonumber(ARGV[3 + 2 * i])
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
-  local counted = redis.call('ZSCORE', key, member)
-  if counted then
-    -- counted already (another channel of this notification, or a re-route): keep its moment
-    if tonumber(counted) > at then at = tonumber(counted); limited = i end
-  else
-    local count = redis.call('ZCARD', key)
-    if count >= limit then
-      if not hold then return {i, 0} end
-      -- room comes back when the oldest entry that keeps the window full leaves it
-      local entry = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
-      local free_at = tonumber(entry[2]) + window
-      if free_at > at then at = free_at; limited = i end
+local peek = ARGV[2] == '1'
+local verdicts = {}
+local k, a = 0, 3
+while a <= #ARGV do
+  local member, hold, n = ARGV[a], ARGV[a + 1] == '1', tonumber(ARGV[a + 2])
+  a = a + 3
+  local at, limited, refused = now, 0, false
+  for i = 1, n do
+    local key, limit, window = KEYS[k + i], tonumber(ARGV[a + 2 * i - 2]), tonumber(ARGV[a + 2 * i - 1])
+    local oldest = now - window
+    if not peek then redis.call('ZREMRANGEBYSCORE', key, '-inf', oldest) end
+    local score = redis.call('ZSCORE', key, member)
+    local counted = score and tonumber(score)
+    if counted and counted > oldest then
+      -- counted already (another channel of this notification, or a re-route): keep its moment
+      if counted > at then at = counted; limited = i end
+    else
+      local count = redis.call('ZCOUNT', key, '(' .. oldest, '+inf')
+      if count >= limit then
+        if not hold then limited = i; refused = true; break end
+        -- room comes back when the oldest entry that keeps the window full leaves it
+        local entry = redis.call('ZRANGEBYSCORE', key, '(' .. oldest, '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
+        local free_at = tonumber(entry[2]) + window
+        if free_at > at then at = free_at; limited = i end
+      end
     end
   end
-end
-for i, key in ipairs(KEYS) do
-  local window = tonumber(ARGV[3 + 2 * i])
-  if not redis.call('ZSCORE', key, member) then redis.call('ZADD', key, at, member) end
-  local keep = at - now + window
-  if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
-end
-return {limited, at}
-"""
-
-
-# The same decision as _CHECK, read-only: nothing is removed, added or re-timed, so a campaign's dry run
-# (notifier/campaigns/dry_run.py) can ask what routing would decide without using up anyone's window.
-# Entries at or before now - window are the ones _CHECK would remove first: they are not counted.
-_PEEK = """
-local now = tonumber(ARGV[1])
-local member = ARGV[2]
-local hold = ARGV[3] == '1'
-local at = now
-local limited = 0
-for i, key in ipairs(KEYS) do
-  local limit = tonumber(ARGV[2 + 2 * i])
-  local window = tonumber(ARGV[3 + 2 * i])
-  local after = '(' .. (now - window)
-  local score = redis.call('ZSCORE', key, member)
-  local counted = score and tonumber(score)
-  if counted and counted > now - window then
-    if counted > at then at = counted; limited = i end
-  else
-    local count = redis.call('ZCOUNT', key, after, '+inf')
-    if count >= limit then
-      if not hold then return {i, 0} end
-      local entry = redis.call('ZRANGEBYSCORE', key, after, '+inf', 'WITHSCORES', 'LIMIT', count - limit, 1)
-      local free_at = tonumber(entry[2]) + window
-      if free_at > at then at = free_at; limited = i end
+  if refused then at = 0 end
+  if not peek and not refused then
+    for i = 1, n do
+      local key, window = KEYS[k + i], tonumber(ARGV[a + 2 * i - 1])
+      if not redis.call('ZSCORE', key, member) then redis.call('ZADD', key, at, member) end
+      local keep = at - now + window
+      if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
     end
   end
+  verdicts[#verdicts + 1] = limited
+  verdicts[#verdicts + 1] = at
+  k, a = k + n, a + 2 * n
 end
-return {limited, at}
+return verdicts
 """
 
 
@@ -119,8 +108,8 @@ class LimitVerdict:
     hold_until: datetime | None = None  # set when the delivery is held rather than suppressed
 
 
-def _script(source: str = _CHECK):
-    return redis_client().register_script(source)  # cheap: it only hashes the source
+def _script():
+    return redis_client().register_script(_DECIDE)  # cheap: it only hashes the source
 
 
 def windows_for(check: LimitCheck) -> list[tuple[str, str, int, int]]:
@@ -139,43 +128,39 @@ def windows_for(check: LimitCheck) -> list[tuple[str, str, int, int]]:
 
 def rate_limits_check(checks: list[LimitCheck], now: datetime) -> list[LimitVerdict]:
     """Count each check against its windows, in order, and say which are over a limit. One Redis round
-    trip for the whole list (a pipeline of script calls, each atomic)."""
-    return _verdicts(checks, now, _CHECK)
+    trip for the whole list (a script call per CHECKS_PER_CALL checks, each atomic)."""
+    return _verdicts(checks, now, peek=False)
 
 
 def rate_limits_peek(checks: list[LimitCheck], now: datetime) -> list[LimitVerdict]:
     """What rate_limits_check would answer for each check on its own, counting nothing: Redis is only
     read. (Unlike rate_limits_check, two checks of one user in the same list do not see each other.)"""
-    return _verdicts(checks, now, _PEEK)
+    return _verdicts(checks, now, peek=True)
 
 
-def _verdicts(checks: list[LimitCheck], now: datetime, source: str) -> list[LimitVerdict]:
+def _verdicts(checks: list[LimitCheck], now: datetime, *, peek: bool) -> list[LimitVerdict]:
     if not settings.NOTIFIER_RATE_LIMITS_ENABLED:
         return [LimitVerdict() for _ in checks]
     now_ms = int(now.timestamp() * 1000)
-    plans = [windows_for(check) for check in checks]
-    script = _script(source)
-    pipe = redis_client().pipeline(transaction=False)
-    for check, windows in zip(checks, plans):
-        if windows:
-            args = [now_ms, check.member, 1 if check.hold else 0]
+    limited = [(index, check, windows) for index, check in enumerate(checks) if (windows := windows_for(check))]
+    script, pipe = _script(), redis_client().pipeline(transaction=False)
+    for start in range(0, len(limited), CHECKS_PER_CALL):
+        keys, args = [], [now_ms, 1 if peek else 0]
+        for _, check, windows in limited[start:start + CHECKS_PER_CALL]:
+            keys += [key for key, *_ in windows]
+            args += [check.member, 1 if check.hold else 0, len(windows)]
             for _, _, limit, seconds in windows:
                 args += [limit, seconds * 1000]
-            script(keys=[key for key, *_ in windows], args=args, client=pipe)
-    answers = iter(pipe.execute() if any(plans) else [])
-    verdicts = []
-    for check, windows in zip(checks, plans):
-        if not windows:
-            verdicts.append(LimitVerdict())
-            continue
-        limited, at_ms = next(answers)
-        if not limited:
-            verdicts.append(LimitVerdict())
-            continue
-        _, label, limit, seconds = windows[limited - 1]
-        reason = f"rate limited: {limit}/{_per(seconds)} {label}"
-        hold_until = datetime.fromtimestamp(at_ms / 1000, tz=UTC) if check.hold else None
-        verdicts.append(LimitVerdict(limited=True, reason=reason, hold_until=hold_until))
+        script(keys=keys, args=args, client=pipe)
+    answers = iter([value for call in (pipe.execute() if limited else []) for value in call])
+    verdicts = [LimitVerdict()] * len(checks)
+    for index, check, windows in limited:
+        window, at_ms = next(answers), next(answers)
+        if window:
+            _, label, limit, seconds = windows[window - 1]
+            hold_until = datetime.fromtimestamp(at_ms / 1000, tz=UTC) if check.hold else None
+            verdicts[index] = LimitVerdict(limited=True, reason=f"rate limited: {limit}/{_per(seconds)} {label}",
+                                           hold_until=hold_until)
     return verdicts
 
 

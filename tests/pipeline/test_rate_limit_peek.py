@@ -68,3 +68,25 @@ def test_a_notification_counted_already_keeps_its_moment(window_of, clean_redis)
 
     assert rate_limits_peek([push_check("n-1")], now) == rate_limits_check([push_check("n-1")], now)
     assert rate_limits_peek([push_check("n-1")], now)[0].limited is False
+
+
+@pytest.mark.parametrize("per_call", [1, 2, 500])
+def test_checks_split_over_several_script_calls_see_each_other_in_order(window_of, clean_redis, monkeypatch,
+                                                                        per_call):
+    from notifier.pipeline import rate_limits
+
+    monkeypatch.setattr(rate_limits, "CHECKS_PER_CALL", per_call)
+    now = timezone.now()
+    window_of(now)
+    other_user = LimitCheck(user_id="u_8", channel="push", type_key="order_shipped", category="transactional",
+                            member="n-x", hold=False)
+    no_window = LimitCheck(user_id="u_7", channel="in_app", type_key="order_shipped", category="transactional",
+                           member="n-y", hold=False)
+
+    verdicts = rate_limits_check([push_check("n-1"), no_window, push_check("n-2"), other_user, push_check("n-3"),
+                                  push_check("n-4"), push_check("n-5", hold=True)], now)
+
+    assert [v.limited for v in verdicts] == [False, False, False, False, False, True, True]
+    assert verdicts[5].reason == "rate limited: 3/hour push" and verdicts[5].hold_until is None
+    assert verdicts[6].hold_until is not None  # held until the first of the three leaves the hour
+    assert clean_redis.zcard(PUSH_KEY) == 4  # n-1..n-3, and n-5's reservation; n-4 was refused
