@@ -27,9 +27,18 @@ pytestmark = pytest.mark.django_db(transaction=True)
 RECIPIENTS = int(os.environ.get("NOTIFIER_PROFILE_RECIPIENTS", "5000"))
 
 
+def backend_cpu_ms() -> float:
+    """CPU time so far of this test's PostgreSQL backend process (same machine): user + system, in ms."""
+    connection.ensure_connection()
+    with open(f"/proc/{connection.connection.info.backend_pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def measured(label: str, step):
     queries = []
     profile = cProfile.Profile() if os.environ.get("PROFILE") else None
+    database_started, cpu_started = backend_cpu_ms(), time.process_time()
     started = time.perf_counter()
     with connection.execute_wrapper(lambda execute, *args: queries.append(1) or execute(*args)):
         if profile:
@@ -39,7 +48,9 @@ def measured(label: str, step):
             profile.disable()
             if os.environ.get("PROFILE_DIR"):  # for pstats or snakeviz: one file per step
                 profile.dump_stats(os.path.join(os.environ["PROFILE_DIR"], label.split(" (")[0].replace(" ", "-") + ".prof"))
-    print(f"\n=== {label}: {(time.perf_counter() - started) * 1000:.0f} ms, {len(queries)} queries")
+    print(f"\n=== {label}: {(time.perf_counter() - started) * 1000:.0f} ms, {len(queries)} queries; CPU: "
+          f"this process {(time.process_time() - cpu_started) * 1000:.0f} ms, "
+          f"PostgreSQL {backend_cpu_ms() - database_started:.0f} ms")
     if profile:
         for order in ("cumulative", "tottime"):
             text = io.StringIO()
