@@ -147,18 +147,23 @@ def _rows_write_one_by_one(rows: list, write) -> dict[int, Exception]:
     return refused
 
 
-def rows_insert(model, objects: list, *, with_ids: bool = False) -> None:
+def rows_insert(model, objects: list, *, with_ids: bool = False, ignore_conflicts: bool = False) -> None:
     """INSERT new rows of `model` as fast as the database takes them: PostgreSQL's COPY (about ten times
     bulk_create's rows per second here: docs/architecture.md, "Throughput rules"), bulk_create elsewhere.
     The objects' primary keys must be set already (UUIDs), or be needed afterwards only with `with_ids`:
-    then an AutoField's ids are drawn from its sequence first (one query) and set on the objects. No ON
-    CONFLICT: a duplicate raises IntegrityError, and the caller's transaction (a campaign chunk's) is
-    rolled back whole."""
+    then an AutoField's ids are drawn from its sequence first (one query) and set on the objects.
+
+    Without `ignore_conflicts`, a duplicate raises IntegrityError, and the caller's transaction (a
+    campaign chunk's) is rolled back whole. With it, a row that conflicts with one already stored is
+    left out, as bulk_create(ignore_conflicts=True) leaves it: on PostgreSQL one `INSERT … SELECT FROM
+    unnest(<one array per column>) ON CONFLICT DO NOTHING` (COPY knows no ON CONFLICT), a parameter per
+    column where bulk_create sends one per value and builds each value through the field."""
     if not objects:
         return
     connection = connections[router.db_for_write(model)]
     if connection.vendor != "postgresql":
-        model.objects.bulk_create(objects)  # sets AutoField ids where the database returns them (SQLite does)
+        # sets AutoField ids where the database returns them (SQLite does)
+        model.objects.bulk_create(objects, ignore_conflicts=ignore_conflicts)
         return
     meta = model._meta
     auto_pk = meta.pk.get_internal_type().endswith("AutoField")
@@ -172,7 +177,14 @@ def rows_insert(model, objects: list, *, with_ids: bool = False) -> None:
         fields = [f for f in meta.concrete_fields if not (f.primary_key and auto_pk and not with_ids)]
         columns = ", ".join(quote(f.column) for f in fields)
         values = [_copy_value(f, connection) for f in fields]
-        with cursor.cursor.copy(f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN") as copy:
+        if ignore_conflicts:
+            arrays = ", ".join(f"%s::{_type_without_length(f, connection)}[]" for f in fields)
+            cursor.execute(f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT * FROM unnest({arrays}) "
+                           f"ON CONFLICT DO NOTHING", [[value(obj) for obj in objects] for value in values])
+            return
+        # The driver's own cursor: Django's wrap turns its errors into Django's (IntegrityError, DataError).
+        with connection.wrap_database_errors, cursor.cursor.copy(
+                f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN") as copy:
             for obj in objects:
                 copy.write_row([value(obj) for value in values])
 

@@ -1,6 +1,6 @@
 from django.db import transaction
 
-from notifier.db import row_new, rows_write_isolated
+from notifier.db import row_new, rows_insert, rows_write_isolated
 from notifier.models import InboxItem
 from notifier.providers.base import PermanentError, SendResult
 
@@ -33,7 +33,7 @@ class InAppChannel(Channel):
         ]
         # One insert for the batch; an item the inbox cannot store fails its own delivery, not the batch.
         # ignore_conflicts: one inbox item per notification, even if a delivery runs twice.
-        refused = rows_write_isolated(items, lambda rows: InboxItem.objects.bulk_create(rows, ignore_conflicts=True))
+        refused = rows_write_isolated(items, lambda rows: rows_insert(InboxItem, rows, ignore_conflicts=True))
         stored = [d for index, d in enumerate(deliveries) if index not in refused]
         user_ids = {d.notification.recipient_id: d.notification.recipient.user_id for d in stored}
         notification_ids = [d.notification_id for d in stored]

@@ -114,7 +114,7 @@ def notifications_route(notifications: list[Notification], *, new: bool = False)
         rows_update(notifications, ["status", "decisions", "routed_at", "completed_at", "fallback_channels",
                                     "escalate_at"])
         # ignore_conflicts: a Delivery is unique per notification × channel × target: routing twice is harmless.
-        Delivery.objects.bulk_create(deliveries, ignore_conflicts=True)
+        rows_insert(Delivery, deliveries, ignore_conflicts=True)
     _wake_after_commit(deliveries)
     return deliveries
 
@@ -378,7 +378,7 @@ def notifications_fall_back(notification_ids) -> set:
         deliveries[delivery.notification_id].append(delivery)
     created = _fallbacks_route(notifications, deliveries, active_devices(n.recipient_id for n in notifications),
                                active_templates(n.type_id for n in notifications), now)
-    Delivery.objects.bulk_create(created, ignore_conflicts=True)
+    rows_insert(Delivery, created, ignore_conflicts=True)
     rows_update(notifications, ["decisions"])
     _wake_after_commit(created)
     return {d.notification_id for d in created if d.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD)}
