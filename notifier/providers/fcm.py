@@ -14,12 +14,13 @@
     target            "token" (default): Message.to is an FCM registration token (getToken()), sent in
                       the v1 `token` field; "fid": Message.to is a Firebase installation ID, sent in `fid`
 
-Sending uses `messaging.send_each` in chunks of `concurrency` messages: firebase-admin sends a chunk's
-messages on as many threads, over one requests session per process whose connection pool we size to the
-chunk (firebase-admin sizes it only for Google's own host, so any `endpoint` would open and drop a
-connection per message). We measured `send_each_async` (httpx) at 3.3–3.5 ms of CPU per message and
-this at 1.0–1.2 ms, on the same fake FCM (BENCHMARKS.md): on 2 cores the client's CPU is the push
-fan-out's limit.
+Sending calls `messaging.send` for each message of a chunk of `concurrency` on a pool of as many
+threads kept for the life of the process, over one requests session per process whose connection pool
+we size to the chunk (firebase-admin sizes it only for Google's own host, so any `endpoint` would open
+and drop a connection per message). `messaging.send_each` does the same with a new pool of threads per
+call: 100 threads started and joined per 100 messages, 6 % of a campaign worker's time in py-spy. We
+measured `send_each_async` (httpx) at 3.3–3.5 ms of CPU per message and send_each at 1.0–1.2 ms, on
+the same fake FCM (BENCHMARKS.md): on 2 cores the client's CPU is the push fan-out's limit.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import math
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import firebase_admin
@@ -54,7 +56,7 @@ from notifier.providers.base import (
 
 logger = logging.getLogger(__name__)
 
-MAX_MESSAGES_PER_CALL = 500  # send_each raises ValueError above this
+MAX_MESSAGES_PER_CALL = 500  # FCM's own batch limit (send_each raises ValueError above it): a chunk at most
 GOOGLE_FCM_BASE_URL = "https://fcm.googleapis.com"
 _app_numbers = itertools.count(1)
 
@@ -88,6 +90,7 @@ class FCMProvider(Provider):
         self._app: firebase_admin.App | None = None
         self._app_pid = 0
         self._app_lock = threading.Lock()
+        self._threads: ThreadPoolExecutor | None = None  # made with the App, once per process
 
     # --- the contract -----------------------------------------------------------------------------------
 
@@ -154,8 +157,10 @@ class FCMProvider(Provider):
     def close(self) -> None:
         with self._app_lock:
             app, self._app = self._app, None
+            threads, self._threads = self._threads, None
         if app is None or self._app_pid != os.getpid():
             return
+        threads.shutdown(wait=False)
         try:
             messaging._get_messaging_service(app)._client.close()
             firebase_admin.delete_app(app)
@@ -239,18 +244,14 @@ class FCMProvider(Provider):
 
     def _send_chunk(self, app, fcm_messages: list) -> list[SendResult | ProviderError]:
         try:
-            # Each of send_each's threads would fetch its own access token when the cached one has expired.
+            # Each sending thread would fetch its own access token when the cached one has expired.
             credential = app.credential.get_credential()
             if not credential.valid:
                 credential.refresh(google.auth.transport.requests.Request())
-            batch = messaging.send_each(fcm_messages, app=app)
-        except Exception as error:  # the whole call failed, typically while fetching the access token
+        except Exception as error:  # typically the access token could not be fetched
             return [_error_for_failed_call(error)] * len(fcm_messages)
-        return [
-            SendResult(provider_message_id=response.message_id) if response.success
-            else error_for(response.exception)
-            for response in batch.responses
-        ]
+        sends = [self._threads.submit(messaging.send, fcm_message, app=app) for fcm_message in fcm_messages]
+        return [_outcome_of(send) for send in sends]
 
     def _log(self, message: Message, outcome: SendResult | ProviderError):
         if isinstance(outcome, SendResult):
@@ -268,6 +269,7 @@ class FCMProvider(Provider):
             if self._app is None or self._app_pid != os.getpid():
                 self._app = self._make_app()
                 self._app_pid = os.getpid()
+                self._threads = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="fcm-send")
             return self._app
 
     def _make_app(self) -> firebase_admin.App:
@@ -340,8 +342,18 @@ def error_for(error: Exception) -> ProviderError:
     return TransientError(f"FCM: {type(error).__name__}: {error}", code=getattr(error, "code", "") or "unexpected")
 
 
+def _outcome_of(send) -> SendResult | ProviderError:
+    """What one `messaging.send` call ended with: its message name, or our kind of its error."""
+    try:
+        return SendResult(provider_message_id=send.result())
+    except exceptions.FirebaseError as error:  # FCM's answer (firebase-admin maps HTTP errors to these)
+        return error_for(error)
+    except Exception as error:  # no answer: the access token, or something unexpected
+        return _error_for_failed_call(error)
+
+
 def _error_for_failed_call(error: Exception) -> ProviderError:
-    """Map an exception that failed a whole send_each call."""
+    """Map an exception that came without an answer from FCM (fetching the access token, mostly)."""
     cause = getattr(error, "cause", None) or error.__cause__ or error
     if isinstance(cause, google.auth.exceptions.RefreshError) and not getattr(cause, "retryable", False):
         # The token endpoint refused our service account (invalid_grant: key deleted, wrong account).

@@ -5,6 +5,7 @@ an access token from the fake's token_uri, and posts each message over httpx to 
 """
 import json
 import socket
+import threading
 import time
 import warnings
 from datetime import datetime, timedelta, timezone
@@ -242,6 +243,21 @@ def test_it_sends_a_batch_concurrently(fake, provider):
 
     assert time.monotonic() - started < 2.0  # 40 answers of 0.2 s each
     assert all(isinstance(outcome, SendResult) for outcome in outcomes)
+
+
+def test_it_sends_on_threads_it_keeps_not_new_ones_per_batch(fake, make_provider):
+    provider = make_provider(concurrency=8)
+
+    def sending_threads() -> set:
+        return {t.ident for t in threading.enumerate() if t.name.startswith("fcm-send")}
+
+    provider.send_batch([push(delivery_id=n, to=f"token-{n}") for n in range(20)])
+    first = sending_threads()
+    provider.send_batch([push(delivery_id=n, to=f"token-{n}") for n in range(20)])
+
+    assert 0 < len(first) <= 8
+    assert sending_threads() == first
+    provider.close()
 
 
 def test_it_reuses_its_access_token_and_connections(fake, provider):
