@@ -8,8 +8,10 @@ channel would reach, and why the others would not, without storing or sending an
 Every recipient is decided by the route step's own code (pipeline/route.notifications_decide with
 dry_run=True: the same preferences, marketing opt-in, targets, email suppressions, quiet hours, digests,
 fallbacks and rate limits, in the same order), on an in-memory Notification like the one the campaign's
-chunk would make, and counted as the chunks count (campaigns/counts.decisions_count). The dry run
-renders no template, counts no rate limit (the windows are only read) and records no metric.
+chunk would make, and counted as the chunks count (campaigns/counts.decisions_count). Templates are
+rendered as a chunk renders them, once per template and chunk (pipeline/render.SharedRenders), so one
+that fails to render counts under `suppressed.render_failed`, as it would when the campaign runs. The dry
+run counts no rate limit (the windows are only read) and records no metric.
 
 The segment is read in chunks by recipient id, never whole. Above NOTIFIER_CAMPAIGN_DRY_RUN_EXACT_LIMIT
 recipients, a random sample of that many is decided and the counts are scaled to the segment
@@ -26,6 +28,7 @@ from django.utils import timezone
 from notifier.campaigns.counts import counts_add, decisions_count
 from notifier.campaigns.segments import id_batch_size, segment_count, segment_recipients, user_ids_recipient_ids
 from notifier.models import Notification, Priority, Recipient
+from notifier.pipeline.render import SharedRenders
 from notifier.pipeline.route import notifications_decide
 
 
@@ -77,7 +80,7 @@ def _chunk_counts(campaign, recipients: list[Recipient], now) -> dict:
                      data=campaign.data, channels=list(campaign.channels or []), priority=Priority.LOW, due_at=now)
         for recipient in recipients
     ]
-    notifications_decide(notifications, now, dry_run=True)
+    notifications_decide(notifications, now, dry_run=True, renders=SharedRenders())
     return decisions_count(notification.decisions for notification in notifications)
 
 

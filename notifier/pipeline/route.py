@@ -142,9 +142,10 @@ def notifications_decide(notifications: list[Notification], now, *, dry_run: boo
     trip); writes only the digest batches the notifications join.
 
     `dry_run`: decide as routing would, with no effect (a campaign's dry run, notifier/campaigns/
-    dry_run.py): templates are chosen but not rendered, the rate limits are read and not counted
-    (rate_limits_peek), no digest batch is opened and no metric is counted. `renders` (SharedRenders)
-    renders each template once for a batch that shares its data (a campaign chunk)."""
+    dry_run.py): templates are rendered as routing renders them (a template that fails counts as failed),
+    the rate limits are read and not counted (rate_limits_peek), no digest batch is opened and no metric
+    is counted. `renders` (SharedRenders) renders each template once for a batch that shares its data (a
+    campaign chunk, its dry run)."""
     devices = active_devices([n.recipient_id for n in notifications])
     templates = active_templates(n.type_id for n in notifications)
     email_suppressions_load([n.recipient for n in notifications])
@@ -158,7 +159,7 @@ def notifications_decide(notifications: list[Notification], now, *, dry_run: boo
         notification.fallback_channels = fallback_channels_resolve(notification)
     _escalations_plan(notifications, created, now)
     # A primary channel with no target (or whatever reached no one already) goes on to the fallback now.
-    _fallbacks_route(notifications, created, devices, templates, now, dry_run=dry_run)
+    _fallbacks_route(notifications, created, devices, templates, now, dry_run=dry_run, renders=renders)
     deliveries = []
     for notification in notifications:
         deliveries.extend(created[notification.id])
@@ -224,9 +225,8 @@ def _route_channel(notification: Notification, channel_name, devices: list[Devic
                    now, digests: bool = True, dry_run: bool = False, renders=None) -> tuple[list[Delivery], dict]:
     """One channel of one notification, by the routing rules in order: its deliveries (unsaved) and its
     decision. The first routing and every later step (a fallback, an escalation) decide a channel here;
-    `digests=False` leaves out the digest (a later step is late already). `dry_run`: the template is
-    chosen but not rendered (the deliveries have no content) and no metric is counted. `renders`
-    (SharedRenders) renders each template once for a batch that shares its data."""
+    `digests=False` leaves out the digest (a later step is late already). `dry_run`: no metric is
+    counted. `renders` (SharedRenders) renders each template once for a batch that shares its data."""
     def decided(decision: str, reason: str = "", **extra) -> dict:
         return {"channel": str(channel_name), "decision": decision, "reason": reason, **extra}
 
@@ -251,11 +251,8 @@ def _route_channel(notification: Notification, channel_name, devices: list[Devic
         return [], decided("digested", f"collected into a digest sent at the end of its {window} s window",
                            window=window)
     try:
-        if dry_run:
-            content = {}
-        else:
-            render = renders.render if renders is not None else _render_alone
-            content = render(template, notification_type, notification.data, recipient, notification.id)
+        render = renders.render if renders is not None else _render_alone
+        content = render(template, notification_type, notification.data, recipient, notification.id)
     except RenderError as error:
         return (render_failed_deliveries(notification, channel_name, targets, template, error, now),
                 decided("failed", str(error), targets=len(targets), template_version=template.version))
@@ -295,7 +292,7 @@ def _hold_until(notification: Notification, channel_name: str, quiet_release_at,
 
 
 def notifications_route_step(step: str, plans: list[tuple[Notification, str, str]], devices, templates: dict,
-                now, dry_run: bool = False) -> dict[object, list[Delivery]]:
+                             now, dry_run: bool = False, renders=None) -> dict[object, list[Delivery]]:
     """Route notifications on one more channel each, after their first routing: `plans` are
     (notification, channel, why). The channel is decided by the same rules as at first routing
     (_route_channel, then the rate limits), never digested; its decision is tagged `step`, and its reason
@@ -310,7 +307,7 @@ def notifications_route_step(step: str, plans: list[tuple[Notification, str, str
         else:
             deliveries, decision = _route_channel(notification, channel_name, devices[notification.recipient_id],
                                                   templates, _quiet_hours_release_at(notification, now), now,
-                                                  digests=False, dry_run=dry_run)
+                                                  digests=False, dry_run=dry_run, renders=renders)
         decision["step"] = step
         notification.decisions.append(decision)
         created[notification.id].extend(deliveries)
@@ -323,7 +320,7 @@ def notifications_route_step(step: str, plans: list[tuple[Notification, str, str
 
 
 def _fallbacks_route(notifications: list[Notification], deliveries: dict, devices, templates: dict,
-                     now, dry_run: bool = False) -> list[Delivery]:
+                     now, dry_run: bool = False, renders=None) -> list[Delivery]:
     """Route the next fallback channel of each notification whose deliveries so far reached no one, and
     the next again while a fallback reaches no one at routing (no target, opted out). `deliveries` maps
     each notification's id to its deliveries so far; the new ones are added. Returns the new ones."""
@@ -331,7 +328,7 @@ def _fallbacks_route(notifications: list[Notification], deliveries: dict, device
     due = [n for n in notifications if fallback_due(n, deliveries[n.id])]
     while due:  # each round decides one more fallback channel of each: it ends when none is left
         plans = [(n, fallback_next_channel(n), f"fallback: {fallback_reason(n, deliveries[n.id])}") for n in due]
-        step = notifications_route_step(FALLBACK, plans, devices, templates, now, dry_run=dry_run)
+        step = notifications_route_step(FALLBACK, plans, devices, templates, now, dry_run=dry_run, renders=renders)
         for notification in due:
             deliveries[notification.id] = [*deliveries[notification.id], *step[notification.id]]
             created.extend(step[notification.id])

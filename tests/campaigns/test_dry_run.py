@@ -1,7 +1,7 @@
 """campaign_dry_run against a hand-computed expectation: eight subscribers of a marketing topic, each
 chosen to land in one bucket (opted in and reachable, not opted in, no targets, a suppressed address, an
 opted-out category, quiet hours, a disabled channel, a full rate-limit window), decided by the route
-step's own code, with nothing stored, sent, rendered or counted."""
+step's own code, with nothing stored, sent or counted, and each template rendered once."""
 from datetime import UTC, datetime, time
 
 import pytest
@@ -95,22 +95,39 @@ def test_a_filter_dry_run_and_the_campaigns_own_channels(promo, audience):
         "suppressed": {"not_opted_in": 1, "email_suppressed": 1}}
 
 
-def test_a_dry_run_stores_sends_renders_and_counts_nothing(promo, audience, clean_redis, monkeypatch):
+def test_a_dry_run_stores_sends_and_counts_nothing_and_renders_each_template_once(promo, audience, clean_redis,
+                                                                                   monkeypatch):
     def must_not_run(*args, **kwargs):
-        raise AssertionError("a dry run rendered or counted a metric")
+        raise AssertionError("a dry run counted a metric")
 
-    monkeypatch.setattr(render, "template_render", must_not_run)
-    monkeypatch.setattr("notifier.pipeline.route.template_render", must_not_run)
+    renders = []
+    real_render = render.template_render
+    monkeypatch.setattr(render, "template_render", lambda template, *args, **kwargs: (
+        renders.append(template.channel) or real_render(template, *args, **kwargs)))
     monkeypatch.setattr(metrics, "route_suppressed_count", must_not_run)
     monkeypatch.setattr(metrics, "rate_limited_count", must_not_run)
     keys_before = sorted(clean_redis.keys("notifier:rl:*"))
 
     campaign_dry_run(unsaved_campaign(promo, {"topic": "spring"}), now=NOW)
 
+    assert sorted(renders) == ["email", "push"]  # once per template for the chunk, not once per recipient
     assert sorted(clean_redis.keys("notifier:rl:*")) == keys_before  # nobody's window was counted
     assert clean_redis.zcard("notifier:rl:type:marketing:hal") == 1
     assert not Notification.objects.exists() and not Delivery.objects.exists() and not DigestBatch.objects.exists()
     assert not Campaign.objects.exists()
+
+
+def test_a_template_that_fails_to_render_counts_as_render_failed_not_eligible(promo, audience):
+    campaign = unsaved_campaign(promo, {"topic": "spring"})
+    campaign.data = {}  # order_id is a required variable of the type's templates
+
+    answer = campaign_dry_run(campaign, now=NOW)
+
+    # Everyone the templates would have reached (7 eligible, and hal's 2 over the rate limit, which is
+    # checked after rendering) fails to render; the others are suppressed for the same reasons as before.
+    assert answer["eligible"] == {"push": 0, "email": 0} and answer["held"] == 0
+    assert answer["suppressed"] == {"not_opted_in": 2, "no_target": 2, "email_suppressed": 1, "opted_out": 2,
+                                    "render_failed": 9}
 
 
 def test_the_real_route_step_counts_the_windows_the_dry_run_only_read(promo, audience, clean_redis):
