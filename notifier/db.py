@@ -150,8 +150,8 @@ def _rows_write_one_by_one(rows: list, write) -> dict[int, Exception]:
 def rows_insert(model, objects: list, *, with_ids: bool = False, ignore_conflicts: bool = False) -> None:
     """INSERT new rows of `model` as fast as the database takes them: PostgreSQL's COPY (about ten times
     bulk_create's rows per second here: docs/architecture.md, "Throughput rules"), bulk_create elsewhere.
-    The objects' primary keys must be set already (UUIDs), or be needed afterwards only with `with_ids`:
-    then an AutoField's ids are drawn from its sequence first (one query) and set on the objects.
+    The objects' primary keys must be set already (UUIDs, or ids drawn by rows_ids_draw), or be needed
+    afterwards only with `with_ids`: then the AutoField ids still missing are drawn first (rows_ids_draw).
 
     Without `ignore_conflicts`, a duplicate raises IntegrityError, and the caller's transaction (a
     campaign chunk's) is rolled back whole. With it, a row that conflicts with one already stored is
@@ -168,12 +168,9 @@ def rows_insert(model, objects: list, *, with_ids: bool = False, ignore_conflict
     meta = model._meta
     auto_pk = meta.pk.get_internal_type().endswith("AutoField")
     quote = connection.ops.quote_name
+    if auto_pk and with_ids:
+        rows_ids_draw(model, [obj for obj in objects if obj.pk is None])
     with connection.cursor() as cursor:
-        if auto_pk and with_ids:
-            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-                           [meta.db_table, meta.pk.column, len(objects)])
-            for obj, (id_,) in zip(objects, cursor.fetchall()):
-                obj.pk = id_
         fields = [f for f in meta.concrete_fields if not (f.primary_key and auto_pk and not with_ids)]
         columns = ", ".join(quote(f.column) for f in fields)
         values = [_copy_value(f, connection) for f in fields]
@@ -187,6 +184,29 @@ def rows_insert(model, objects: list, *, with_ids: bool = False, ignore_conflict
                 f"COPY {quote(meta.db_table)} ({columns}) FROM STDIN") as copy:
             for obj in objects:
                 copy.write_row([value(obj) for value in values])
+
+
+def rows_ids_draw(model, objects: list) -> None:
+    """Set the AutoField ids of new, unsaved rows before they are stored, drawn from the table's sequence
+    in one query (PostgreSQL), for work that needs them first (a campaign chunk's in-app deliveries are
+    sent, by id, before they are stored). Elsewhere (SQLite) the next ids after the largest, which is
+    safe there because SQLite has one writer at a time."""
+    if not objects:
+        return
+    meta = model._meta
+    connection = connections[router.db_for_write(model)]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                           [meta.db_table, meta.pk.column, len(objects)])
+            ids = [id_ for (id_,) in cursor.fetchall()]
+        else:
+            cursor.execute(f"SELECT COALESCE(MAX({connection.ops.quote_name(meta.pk.column)}), 0) "
+                           f"FROM {connection.ops.quote_name(meta.db_table)}")
+            largest = cursor.fetchone()[0]
+            ids = range(largest + 1, largest + 1 + len(objects))
+    for obj, id_ in zip(objects, ids):
+        obj.pk = id_
 
 
 # Fields whose Python value PostgreSQL's driver takes as it is (str, int, bool, UUID, aware datetime): COPY

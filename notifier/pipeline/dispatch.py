@@ -119,9 +119,11 @@ def deliveries_claim(channel: str, priority: str, limit: int) -> list[Delivery]:
     )
 
 
-def deliveries_send(deliveries: list[Delivery]) -> None:
+def deliveries_send(deliveries: list[Delivery], *, new: bool = False) -> None:
     """Send the deliveries of one claim (all of one channel), recording outcomes in groups as sends
-    complete."""
+    complete. `new`: the deliveries are not stored yet, only made claimed in memory (a campaign chunk's
+    in-app items, sent in the transaction that routes them: pipeline/route.py): each is stored with its
+    outcome, in one insert, instead of inserted and then updated."""
     token = deliveries[0].claim_token
     group: list[tuple[Delivery, object]] = []
     now = timezone.now()
@@ -168,9 +170,9 @@ def deliveries_send(deliveries: list[Delivery]) -> None:
             group_started = time.monotonic()
         group.append((delivery, outcome))
         if len(group) >= group_size or time.monotonic() - group_started >= RECORD_INTERVAL_SECONDS:
-            outcomes_record(group, token)
+            outcomes_record(group, token, new=new)
             group = []
-    outcomes_record(group, token)
+    outcomes_record(group, token, new=new)
     if low:
         statuses = Counter(d.status for d in deliveries)
         log.info("deliver: %s.low: %s", deliveries[0].channel,
@@ -197,7 +199,7 @@ def send_time_refusals(deliveries: list[Delivery]) -> dict[int, str]:
     return refusals
 
 
-def outcomes_record(group: list[tuple[Delivery, object]], token) -> None:
+def outcomes_record(group: list[tuple[Delivery, object]], token, *, new: bool = False) -> None:
     """Write a group of (delivery, outcome) where the claim `token` still holds, then the outcomes' side
     effects (gone targets, finished notifications) for the rows written. A constant number of queries per
     group. A row whose claim was lost (the sweeper gave it back to the queue) is logged and left alone; a
@@ -206,8 +208,11 @@ def outcomes_record(group: list[tuple[Delivery, object]], token) -> None:
     If the database ends the connection (a failover, a pooler restart, pg_terminate_backend) or fails the
     write, it is made once more on a new connection: these messages were sent, and an outcome left
     unwritten would have them sent again when the lease ends. Writing twice is harmless: the second try
-    matches no claim the first one wrote."""
+    matches no claim the first one wrote. `new`: the rows are inserted with their outcomes (deliveries_send)."""
     if not group:
+        return
+    if new:  # in the caller's transaction, which also holds the rows' notifications: no second try
+        _outcomes_write(group, token, new=True)
         return
     try:
         _outcomes_write(group, token)
@@ -219,13 +224,13 @@ def outcomes_record(group: list[tuple[Delivery, object]], token) -> None:
         _outcomes_write(group, token)
 
 
-def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
+def _outcomes_write(group: list[tuple[Delivery, object]], token, new: bool = False) -> None:
     deliveries = [delivery for delivery, _ in group]
     written: set = set()
 
-    def write(rows):
-        written.update(deliveries_save_status(rows, DeliveryStatus.SENDING, _RECORDED_FIELDS,
-                                              where={"claim_token": token}))
+    def write(rows, fields=_RECORDED_FIELDS):
+        written.update(deliveries_save_status(rows, DeliveryStatus.SENDING, fields, where={"claim_token": token},
+                                              insert=new))
 
     with transaction.atomic():
         refused = rows_write_isolated(deliveries, write)
@@ -235,9 +240,9 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
                       delivery.status, error, extra=delivery_log_context(delivery))
             delivery.last_error = f"the outcome ({delivery.status}) could not be recorded: {str(error).strip()}"
             delivery.status, delivery.failed_at = DeliveryStatus.FAILED, timezone.now()
-        unrecordable = [deliveries[index] for index in refused]
-        written.update(deliveries_save_status(unrecordable, DeliveryStatus.SENDING, _UNRECORDABLE_FIELDS,
-                                              where={"claim_token": token}))
+            if new:  # stored whole: without what the provider's answer filled in
+                delivery.provider_message_id, delivery.sent_at = "", None
+        write([deliveries[index] for index in refused], _UNRECORDABLE_FIELDS)
         for delivery in deliveries:
             if delivery.id not in written:
                 log.warning("dispatch: lost the claim on delivery %s of notification %s (its lease ran out and "
@@ -249,7 +254,8 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token) -> None:
         # throttle), made no attempt.
         rows_insert(DeliveryAttempt, [attempt_of(d, o) for d, o in kept if o is not None or d.status not in
                                       (DeliveryStatus.SUPPRESSED, DeliveryStatus.QUEUED)])
-        pending_events_release([d for d, o in kept if isinstance(o, SendResult)])
+        if not new:  # nobody can have reported on a row that did not exist
+            pending_events_release([d for d, o in kept if isinstance(o, SendResult)])
         targets_gone([d for d, o in kept if isinstance(o, ProviderError) and o.target_gone])
         notifications_refresh_status({d.notification_id for d, _ in kept})
 

@@ -33,7 +33,7 @@ from django.utils import timezone
 from notifier import metrics
 from notifier.channels import CHANNELS
 from notifier.channels.email import email_suppressions_load
-from notifier.db import rows_insert, rows_update
+from notifier.db import rows_ids_draw, rows_insert, rows_update
 from notifier.models import (
     NOTIFICATION_OPEN_STATUSES,
     Channel,
@@ -105,11 +105,13 @@ def notifications_route(notifications: list[Notification], *, new: bool = False)
     if new:  # a campaign chunk's: routed once, in the transaction that marks its chunk done
         inbox_now = _claimed_for_inbox_now(deliveries, now)
         rows_insert(Notification, notifications)
-        rows_insert(Delivery, deliveries, with_ids=bool(inbox_now))  # deliveries_send needs their ids
+        sent_now = {id(delivery) for delivery in inbox_now}
+        rows_insert(Delivery, [d for d in deliveries if id(d) not in sent_now])
         if inbox_now:
             from notifier.pipeline.dispatch import deliveries_send
 
-            deliveries_send(inbox_now)
+            rows_ids_draw(Delivery, inbox_now)  # the deliver step keys its work by delivery id
+            deliveries_send(inbox_now, new=True)  # stored with their outcomes
     else:
         rows_update(notifications, ["status", "decisions", "routed_at", "completed_at", "fallback_channels",
                                     "escalate_at"])
@@ -122,9 +124,9 @@ def notifications_route(notifications: list[Notification], *, new: bool = False)
 def _claimed_for_inbox_now(deliveries: list[Delivery], now) -> list[Delivery]:
     """The in-app deliveries of a campaign chunk that are due now, made claimed (status sending, a claim
     token, the attempt counted) so that the chunk delivers them itself, through the deliver step's own
-    deliveries_send, in its transaction: an inbox item is a row like the notification, and a round trip
-    through a queue and a worker's claim would cost more than writing it (half a campaign's deliveries,
-    1 ms each there). Held ones (quiet hours, a local-time window) wait for beat as any other."""
+    deliveries_send(new=True), in its transaction: an inbox item is a row like the notification, and a
+    round trip through a queue and a worker's claim would cost more than writing it (half a campaign's
+    deliveries, 1 ms each there). Held ones (quiet hours, a local-time window) wait for beat as any other."""
     claimed = [d for d in deliveries if d.channel == Channel.IN_APP and d.status == DeliveryStatus.QUEUED
                and d.next_attempt_at <= now]
     token = uuid.uuid4()

@@ -14,7 +14,8 @@ status is recorded as history (`applied=False`) and changes nothing, once per de
 
 Three ways in, one rule book:
 - `deliveries_save_status`: the deliver step and others that set the new status on loaded rows (the hot
-  path: one UPDATE per group and one INSERT of events);
+  path: one UPDATE per group and one INSERT of events), or, with `insert`, on rows not stored yet (a
+  campaign chunk's in-app deliveries, sent in the transaction that creates them);
 - `deliveries_move`: set-based moves of rows picked by a filter (holds released, cancels, lost claims);
 - `delivery_events_apply`: what providers, the pixel, the click redirect and the app report, by delivery.
 
@@ -102,11 +103,16 @@ OBSERVERS: list = []
 
 
 def deliveries_save_status(deliveries: list[Delivery], previous: str, fields: list[str], *,
-                           where: dict | None = None, source: str = EventSource.WORKER, at=None) -> set:
+                           where: dict | None = None, source: str = EventSource.WORKER, at=None,
+                           insert: bool = False) -> set:
     """Write `fields` (which include "status") of loaded deliveries that all had status `previous`, where
     the rows still match `where` (a claim token), and record an event for each row written whose status
     changed. Returns the ids written. Raises IllegalTransition before writing anything if a new status is
-    not allowed from `previous`."""
+    not allowed from `previous`.
+
+    `insert`: the deliveries are not stored yet (their ids are drawn now): each is inserted whole, as it
+    is after the change, and `fields` and `where` do not apply. One COPY instead of an INSERT and an
+    UPDATE of the same rows."""
     at = at or timezone.now()
     for delivery in deliveries:
         if delivery.status != previous and not transition_allowed(previous, delivery.status):
@@ -116,7 +122,11 @@ def deliveries_save_status(deliveries: list[Delivery], previous: str, fields: li
             setattr(delivery, column, at)
     extra = sorted({FIRST_REACHED_AT[d.status] for d in deliveries if d.status in FIRST_REACHED_AT} - set(fields))
     with transaction.atomic(savepoint=False):
-        written = rows_update(deliveries, [*fields, *extra], where=where)
+        if insert:
+            rows_insert(Delivery, deliveries, with_ids=True)
+            written = {d.id for d in deliveries}
+        else:
+            written = rows_update(deliveries, [*fields, *extra], where=where)
         changes = [StatusChange(d, previous, d.status, source, at)
                    for d in deliveries if d.id in written and d.status != previous]
         _changes_record(changes)

@@ -238,6 +238,27 @@ def test_a_chunk_delivers_its_in_app_items_itself_and_queues_the_rest(db, produc
     assert set(emails.values_list("status", "attempts")) == {(DeliveryStatus.QUEUED, 0)}  # for the email workers
 
 
+def test_a_chunk_stores_its_in_app_deliveries_once_with_their_outcome_never_updating_them(db, producer, promo_type,
+                                                                                        small_chunks):
+    make_recipients(12)
+    campaign = make_campaign(producer, promo_type, channels=["in_app"])
+    fanout.campaign_advance(campaign.id)
+
+    with CaptureQueriesContext(connection) as queries:
+        fanout.campaign_chunk_run(campaign.id, 1)
+
+    table = Delivery._meta.db_table
+    assert not [q["sql"] for q in queries if q["sql"].startswith(f'UPDATE "{table}"')]
+    in_app = list(Delivery.objects.filter(campaign=campaign).order_by("id"))
+    assert len(in_app) == 10 and {(d.status, d.claim_token, d.sent_at is not None) for d in in_app} == {
+        ("delivered", None, True)}
+    # each delivery's events and attempt point at it, with the ids drawn before it was stored
+    assert sorted(DeliveryEvent.objects.filter(delivery__in=in_app).values_list("delivery_id", flat=True)) == [
+        d.id for d in in_app]
+    assert DeliveryAttempt.objects.filter(delivery__in=in_app).count() == 10
+    assert set(InboxItem.objects.values_list("notification_id", flat=True)) == {d.notification_id for d in in_app}
+
+
 def test_a_chunk_leaves_in_app_items_held_for_a_local_time_window_to_beat(db, producer, promo_type, small_chunks):
     make_recipients(10, timezone="Asia/Tokyo")
     campaign = make_campaign(producer, promo_type, channels=["in_app"], send_window={"local_time": "09:00"})
