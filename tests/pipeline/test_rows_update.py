@@ -60,3 +60,19 @@ def test_a_value_too_long_for_its_column_is_refused_not_cut(db):
 
     with pytest.raises(DataError):
         rows_update([notification], ["collapse_key"])
+
+
+def test_a_column_with_one_value_for_every_row_and_one_that_varies_are_both_written(db):
+    producer, _ = make_producer()
+    notification_type, recipient = make_order_type(), make_reachable_user()
+    rows = [Notification.objects.create(producer=producer, type=notification_type, recipient=recipient,
+                                        priority="high", due_at=timezone.now()) for _ in range(3)]
+    completed = [timezone.now(), None, timezone.now()]
+    for row, at in zip(rows, completed):
+        row.status, row.completed_at, row.escalate_at = NotificationStatus.DELIVERED, at, None  # same, varies, same
+
+    assert rows_update(rows, ["status", "completed_at", "escalate_at"]) == {row.id for row in rows}
+
+    stored = {n.id: n for n in Notification.objects.filter(id__in=[row.id for row in rows])}
+    assert [(stored[row.id].status, stored[row.id].completed_at, stored[row.id].escalate_at) for row in rows] == [
+        ("delivered", at, None) for at in completed]
