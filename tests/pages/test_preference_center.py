@@ -169,3 +169,15 @@ def test_a_recipient_token_does_not_open_the_preference_center(api):
 
     assert Client().get(f"/preferences/{token}").status_code == 400
     assert Client().get(f"/preferences/{token.removeprefix('rt_')}").status_code == 400
+
+
+def test_the_unsubscribe_pages_link_to_the_users_preference_center(types):
+    from notifier.pipeline.render import unsubscribe_url
+
+    Recipient.objects.create(user_id="u_8", email="u8@example.com")
+    path = path_of(unsubscribe_url("u_8", "weekly_offers"))
+
+    for response in (Client().get(path), Client().post(path, {"List-Unsubscribe": "One-Click"})):
+        page = response.content.decode()
+        link = re.search(r'<a href="(http://127\.0\.0\.1:8000/preferences/[^"]+)">Choose what else you receive', page)[1]
+        assert preferences_link_read(link.rsplit("/", 1)[1]) == "u_8"
