@@ -160,7 +160,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+# collectstatic copies the static files here (`make run`, the Dockerfile); WhiteNoise serves them, the
+# inbox widget among them (/static/notifier/inbox.js).
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "var" / "static")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["notifier.api.auth.ProducerKeyAuthentication"],

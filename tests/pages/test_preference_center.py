@@ -181,3 +181,25 @@ def test_the_unsubscribe_pages_link_to_the_users_preference_center(types):
         page = response.content.decode()
         link = re.search(r'<a href="(http://127\.0\.0\.1:8000/preferences/[^"]+)">Choose what else you receive', page)[1]
         assert preferences_link_read(link.rsplit("/", 1)[1]) == "u_8"
+
+
+@pytest.mark.parametrize("accent, text", [("#1f6feb", "#ffffff"), ("#ffd33d", "#000000"), ("#fff", "#000000"),
+                                          ("#0f766e", "#ffffff")])
+def test_the_brand_accent_gets_the_readable_text_colour(settings, accent, text):
+    from notifier.pages import brand
+
+    settings.NOTIFIER_BRAND_ACCENT_COLOR = accent
+
+    assert brand()["brand_on_accent"] == text
+
+
+def test_the_page_wears_the_brand(types, settings):
+    settings.NOTIFIER_BRAND_NAME = "Acme <Shop>"
+    settings.NOTIFIER_BRAND_LOGO_URL = "https://acme.example/logo.png"
+    settings.NOTIFIER_BRAND_ACCENT_COLOR = "#0f766e"
+    url, _ = preferences_link_issue("u_9")
+
+    html = Client().get(path_of(url)).content.decode()
+
+    assert "Acme &lt;Shop&gt;" in html and '<img src="https://acme.example/logo.png" alt="">' in html
+    assert "--accent: #0f766e; --on-accent: #ffffff;" in html
