@@ -219,7 +219,7 @@ class PreferencesLinkView(APIView):
                                                           "or the body has another field."),
     })
     def post(self, request, user_id):
-        body = PreferencesLinkRequest(data=request.data if request.data else {})
+        body = PreferencesLinkRequest(data=request.data)
         body.is_valid(raise_exception=True)
         ttl = body.validated_data.get("expires_in", settings.NOTIFIER_PREFERENCES_LINK_TTL_SECONDS)
         url, expires_at = preferences_link_issue(user_id, ttl)

@@ -58,3 +58,7 @@ def test_a_bad_expiry_is_a_400_naming_it(api, body, field):
     response = api.post("/api/v1/users/u_1/preferences-link", body, format="json")
 
     assert response.status_code == 400 and field in response.json()["error"]["fields"]
+
+
+def test_a_body_that_is_not_an_object_is_a_400(api):
+    assert api.post("/api/v1/users/u_1/preferences-link", [], format="json").status_code == 400

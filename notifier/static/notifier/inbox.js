@@ -152,7 +152,9 @@ li { border-bottom: 1px solid #eaeef2; }
       const api = (this.getAttribute("api") || location.origin).replace(/\/+$/, "");
       if (!token) return;
       try {
-        const user = this.getAttribute("user-id") || await tokenUser(token);
+        const user = this.getAttribute("user-id") || await tokenUser(token).catch(() => {
+          throw new Error("This notifications token is not valid.");
+        });
         this.token = token;
         this.base = `${api}/api/v1/users/${encodeURIComponent(user)}/notifications`;
         this.items = new Map();
