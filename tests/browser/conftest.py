@@ -2,10 +2,11 @@
 served by gunicorn (tests/e2e/conftest.py's processes) on the test database, with its static files
 collected as `make run` collects them.
 
-Playwright's sync API keeps an asyncio loop in this thread, which makes Django refuse ORM calls here
-("You cannot call this from an async context"); the test's own set-up queries run in a plain, sequential
-test, so they are allowed (DJANGO_ALLOW_ASYNC_UNSAFE, for this test process only: the servers are other
-processes)."""
+Playwright's sync API keeps an asyncio loop running in this thread while it is started, which makes
+Django refuse ORM calls here ("You cannot call this from an async context"). The tests' own set-up queries
+are plain sequential code, so they are allowed (DJANGO_ALLOW_ASYNC_UNSAFE) for one module at a time:
+Playwright is started per module and stopped after it, and the variable restored, so no other test runs
+with the check off. The servers are other processes and keep it."""
 import os
 import subprocess
 import sys
@@ -17,11 +18,11 @@ import pytest
 
 from tests.e2e.conftest import ROOT, free_port, start_api, start_worker, wait_until  # noqa: F401 (fixtures)
 
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 CHROMIUM = "/usr/bin/chromium"
 DOCS_IMG = ROOT / "docs" / "img"
 # gthread, as the Procfile serves the API: a Server-Sent Events stream holds a thread, not the worker.
+# The servers and workers this test process starts keep Django's async-safety check (see above).
+SAFE = {"DJANGO_ALLOW_ASYNC_UNSAFE": ""}
 GTHREAD = ("--worker-class", "gthread", "--workers", "1", "--threads", "8", "--graceful-timeout", "2")
 
 
@@ -34,17 +35,25 @@ def static_root(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make install-browser` (Debian's chromium and chromium-driver).")
-    with sync_playwright() as playwright:
-        # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
+    before = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    try:
+        with sync_playwright() as playwright:
+            # --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            yield browser
+            browser.close()
+    finally:
+        if before is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = before
 
 
 @pytest.fixture
@@ -63,7 +72,7 @@ def api_server(start_api, static_root):
     def start(**env):
         server = start_api(gunicorn_args=GTHREAD, STATIC_ROOT=static_root,
                            NOTIFIER_INBOX_ALLOWED_ORIGINS=f"http://127.0.0.1:{host_port}",
-                           NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS=0.5, **env)
+                           NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS=0.5, **SAFE, **env)
         server.host_port = host_port
         return server
 

@@ -13,7 +13,7 @@ from notifier.inbox import inbox_channel
 from notifier.models import InboxItem, NotificationType, Template
 from notifier.pipeline.dispatch import deliver_due
 from notifier.pipeline.route import route_due
-from tests.browser.conftest import DOCS_IMG
+from tests.browser.conftest import DOCS_IMG, SAFE
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -87,7 +87,7 @@ def wait_until_true(predicate, timeout=10.0):
 
 def test_the_badge_counts_unread_and_a_notification_sent_through_the_api_appears_within_a_second(
         page, api_server, host_pages, producer, api, note_type, start_worker):
-    start_worker()
+    start_worker(**SAFE)
     server = api_server()
     send(api, "u_a", "Your order shipped", "Payment received", "Welcome to Acme", body="Thanks for shopping with us.")
     open_shop(page, host_pages, server, token_of(server, producer, "u_a"))
