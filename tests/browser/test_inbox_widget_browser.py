@@ -122,7 +122,14 @@ def test_clicking_an_item_marks_it_read_and_mark_all_read_empties_the_badge(page
     send(api, "u_b", "First", "Second", "Third")
     token = token_of(server, producer, "u_b")
     open_shop(page, host_pages, server, token)
-    page.get_by_role("button", name="Notifications, 3 unread").click()
+    bell = page.get_by_role("button", name="Notifications, 3 unread")
+    bell.focus()
+    page.keyboard.press("Enter")  # the keyboard opens it, Escape closes it and gives the focus back
+    assert page.get_by_role("dialog", name="Notifications").is_visible()
+    page.keyboard.press("Escape")
+    assert page.get_by_role("dialog", name="Notifications").is_hidden()
+    assert bell.evaluate("b => b.getRootNode().activeElement === b")
+    bell.click()
 
     items(page).filter(has_text="Second").get_by_role("button").click()
 
