@@ -37,8 +37,7 @@ def preference_center(request, token: str):
     stored = preference_center_document(recipient)
     if request.method != "POST":
         return _preferences_page(request, stored, saved=request.GET.get("saved") == "1")
-    problems = {name: problem for name, values in request.POST.lists()
-                for problem in [text_problem(name) or next(filter(None, map(text_problem, values)), None)] if problem}
+    problems = _form_problems(request.POST)
     if problems:
         return _preferences_page(request, stored, errors=problems, status=400)
     document = preferences_from_form(request.POST, stored)
@@ -50,6 +49,17 @@ def preference_center(request, token: str):
         return _preferences_page(request, shown, errors=errors, status=400)
     # Post/redirect/get: a reload does not post again, and the page shows what was stored.
     return HttpResponseRedirect(f"{request.path}?saved=1", status=303)
+
+
+def _form_problems(form) -> dict[str, str]:
+    """The fields whose name or value notifier.validation refuses (a NUL byte, a control character), each
+    with the reason; a refused name is shown as "form", never as it came."""
+    problems = {}
+    for name, values in form.lists():
+        problem = text_problem(name) or next((found for value in values if (found := text_problem(value))), None)
+        if problem:
+            problems["form" if text_problem(name) else name] = problem
+    return problems
 
 
 def _preferences_page(request, document: dict, saved: bool = False, errors: dict | None = None, status: int = 200):
