@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 REDIS_URL ?= redis://127.0.0.1:6379/0
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/notifier
 
-.PHONY: run test bench bench-stats install install-test install-bench check-redis check-postgres migrate clean
+.PHONY: run test bench bench-stats install install-test install-bench install-browser check-redis check-postgres migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 install-bench: $(VENV)/.installed-bench
 
+# The browser tests (tests/browser) drive Debian's Chromium through Playwright (executable_path
+# /usr/bin/chromium): Debian's packages, never a browser download. Installed when missing (CI runs as root).
+install-browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then echo "installing Debian's chromium and chromium-driver"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "The browser tests need Debian's chromium and chromium-driver: run 'sudo apt-get install -y chromium chromium-driver', or make install-browser as root."; exit 1; fi
+
 check-redis: $(VENV)/.installed
 	@$(BIN)/python -c "import redis,sys; redis.Redis.from_url('$(REDIS_URL)', socket_connect_timeout=2).ping()" 2>/dev/null \
 	  || { echo "Redis is not reachable at $(REDIS_URL): start it (redis-server --daemonize yes) or set REDIS_URL."; exit 1; }
@@ -47,14 +55,14 @@ run: check-redis var/secret-key
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py collectstatic --no-input -v 0
 	$(BIN)/python manage.py seeddemo
-	@echo "API http://127.0.0.1:8000/api/v1/  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/  metrics http://127.0.0.1:8000/metrics"
+	@echo "API http://127.0.0.1:8000/api/v1/  inbox demo http://127.0.0.1:8000/demo/inbox  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/  metrics http://127.0.0.1:8000/metrics"
 	@echo "Demo producer key: $$(cat var/demo-producer-key)   (in another shell: KEY=\$$(cat var/demo-producer-key))"
 	@# prometheus-client's multiprocess directory: emptied at each start (its files are the processes' counts).
 	rm -rf var/prometheus && mkdir -p var/prometheus
 	@# The API listens on 127.0.0.1 here (API_BIND), so /metrics is open to this machine, like Flower.
-	REDIS_URL=$(REDIS_URL) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus NOTIFIER_METRICS_PUBLIC=$${NOTIFIER_METRICS_PUBLIC:-1} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
+	REDIS_URL=$(REDIS_URL) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus NOTIFIER_METRICS_PUBLIC=$${NOTIFIER_METRICS_PUBLIC:-1} NOTIFIER_DEMO_PAGES=$${NOTIFIER_DEMO_PAGES:-1} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
 
-test: $(VENV)/.installed-test check-redis check-postgres
+test: $(VENV)/.installed-test install-browser check-redis check-postgres
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # SCENARIO=all (default), smoke, ingest, transactional, naive, push, inbox or campaign; results in BENCHMARKS.md.

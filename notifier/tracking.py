@@ -13,7 +13,7 @@ redirect), and a token cannot be made to say anything else without the secret ke
 kind, compact: "<id>.<index>:<signature>").
 
 Only http(s) links are rewritten: not mailto: or tel:, not anchors, not the unsubscribe link (one-click
-unsubscribe must stay the link the List-Unsubscribe header names).
+unsubscribe must stay the link the List-Unsubscribe header names), not the preference center link.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from django.conf import settings
 from django.core import signing
 
 from notifier.models import Category, TrackEngagement
+from notifier.preference_links import PREFERENCES_PATH
 
 OPEN_PATH = "/api/v1/t/o/"
 CLICK_PATH = "/api/v1/t/c/"
@@ -127,9 +128,9 @@ def is_web_link(url: str) -> bool:
 
 
 def _is_ours(url: str) -> bool:
-    """The unsubscribe link and tracking URLs already in the HTML are left as they are."""
+    """The unsubscribe and preference center links and tracking URLs already in the HTML are left as they are."""
     base = _public_url()
-    return any(url.startswith(base + path) for path in (UNSUBSCRIBE_PATH, OPEN_PATH, CLICK_PATH))
+    return any(url.startswith(base + path) for path in (UNSUBSCRIBE_PATH, PREFERENCES_PATH, OPEN_PATH, CLICK_PATH))
 
 
 def tracked_html(html_body: str, delivery_id: int, vary: str = "") -> str:
@@ -138,20 +139,34 @@ def tracked_html(html_body: str, delivery_id: int, vary: str = "") -> str:
 
     The parse is done once per distinct body (_tracked_template), and each delivery fills in its own
     signed URLs: a campaign's thousand emails share one body. `vary` is the text that differs between
-    otherwise identical bodies (the recipient's unsubscribe URL, which is ours and never rewritten): it
-    is masked for the parse and put back after."""
+    otherwise identical bodies (the recipient's unsubscribe URL, which is ours and never rewritten), and
+    so does the recipient's preference center link (every email's footer): both are masked for the parse
+    and put back after."""
     if "\x00" in html_body:  # the template's slot marker: build this one directly (rendered text has none)
         return _tracked(html_body, lambda index: click_url(delivery_id, index), open_url(delivery_id))
-    masked = bool(vary) and vary in html_body
-    template = _tracked_template(html_body.replace(vary, _VARY_MARK) if masked else html_body, _public_url())
+    masks = {mark: text for mark, text in ((_VARY_MARK, vary), (_PREFERENCES_MARK, _preferences_link_in(html_body)))
+             if text and text in html_body}
+    masked = html_body
+    for mark, text in masks.items():
+        masked = masked.replace(text, mark)
+    template = _tracked_template(masked, _public_url())
     filled = _SLOT.sub(lambda slot: open_url(delivery_id) if slot[1] == "o"
                        else html.escape(click_url(delivery_id, int(slot[1])), quote=True), template)
-    return filled.replace(_VARY_MARK, vary) if masked else filled
+    for mark, text in masks.items():
+        filled = filled.replace(mark, text)
+    return filled
+
+
+def _preferences_link_in(html_body: str) -> str:
+    """The one preference center link of an email (its recipient's), or "" when there is none or several."""
+    found = set(re.findall(re.escape(_public_url() + PREFERENCES_PATH) + r"[A-Za-z0-9_.:-]+", html_body))
+    return found.pop() if len(found) == 1 else ""
 
 
 # A template's slots: \x00<link index>\x00 for a click URL, \x00o\x00 for the open pixel's.
 _SLOT = re.compile("\x00(\\d+|o)\x00")
 _VARY_MARK = "notifier-varying-text-9c1e"  # no character an HTML parser treats specially
+_PREFERENCES_MARK = "notifier-preferences-link-5b7d"
 
 
 @lru_cache(maxsize=64)

@@ -6,6 +6,7 @@ The one setting without a default is SECRET_KEY when DEBUG is off (`make run` ke
 """
 import json
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -95,6 +96,8 @@ MIDDLEWARE = [
     "notifier.middleware.RedisBudgetMiddleware",
     "notifier.middleware.HealthProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # CORS for the inbox endpoints only, for NOTIFIER_INBOX_ALLOWED_ORIGINS (notifier/api/cors.py).
+    "notifier.api.cors.InboxCorsMiddleware",
     # The API's body size limit and its query and path checks (notifier/api/middleware.py).
     "notifier.api.middleware.ApiInputMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -157,7 +160,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+# collectstatic copies the static files here (`make run`, the Dockerfile); WhiteNoise serves them, the
+# inbox widget among them (/static/notifier/inbox.js).
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT") or BASE_DIR / "var" / "static")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["notifier.api.auth.ProducerKeyAuthentication"],
@@ -423,6 +428,33 @@ NOTIFIER_INBOX_UNREAD_COUNT_CAP = int(os.environ.get("NOTIFIER_INBOX_UNREAD_COUN
 # (EventSource does so by itself, sending Last-Event-ID); a comment line keeps idle proxies from closing it.
 NOTIFIER_INBOX_STREAM_SECONDS = int(os.environ.get("NOTIFIER_INBOX_STREAM_SECONDS", "300"))
 NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS = float(os.environ.get("NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS", "15"))
+
+# --- the end user's side: the hosted preference center and the inbox widget (docs/end-user.md) ----------
+# Origins (scheme://host[:port]) whose pages may call the inbox endpoints from a browser (the widget,
+# static/notifier/inbox.js, embedded in a producer's site): CORS on those endpoints only, nothing else.
+# "*" allows any origin (the endpoints take a bearer token, never a cookie).
+NOTIFIER_INBOX_ALLOWED_ORIGINS = env_list("NOTIFIER_INBOX_ALLOWED_ORIGINS", "")
+# How long a preference center link lasts: minted by POST /api/v1/users/{user_id}/preferences-link (by
+# default, and at most), and the one every email carries as {{ preferences_url }} (an email is read weeks later).
+NOTIFIER_PREFERENCES_LINK_TTL_SECONDS = int(os.environ.get("NOTIFIER_PREFERENCES_LINK_TTL_SECONDS", str(7 * 86400)))
+NOTIFIER_PREFERENCES_LINK_MAX_TTL_SECONDS = int(os.environ.get("NOTIFIER_PREFERENCES_LINK_MAX_TTL_SECONDS",
+                                                               str(90 * 86400)))
+NOTIFIER_PREFERENCES_EMAIL_LINK_TTL_SECONDS = int(os.environ.get("NOTIFIER_PREFERENCES_EMAIL_LINK_TTL_SECONDS",
+                                                                 str(90 * 86400)))
+# The preference center's branding: the name in its heading, a logo (an https:// URL or a path on this
+# server; none by default) and the accent colour of its switches and buttons (#rgb or #rrggbb).
+NOTIFIER_BRAND_NAME = os.environ.get("NOTIFIER_BRAND_NAME", "notifier").strip() or "notifier"
+NOTIFIER_BRAND_LOGO_URL = os.environ.get("NOTIFIER_BRAND_LOGO_URL", "").strip()
+NOTIFIER_BRAND_ACCENT_COLOR = os.environ.get("NOTIFIER_BRAND_ACCENT_COLOR", "#1f6feb").strip()
+if not re.fullmatch(r"#([0-9a-fA-F]{3}|[0-9a-fA-F]{6})", NOTIFIER_BRAND_ACCENT_COLOR):
+    raise ImproperlyConfigured(f"NOTIFIER_BRAND_ACCENT_COLOR must be a colour as #rgb or #rrggbb, not "
+                               f"{NOTIFIER_BRAND_ACCENT_COLOR!r}.")
+if NOTIFIER_BRAND_LOGO_URL and not re.match(r"(https?://|/)[^\s\"'<>]*$", NOTIFIER_BRAND_LOGO_URL):
+    raise ImproperlyConfigured("NOTIFIER_BRAND_LOGO_URL must be an http(s):// URL or a path starting with /.")
+# /demo/inbox (the inbox widget for NOTIFIER_DEMO_USER_ID, with its preference center link): on with DEBUG,
+# or with NOTIFIER_DEMO_PAGES=1 (`make run` sets it). It mints that user's tokens for whoever opens it.
+NOTIFIER_DEMO_PAGES = env_bool("NOTIFIER_DEMO_PAGES", DEBUG)
+NOTIFIER_DEMO_USER_ID = os.environ.get("NOTIFIER_DEMO_USER_ID", "u_42")
 
 # --- metrics (notifier/metrics.py, README "Operations and monitoring") ------------------------------------
 

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from notifier.api.errors import api_not_found
 from notifier.health import healthz
 from notifier.metrics import metrics_view
+from notifier.pages import demo_inbox, preference_center
 from notifier.webhooks import sendgrid, twilio
 
 urlpatterns = [
@@ -20,6 +21,10 @@ urlpatterns = [
     # Prometheus scrapes this; METRICS_TOKEN guards it (notifier/metrics.py).
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
+    # The end user's pages (docs/end-user.md): the hosted preference center, by its signed link, and the
+    # inbox widget's demo (NOTIFIER_DEMO_PAGES).
+    path("preferences/<str:token>", preference_center, name="preference-center"),
+    path("demo/inbox", demo_inbox, name="demo-inbox"),
     # Last: any other path under /api/ is a JSON 404, with DEBUG on too (handler404 covers DEBUG off only).
     re_path(r"^api/", api_not_found),
 ]

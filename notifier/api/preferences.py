@@ -17,16 +17,19 @@ from datetime import time
 
 from django.db import transaction
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from django.conf import settings
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from notifier.api.auth import IsProducerOrSameRecipient
+from notifier.api.errors import ErrorSerializer
 from notifier.api.serializers import LANGUAGE, _known_timezones
 from notifier.models import Category, Channel, Digest, NotificationType, Recipient
-from notifier.models.producers import SCOPE_USERS_READ, SCOPE_USERS_WRITE
+from notifier.models.producers import SCOPE_TOKENS, SCOPE_USERS_READ, SCOPE_USERS_WRITE
 from notifier.pipeline.preferences import preferences_document
+from notifier.preference_links import preferences_link_issue
 from notifier.services import recipient_upsert
 
 FIELDS = ("channels", "types", "quiet_hours", "language", "marketing_opt_in", "digest")
@@ -177,3 +180,48 @@ class NotificationPreferencesView(APIView):
     @extend_schema(request=PreferencesDocumentSchema, responses={200: PreferencesDocumentSchema})
     def patch(self, request, user_id):
         return Response(preferences_document(preferences_update(user_id, request.data, partial=True)))
+
+
+class PreferencesLinkRequest(serializers.Serializer):
+    expires_in = serializers.IntegerField(
+        required=False, min_value=60, help_text="Seconds the link stays valid (default "
+        "NOTIFIER_PREFERENCES_LINK_TTL_SECONDS, at most NOTIFIER_PREFERENCES_LINK_MAX_TTL_SECONDS).")
+
+    def validate_expires_in(self, value):
+        if value > settings.NOTIFIER_PREFERENCES_LINK_MAX_TTL_SECONDS:
+            raise serializers.ValidationError(
+                f"At most {settings.NOTIFIER_PREFERENCES_LINK_MAX_TTL_SECONDS} seconds.")
+        return value
+
+    def to_internal_value(self, data):
+        unknown = sorted(set(data) - {"expires_in"}) if isinstance(data, dict) else []
+        if unknown:
+            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
+        return super().to_internal_value(data)
+
+
+class PreferencesLinkAnswer(serializers.Serializer):
+    url = serializers.URLField(help_text="The user's hosted preference center (GET /preferences/<token>).")
+    expires_at = serializers.DateTimeField()
+    expires_in = serializers.IntegerField()
+
+
+class PreferencesLinkView(APIView):
+    """A signed, expiring link to the user's hosted preference center, for an email, an SMS or the app's
+    settings screen. A producer key with `tokens`, or the user's own recipient token."""
+
+    permission_classes = [IsProducerOrSameRecipient]
+    required_scopes = {"POST": SCOPE_TOKENS}
+
+    @extend_schema(request=PreferencesLinkRequest, responses={
+        201: PreferencesLinkAnswer,
+        400: OpenApiResponse(ErrorSerializer, description="expires_in is not an integer from 60 to the maximum, "
+                                                          "or the body has another field."),
+    })
+    def post(self, request, user_id):
+        body = PreferencesLinkRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        ttl = body.validated_data.get("expires_in", settings.NOTIFIER_PREFERENCES_LINK_TTL_SECONDS)
+        url, expires_at = preferences_link_issue(user_id, ttl)
+        return Response({"url": url, "expires_at": expires_at.isoformat().replace("+00:00", "Z"), "expires_in": ttl},
+                        status=201)

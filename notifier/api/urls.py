@@ -28,6 +28,7 @@ urlpatterns = [
          name="notification-events"),
     path("users/<str:user_id>/notification-preferences", preferences.NotificationPreferencesView.as_view(),
          name="notification-preferences"),
+    path("users/<str:user_id>/preferences-link", preferences.PreferencesLinkView.as_view(), name="preferences-link"),
     path("users/<str:user_id>/topics", views.TopicListView.as_view(), name="topic-list"),
     path("users/<str:user_id>/topics/<str:topic>", views.TopicDetailView.as_view(), name="topic-detail"),
     path("users/<str:user_id>/devices", views.DeviceListView.as_view(), name="device-list"),

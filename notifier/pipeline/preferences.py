@@ -40,17 +40,30 @@ def channel_verdict(recipient, notification_type, channel: str) -> ChannelVerdic
 def _blocked_reason(recipient, notification_type, channel: str) -> str:
     if notification_type.category == Category.MARKETING and not recipient.marketing_opt_in:
         return "marketing not opted in"
-    by_type = _as_dict(recipient.type_preferences)
-    type_choice = _choice(by_type.get(notification_type.key), channel)
-    if type_choice is not None:
-        return "" if type_choice else f"type opted out ({notification_type.key} on {channel})"
-    category_choice = _choice(by_type.get(notification_type.category), channel)
-    if category_choice is not None:
-        return "" if category_choice else f"category opted out ({notification_type.category} on {channel})"
-    channel_choice = _choice(recipient.channel_preferences, channel)
-    if channel_choice is None:
-        channel_choice = settings.NOTIFIER_DEFAULT_CHANNEL_PREFERENCES.get(channel, True)
-    return "" if channel_choice else "channel disabled by user"
+    enabled, level = preference_choice(recipient, notification_type.key, notification_type.category, channel)
+    if enabled:
+        return ""
+    if level == "type":
+        return f"type opted out ({notification_type.key} on {channel})"
+    if level == "category":
+        return f"category opted out ({notification_type.category} on {channel})"
+    return "channel disabled by user"
+
+
+def preference_choice(preferences, type_key: str | None, category: str | None, channel: str) -> tuple[bool, str]:
+    """The user's own switch for a type (or, with type_key None, a category; with both None, the channel)
+    on a channel, and the level it comes from: "type", "category", "channel" or "default" (rules 3 to 6;
+    the critical and marketing rules are the caller's). `preferences` is a Recipient, or anything with its
+    `type_preferences` and `channel_preferences`: the preference center asks it of a form's values."""
+    by_type = _as_dict(preferences.type_preferences)
+    for level, scope in (("type", type_key), ("category", category)):
+        choice = _choice(by_type.get(scope), channel) if scope is not None else None
+        if choice is not None:
+            return choice, level
+    channel_choice = _choice(preferences.channel_preferences, channel)
+    if channel_choice is not None:
+        return channel_choice, "channel"
+    return settings.NOTIFIER_DEFAULT_CHANNEL_PREFERENCES.get(channel, True), "default"
 
 
 # The API and the admin store only objects of channel: true/false. A malformed entry that got in anyway

@@ -26,6 +26,7 @@ from django.utils.safestring import mark_safe
 
 from notifier.models import Category, Channel, DeliveryStatus, InboxItem, Template
 from notifier.pipeline.deliveries import deliveries_build
+from notifier.preference_links import preferences_url
 from notifier.templating import render_capped, sandboxed_engine
 
 _TEXT_FIELDS = ("subject", "title", "body", "action_url")
@@ -47,6 +48,7 @@ VARIABLE_TYPES = {
     "array": (list,),
 }
 UNSUBSCRIBE_VARIABLE = re.compile(r"{{\s*unsubscribe_url\s*(}}|\|)")
+PREFERENCES_VARIABLE_PLAIN = re.compile(r"{{\s*preferences_url\s*}}")
 _UNSUBSCRIBE_SALT = "notifier.unsubscribe"
 
 
@@ -142,14 +144,17 @@ def missing_variables(notification_type, data: dict) -> list[str]:
 
 class SharedRenders:
     """The renders of a batch whose notifications share one `data` (a campaign chunk's): each template is
-    rendered once, not once per recipient. The one part of a message that is the recipient's own, the
-    unsubscribe link of a marketing email, is rendered as a placeholder and replaced by each recipient's
-    link; a template that changes the link on its way (a filter on it) is rendered per recipient."""
+    rendered once, not once per recipient. The parts of a message that are the recipient's own, the
+    unsubscribe link of a marketing email and every email's preference center link, are rendered as
+    placeholders and replaced by each recipient's links; a template that changes a link on its way (a
+    filter on it) is rendered per recipient."""
 
     PLACEHOLDER = "https://notifier.invalid/unsubscribe-placeholder"
+    PREFERENCES_PLACEHOLDER = "https://notifier.invalid/preferences-placeholder"
 
     def __init__(self):
         self._rendered: dict = {}
+        self._filtered: dict = {}  # template pk → whether it filters preferences_url
 
     def render(self, template: Template, notification_type, data: dict, recipient, notification_id) -> dict:
         key = (template.pk, id(data))
@@ -158,32 +163,60 @@ class SharedRenders:
             try:
                 self._rendered[key] = template_render(template, notification_type, data, recipient=recipient,
                                                       notification_id=notification_id,
-                                                      unsubscribe_link=self.PLACEHOLDER)
+                                                      unsubscribe_link=self.PLACEHOLDER,
+                                                      preferences_link=self.PREFERENCES_PLACEHOLDER)
             except RenderError as error:
                 self._rendered[key] = error
         shared = self._rendered[key]
         if isinstance(shared, RenderError):
             raise shared
-        if "headers" not in shared:  # no link of the recipient's own
+        links = {}
+        if "headers" in shared:
+            links[self.PLACEHOLDER] = unsubscribe_url(recipient.user_id, notification_type.key, notification_id)
+        if template.channel == Channel.EMAIL:
+            if template.pk not in self._filtered:
+                self._filtered[template.pk] = _preferences_url_filtered(template)
+            if self._filtered[template.pk]:
+                return template_render(template, notification_type, data, recipient=recipient,
+                                       notification_id=notification_id)
+            links[self.PREFERENCES_PLACEHOLDER] = preferences_url(recipient.user_id)
+        if not links:  # no link of the recipient's own
             return shared
-        link = unsubscribe_url(recipient.user_id, notification_type.key, notification_id)
-        content = {name: value.replace(self.PLACEHOLDER, link) if isinstance(value, str) else value
+        content = {name: _links_replaced(value, links) if isinstance(value, str) else value
                    for name, value in shared.items()}
-        content["headers"] = {name: value.replace(self.PLACEHOLDER, link) for name, value in shared["headers"].items()}
-        if unsubscribe_missing(content, link):
-            return template_render(template, notification_type, data, recipient=recipient,
-                                   notification_id=notification_id)
+        if "headers" in shared:
+            content["headers"] = {name: _links_replaced(value, links) for name, value in shared["headers"].items()}
+            if unsubscribe_missing(content, links[self.PLACEHOLDER]):
+                return template_render(template, notification_type, data, recipient=recipient,
+                                       notification_id=notification_id)
         return content
 
 
+def _links_replaced(text: str, links: dict) -> str:
+    for placeholder, link in links.items():
+        text = text.replace(placeholder, link)
+    return text
+
+
+def _preferences_url_filtered(template: Template) -> bool:
+    """Whether a template uses {{ preferences_url }} other than as it is (a filter, a {% with %}): its
+    placeholder could come out changed, so it is rendered per recipient."""
+    sources = [getattr(template, name) or "" for name in TEMPLATE_FIELDS]
+    return sum(source.count("preferences_url") for source in sources) != sum(
+        len(PREFERENCES_VARIABLE_PLAIN.findall(source)) for source in sources)
+
+
 def template_render(template: Template, notification_type, data: dict, recipient=None, extra: dict | None = None,
-                    notification_id=None, unsubscribe_link: str | None = None) -> dict:
+                    notification_id=None, unsubscribe_link: str | None = None,
+                    preferences_link: str | None = None) -> dict:
     """The rendered content of one message, exactly as it will be sent: subject, title, body, html_body
     (inside the email layout), action_url, for push the template's badge and sound when it sets them, and
     for marketing email the List-Unsubscribe headers.
 
-    `extra` adds variables the producer did not send (a digest's `digest`); `unsubscribe_link` replaces the
-    recipient's signed link (SharedRenders' placeholder). Raises RenderError.
+    Every email template sees `preferences_url`, the recipient's signed link to the hosted preference
+    center, which the layout's footer shows too. `extra` adds variables the producer did not send (a
+    digest's `digest`); `unsubscribe_link` and `preferences_link` replace the recipient's signed links
+    (SharedRenders' placeholders). Raises RenderError.
     """
     missing = missing_variables(notification_type, data)
     if missing:
@@ -193,6 +226,8 @@ def template_render(template: Template, notification_type, data: dict, recipient
         raise RenderError("; ".join(f"variable {name}: {reason}" for name, reason in errors.items()))
     variables = {**variables_for(notification_type, data), **(extra or {})}
     marketing_email = template.channel == Channel.EMAIL and notification_type.category == Category.MARKETING
+    if template.channel == Channel.EMAIL:
+        variables["preferences_url"] = preferences_link or (preferences_url(recipient.user_id) if recipient else "")
     if marketing_email:
         variables["unsubscribe_url"] = unsubscribe_link or unsubscribe_url(
             recipient.user_id if recipient else "", notification_type.key, notification_id)
@@ -212,7 +247,8 @@ def template_render(template: Template, notification_type, data: dict, recipient
         # A subject is one header line: a newline in it would be a header injection.
         content["subject"] = " ".join(content["subject"].split())
         if html:
-            content["html_body"] = email_layout(html, content["subject"], variables.get("unsubscribe_url", ""))
+            content["html_body"] = email_layout(html, content["subject"], variables.get("unsubscribe_url", ""),
+                                                variables["preferences_url"])
             if not content["body"]:
                 content["body"] = " ".join(strip_tags(html).split())
                 if marketing_email:  # the text made from the HTML loses its links: add the footer back
@@ -251,11 +287,11 @@ def unsubscribe_missing(content: dict, url: str) -> str | None:
     return None
 
 
-def email_layout(html: str, subject: str, unsubscribe: str = "") -> str:
+def email_layout(html: str, subject: str, unsubscribe: str = "", preferences: str = "") -> str:
     """The HTML part inside the base layout (templates/email/base.html), a trusted file rendered by
     Django's regular engine; the template's own HTML was escaped by the sandbox already."""
     layout = render_to_string("email/base.html", {"content": mark_safe(html), "subject": subject,
-                                                  "unsubscribe_url": unsubscribe})
+                                                  "unsubscribe_url": unsubscribe, "preferences_url": preferences})
     return "".join([layout])  # a plain str: whoever shows it next (the admin preview) must escape it
 
 

@@ -30,6 +30,7 @@ from notifier.models import Category, Delivery, DeliveryStatus, EventSource, Not
 from notifier.pipeline.render import unsubscribe_token_read
 from notifier.metrics import webhook_event_count
 from notifier.pipeline.status import StatusEvent, delivery_events_apply
+from notifier.preference_links import preferences_link_issue
 from notifier.services import recipient_unsubscribe
 from notifier.tracking import click_target, click_token_read, open_token_read
 from notifier.validation import text_problem
@@ -57,14 +58,18 @@ def unsubscribe(request, token: str):
     if recipient_id is None:
         return _user_gone(request)
     category = unsubscribe_category(link["type_key"])
+    # Both pages offer the rest of the user's choices: their preference center.
+    preferences_url, _ = preferences_link_issue(link["user_id"])
     if request.method == "POST":
         try:
             recipient_unsubscribe(recipient_id, category, source="link", channel="email", type_key=link["type_key"],
                                   notification=_notification(link["notification_id"], recipient_id))
         except Recipient.DoesNotExist:  # deleted since the lookup above
             return _user_gone(request)
-        return _page(request, "notifier/unsubscribe_done.html", 200, category=category)
-    return _page(request, "notifier/unsubscribe_confirm.html", 200, category=category, action=request.path)
+        return _page(request, "notifier/unsubscribe_done.html", 200, category=category,
+                     preferences_url=preferences_url)
+    return _page(request, "notifier/unsubscribe_confirm.html", 200, category=category, action=request.path,
+                 preferences_url=preferences_url)
 
 
 def _user_gone(request) -> HttpResponse:

@@ -32,6 +32,7 @@ ENDPOINTS = [
     ("GET", "user", {"user_id": "u_1"}, "users:read"),
     ("PUT", "user", {"user_id": "u_1"}, "users:write"),
     ("POST", "recipient-token", {"user_id": "u_1"}, "tokens"),
+    ("POST", "preferences-link", {"user_id": "u_1"}, "tokens"),
     ("GET", "inbox", {"user_id": "u_1"}, "inbox:read"),
     ("GET", "inbox-unread", {"user_id": "u_1"}, "inbox:read"),
     ("POST", "inbox-read-all", {"user_id": "u_1"}, "inbox:read"),

@@ -293,7 +293,7 @@ class TestMarketingEmail:
         marketing = make_type(category="marketing", key="sale")
         # the base layout adds an unsubscribe footer to every marketing HTML part; without it, the
         # template's own link must survive rendering
-        monkeypatch.setattr(render_module, "email_layout", lambda html, subject, unsubscribe="": html)
+        monkeypatch.setattr(render_module, "email_layout", lambda html, subject, *links: html)
 
         with pytest.raises(RenderError, match="must show its unsubscribe link in the HTML part"):
             render(notification_type=marketing, subject="Sale", body="Sale! {{ unsubscribe_url }}",
