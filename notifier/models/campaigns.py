@@ -13,6 +13,8 @@ from django.db.models import Q
 
 from notifier.validation import TOPIC_MAX_LENGTH, validate_topic
 
+from .fields import JSONField
+
 
 class CampaignStatus(models.TextChoices):
     SCHEDULED = "scheduled"  # waiting for schedule_at
@@ -31,13 +33,13 @@ class Campaign(models.Model):
     producer = models.ForeignKey("notifier.Producer", on_delete=models.PROTECT, related_name="campaigns")
     name = models.CharField(max_length=200)
     type = models.ForeignKey("notifier.NotificationType", on_delete=models.PROTECT, related_name="+")
-    data = models.JSONField(default=dict, blank=True)
-    channels = models.JSONField(default=list, blank=True, help_text="Empty: the type's default channels.")
+    data = JSONField(default=dict, blank=True)
+    channels = JSONField(default=list, blank=True, help_text="Empty: the type's default channels.")
     # {"user_ids": [...]}, {"topic": "sports"}, {"all": true} or {"filter": {...}} (notifier/campaigns/segments.py).
-    segment = models.JSONField()
+    segment = JSONField()
     schedule_at = models.DateTimeField(null=True, blank=True)
     # {"local_time": "09:00", "timezone_fallback": "UTC"} or {"spread_seconds": 14400} (campaigns/windows.py).
-    send_window = models.JSONField(null=True, blank=True)
+    send_window = JSONField(null=True, blank=True)
     throttle_per_second = models.PositiveIntegerField(null=True, blank=True)
     idempotency_key = models.CharField(max_length=255, blank=True)
     # The fingerprint of the request that created it under its idempotency key: the same key with another
@@ -87,7 +89,7 @@ class CampaignChunk(models.Model):
     recipients = models.PositiveIntegerField(default=0)
     # The routing decisions counted (notifier/campaigns/counts.py): {"eligible": {"email": 980},
     # "suppressed": {"opted_out": 12}, "held": 5, "scheduled": 0}.
-    counts = models.JSONField(default=dict, blank=True)
+    counts = JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     published_at = models.DateTimeField(null=True, blank=True)
     done_at = models.DateTimeField(null=True, blank=True)

@@ -2,6 +2,7 @@ from django.db import models
 from django.db.models import Q
 
 from .choices import AttemptOutcome, Channel, DeliveryStatus, EventSource, Priority
+from .fields import JSONField
 
 
 class Delivery(models.Model):
@@ -31,7 +32,7 @@ class Delivery(models.Model):
     # PROTECT: a delivery keeps the version that rendered it; a template version is never deleted under it.
     template = models.ForeignKey("notifier.Template", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     # The rendered message: subject, title, body, html_body, action_url, data.
-    content = models.JSONField(default=dict)
+    content = JSONField(default=dict)
     provider = models.CharField(max_length=32, blank=True)
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.QUEUED)
     attempts = models.PositiveIntegerField(default=0)
@@ -136,7 +137,7 @@ class DeliveryEvent(models.Model):
     applied = models.BooleanField(default=True, help_text="False: recorded as history, the status stayed.")
     source = models.CharField(max_length=16, choices=EventSource.choices)
     at = models.DateTimeField(help_text="When it happened, by the reporter's clock where it gives one.")
-    payload = models.JSONField(null=True, blank=True, help_text="The provider's event, as received.")
+    payload = JSONField(null=True, blank=True, help_text="The provider's event, as received.")
 
     class Meta:
         indexes = [models.Index(fields=["delivery", "at"], name="event_delivery")]
@@ -160,8 +161,8 @@ class PendingProviderEvent(models.Model):
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices)
     source = models.CharField(max_length=16, choices=EventSource.choices)
     at = models.DateTimeField()
-    payload = models.JSONField(null=True, blank=True)
-    fields = models.JSONField(default=dict, blank=True)
+    payload = JSONField(null=True, blank=True)
+    fields = JSONField(default=dict, blank=True)
     received_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

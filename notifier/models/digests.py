@@ -1,6 +1,8 @@
 from django.db import models
 from django.db.models import Q
 
+from .fields import JSONField
+
 
 class DigestBatch(models.Model):
     """A user's notifications of one digestible type on one channel, collected while a window is open and
@@ -23,7 +25,7 @@ class DigestBatch(models.Model):
     window_ends_at = models.DateTimeField()
     count = models.PositiveIntegerField(default=0)
     # The newest MAX_ITEMS notifications: [{"notification_id": ..., "data": {...}, "created_at": ...}].
-    items = models.JSONField(default=list)
+    items = JSONField(default=list)
     # The digest Delivery hangs on the newest notification of the batch.
     last_notification = models.ForeignKey("notifier.Notification", null=True, on_delete=models.SET_NULL,
                                           related_name="+")

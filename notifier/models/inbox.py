@@ -2,6 +2,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils.text import Truncator
 
+from .fields import JSONField
+
 
 class InboxItem(models.Model):
     """A notification as the user sees it in the app's inbox."""
@@ -11,7 +13,7 @@ class InboxItem(models.Model):
     title = models.CharField(max_length=255, blank=True)
     body = models.TextField(blank=True)
     action_url = models.CharField(max_length=1000, blank=True)
-    data = models.JSONField(default=dict, blank=True)
+    data = JSONField(default=dict, blank=True)
     read_at = models.DateTimeField(null=True, blank=True)
     archived_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -4,6 +4,7 @@ from django.db import models
 from django.db.models import Q
 
 from .choices import NotificationStatus, Priority
+from .fields import JSONField
 
 
 class Notification(models.Model):
@@ -14,14 +15,14 @@ class Notification(models.Model):
     producer = models.ForeignKey("notifier.Producer", on_delete=models.PROTECT, related_name="notifications")
     type = models.ForeignKey("notifier.NotificationType", on_delete=models.PROTECT, related_name="+")
     recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="notifications")
-    data = models.JSONField(default=dict, blank=True)
-    channels = models.JSONField(default=list, blank=True, help_text="The producer's override; empty: type's.")
+    data = JSONField(default=dict, blank=True)
+    channels = JSONField(default=list, blank=True, help_text="The producer's override; empty: type's.")
     # Tried in order, once each, when every delivery so far reached no one (pipeline/fallback.py). None
     # until routed: the type's default_fallback_channels; routing stores the list it will use.
-    fallback_channels = models.JSONField(null=True, blank=True, default=None)
+    fallback_channels = JSONField(null=True, blank=True, default=None)
     # {"channels": ["email"], "if_unread_after_seconds": 600}: sent on those channels if the in-app item is
     # still unread then (pipeline/escalation.py).
-    escalation = models.JSONField(null=True, blank=True, default=None)
+    escalation = JSONField(null=True, blank=True, default=None)
     # The escalation is pending until then; beat releases it, reading the item cancels it (sets it null).
     # While set, the notification stays processing.
     escalate_at = models.DateTimeField(null=True, blank=True)
@@ -31,7 +32,7 @@ class Notification(models.Model):
     priority = models.CharField(max_length=8, choices=Priority.choices)
     status = models.CharField(max_length=24, choices=NotificationStatus.choices, default=NotificationStatus.ACCEPTED)
     # Why each channel was or was not used: [{"channel": "sms", "decision": "skipped", "reason": "..."}].
-    decisions = models.JSONField(default=list, blank=True)
+    decisions = JSONField(default=list, blank=True)
     idempotency_key = models.CharField(max_length=255, blank=True)
     # Push: a newer notification with the same key replaces an undelivered or displayed older one
     # (apns-collapse-id, which Apple limits to 64 bytes; FCM android.collapse_key).
@@ -77,7 +78,7 @@ class IdempotencyKey(models.Model):
     producer = models.ForeignKey("notifier.Producer", on_delete=models.CASCADE, related_name="+")
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
-    response = models.JSONField()
+    response = JSONField()
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
 
     class Meta:

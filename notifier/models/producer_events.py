@@ -1,6 +1,8 @@
 from django.db import models
 from django.db.models import Q
 
+from .fields import JSONField
+
 
 class ProducerEventStatus(models.TextChoices):
     PENDING = "pending"  # to send at next_attempt_at (a claimed row's next_attempt_at is its lease's end)
@@ -25,7 +27,7 @@ class ProducerEvent(models.Model):
                                      related_name="+")
     delivery = models.ForeignKey("notifier.Delivery", null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="+")
-    data = models.JSONField(help_text="The event's `data`, as the producer receives it.")
+    data = JSONField(help_text="The event's `data`, as the producer receives it.")
     created_at = models.DateTimeField()
 
     status = models.CharField(max_length=8, choices=ProducerEventStatus.choices, default=ProducerEventStatus.PENDING)

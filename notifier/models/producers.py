@@ -5,6 +5,8 @@ from urllib.parse import urlsplit
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from .fields import JSONField
+
 # What a producer key may do. Every API endpoint needs exactly one of these (README, "The API", producer keys).
 SCOPE_SEND = "send"
 SCOPE_USERS_READ = "users:read"
@@ -76,7 +78,7 @@ class Producer(models.Model):
     name = models.CharField(max_length=100, unique=True)
     key_hash = models.CharField(max_length=64, unique=True)
     key_hint = models.CharField(max_length=16, help_text="The first characters of the key, to recognise it.")
-    scopes = models.JSONField(default=list, validators=[scopes_validate], help_text="What the key may do.")
+    scopes = JSONField(default=list, validators=[scopes_validate], help_text="What the key may do.")
     is_active = models.BooleanField(default=True)
     quota_requests = models.PositiveIntegerField(
         null=True, blank=True,

@@ -3,6 +3,7 @@ from django.db import models
 from notifier.validation import USER_ID_MAX_LENGTH, validate_user_id
 
 from .choices import Digest
+from .fields import JSONField
 
 
 class Recipient(models.Model):
@@ -18,7 +19,7 @@ class Recipient(models.Model):
     phone = models.CharField(max_length=16, blank=True, help_text="E.164, e.g. +14155550100")
     timezone = models.CharField(max_length=64, default="UTC")
     language = models.CharField(max_length=16, default="en")
-    attributes = models.JSONField(default=dict, blank=True)
+    attributes = JSONField(default=dict, blank=True)
     # When the user was last active, as the producer reports it (PUT /api/v1/users/{id}) or a device
     # registers or refreshes: what a campaign's segment filter reads as `last_seen_at`.
     last_seen_at = models.DateTimeField(null=True, blank=True)
@@ -26,8 +27,8 @@ class Recipient(models.Model):
         null=True, blank=True, help_text="Set when the carrier reports the number unsubscribed (STOP)."
     )
     # Preferences. Missing entries fall back to settings.NOTIFIER_DEFAULT_CHANNEL_PREFERENCES.
-    channel_preferences = models.JSONField(default=dict, blank=True, help_text='e.g. {"sms": false}')
-    type_preferences = models.JSONField(
+    channel_preferences = JSONField(default=dict, blank=True, help_text='e.g. {"sms": false}')
+    type_preferences = JSONField(
         default=dict, blank=True, help_text='By type key or category: {"order_shipped": {"email": false}}'
     )
     quiet_hours_start = models.TimeField(null=True, blank=True, help_text="Local time, in `timezone`.")

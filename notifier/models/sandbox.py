@@ -1,5 +1,7 @@
 from django.db import models
 
+from .fields import JSONField
+
 
 class SandboxMessage(models.Model):
     """What a sandbox provider would have sent, exactly as it would have gone out."""
@@ -14,7 +16,7 @@ class SandboxMessage(models.Model):
     to = models.CharField(max_length=512)
     notification_id = models.UUIDField(db_index=True)
     delivery_id = models.BigIntegerField(unique=True)
-    message = models.JSONField()
+    message = JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

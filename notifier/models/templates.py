@@ -3,6 +3,7 @@ from django.db import models
 from django.db.models import Q
 
 from .choices import Category, Channel, Priority, RateLimitAction
+from .fields import JSONField
 
 # Critical skips opt-outs, marketing opt-in, quiet hours and rate limits: for security alerts and codes,
 # never for a campaign that would reach users who said no.
@@ -30,12 +31,12 @@ class NotificationType(models.Model):
     name = models.CharField(max_length=200, blank=True)
     category = models.CharField(max_length=16, choices=Category.choices, default=Category.TRANSACTIONAL)
     default_priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.MEDIUM)
-    default_channels = models.JSONField(default=list)
+    default_channels = JSONField(default=list)
     # Tried in order when a notification's channels reach no one, unless its request names its own
     # (pipeline/fallback.py). Never one of default_channels.
-    default_fallback_channels = models.JSONField(default=list, blank=True)
+    default_fallback_channels = JSONField(default=list, blank=True)
     default_language = models.CharField(max_length=16, default="en")
-    variables = models.JSONField(default=dict, blank=True)
+    variables = JSONField(default=dict, blank=True)
     # Security alerts, verification codes: sent whatever the user's opt-outs, quiet hours and rate limits.
     # Transactional types only (clean() and the API refuse others).
     critical = models.BooleanField(default=False)
