@@ -62,6 +62,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
+import orjson
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
 
@@ -106,6 +107,21 @@ MAX_ISOLATION_ROUNDS = 5
 TRACKING_OFF = {"click_tracking": {"enable": False, "enable_text": False}, "open_tracking": {"enable": False}}
 # The MIME parts of an email and the Message field each one comes from, in SendGrid's required order.
 PARTS = (("text/plain", "body"), ("text/html", "html_body"))
+
+
+def substitutions_size(substitutions: dict[str, str]) -> int:
+    """The bytes of `substitutions` as json.dumps(ensure_ascii=False) writes them, in UTF-8: orjson's
+    compact text (the same escapes) and json's space after each colon and comma. orjson is ten times as
+    fast, and a campaign measures a thousand of these per request."""
+    return len(orjson.dumps(substitutions)) + max(0, 2 * len(substitutions) - 1)
+
+
+def request_size(value) -> int:
+    """About the bytes `value` takes in the SDK's request body (json.dumps: ASCII, spaced): orjson's
+    compact text when it is ASCII, a few bytes short per item, which MAX_REQUEST_BYTES leaves room
+    for; json's own count when it is not (an escape takes up to three times the UTF-8 bytes)."""
+    text = orjson.dumps(value)
+    return len(text) if text.isascii() else len(json.dumps(value))
 
 
 @dataclass
@@ -273,7 +289,7 @@ class SendGridProvider(Provider):
             if values is None:
                 return None
             substitutions.update(zip(_tags(nonce, part, skeleton), values))
-        if len(json.dumps(substitutions, ensure_ascii=False).encode("utf-8")) > MAX_SUBSTITUTION_BYTES:
+        if substitutions_size(substitutions) > MAX_SUBSTITUTION_BYTES:
             return None
         personalization = {"to": [{"email": message.to}], "subject": message.subject,
                            "headers": _headers(message), "custom_args": _custom_args(message)}
@@ -288,7 +304,7 @@ class SendGridProvider(Provider):
         addresses: list[set] = []
         for index, personalization in fitted:
             address = personalization["to"][0]["email"].lower()
-            size = len(json.dumps(personalization)) + 2
+            size = request_size(personalization) + 2
             for batch, seen in zip(requests, addresses):
                 fits = len(batch.members) < self.batch_size and batch.size + size <= MAX_REQUEST_BYTES
                 if fits and address not in seen:
