@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from functools import lru_cache
 
 from django.conf import settings
 from django.core import signing
+
+from notifier.signatures import sign_object
 
 PREFERENCES_PATH = "/preferences/"
 _SALT = "notifier.preferences-link"
@@ -37,7 +38,7 @@ def preferences_link_issue(user_id: str, ttl_seconds: int | None = None, now: fl
     NOTIFIER_PREFERENCES_LINK_TTL_SECONDS from now)."""
     ttl = settings.NOTIFIER_PREFERENCES_LINK_TTL_SECONDS if ttl_seconds is None else ttl_seconds
     expires = int(now if now is not None else time.time()) + ttl
-    token = _signer(settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS)).sign_object({"u": user_id, "x": expires})
+    token = sign_object({"u": user_id, "x": expires}, _SALT)
     return f"{settings.NOTIFIER_PUBLIC_URL.rstrip('/')}{PREFERENCES_PATH}{token}", datetime.fromtimestamp(expires, UTC)
 
 
@@ -49,7 +50,7 @@ def preferences_url(user_id: str) -> str:
 def preferences_link_read(token: str, now: float | None = None) -> str:
     """The user id a preference link opens. Raises LinkError (expired or not ours)."""
     try:
-        payload = _signer(settings.SECRET_KEY, tuple(settings.SECRET_KEY_FALLBACKS)).unsign_object(token)
+        payload = signing.Signer(salt=_SALT).unsign_object(token)  # with SECRET_KEY_FALLBACKS
     except (signing.BadSignature, ValueError, UnicodeError):
         raise LinkError() from None
     if not isinstance(payload, dict) or not isinstance(payload.get("u"), str) or type(payload.get("x")) is not int:
@@ -57,10 +58,3 @@ def preferences_link_read(token: str, now: float | None = None) -> str:
     if payload["x"] <= (now if now is not None else time.time()):
         raise LinkError(expired=True)
     return payload["u"]
-
-
-@lru_cache(maxsize=4)
-def _signer(key: str, fallback_keys: tuple) -> signing.Signer:
-    # Every email a campaign renders carries a link: one Signer per key, not one per link (it halves the
-    # cost of a link, to about 7 µs). No compression: the payload is too small for zlib to shorten it.
-    return signing.Signer(key=key, fallback_keys=list(fallback_keys), salt=_SALT)

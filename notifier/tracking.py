@@ -28,6 +28,7 @@ from django.core import signing
 
 from notifier.models import Category, TrackEngagement
 from notifier.preference_links import PREFERENCES_PATH
+from notifier.signatures import sign
 
 OPEN_PATH = "/api/v1/t/o/"
 CLICK_PATH = "/api/v1/t/c/"
@@ -51,7 +52,7 @@ def tracking_enabled(notification_type) -> bool:
 # --- tokens --------------------------------------------------------------------------------------------
 
 def open_token(delivery_id: int) -> str:
-    return signing.Signer(salt=_OPEN_SALT).sign(str(delivery_id))
+    return sign(str(delivery_id), _OPEN_SALT)
 
 
 def open_token_read(token: str) -> int:
@@ -63,7 +64,7 @@ def open_token_read(token: str) -> int:
 
 
 def click_token(delivery_id: int, index: int) -> str:
-    return signing.Signer(salt=_CLICK_SALT).sign(f"{delivery_id}.{index}")
+    return sign(f"{delivery_id}.{index}", _CLICK_SALT)
 
 
 def click_token_read(token: str) -> tuple[int, int]:

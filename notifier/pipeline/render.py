@@ -27,6 +27,7 @@ from django.utils.safestring import mark_safe
 from notifier.models import Category, Channel, DeliveryStatus, InboxItem, Template
 from notifier.pipeline.deliveries import deliveries_build
 from notifier.preference_links import preferences_url
+from notifier.signatures import sign_object
 from notifier.templating import render_capped, sandboxed_engine
 
 _TEXT_FIELDS = ("subject", "title", "body", "action_url")
@@ -381,7 +382,7 @@ def unsubscribe_url(user_id: str, type_key: str, notification_id=None) -> str:
     payload = {"u": user_id, "t": type_key}
     if notification_id is not None:
         payload["n"] = str(notification_id)
-    token = signing.dumps(payload, salt=_UNSUBSCRIBE_SALT, compress=True)
+    token = sign_object(payload, _UNSUBSCRIBE_SALT, compress=True, timestamped=True)
     return f"{settings.NOTIFIER_PUBLIC_URL.rstrip('/')}/api/v1/unsubscribe/{token}"
 
 
