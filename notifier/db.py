@@ -9,6 +9,8 @@ from django.db import DataError, IntegrityError, connections, models, router, tr
 from django.db.models.base import ModelState
 from django.db.models.signals import post_init, pre_init
 
+from notifier.models.fields import json_text
+
 # Rows per UPDATE statement: keeps a statement's parameters far below PostgreSQL's limit of 65,535.
 ROWS_PER_STATEMENT = 1000
 
@@ -235,4 +237,8 @@ def _copy_value(field, connection):
     stamped = getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
     if isinstance(target, _AS_IT_IS) and not stamped:
         return attrgetter(field.attname)
+    if isinstance(field, models.JSONField) and field.encoder is None:
+        # The JSON text itself, which the column parses: no Jsonb wrapper per value for the driver to dump.
+        get = attrgetter(field.attname)
+        return lambda obj: None if (value := get(obj)) is None else json_text(value)
     return lambda obj: field.get_db_prep_save(field.pre_save(obj, add=True), connection)

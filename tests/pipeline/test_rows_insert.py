@@ -66,3 +66,15 @@ def test_copy_refuses_a_value_too_long_with_djangos_error_so_a_batch_can_isolate
 
     assert list(refused) == [1] and isinstance(refused[1], DataError)
     assert list(InboxItem.objects.values_list("notification_id", flat=True)) == [notifications[0].id]
+
+
+@pytest.mark.parametrize("ignore_conflicts", [False, True])
+def test_json_with_the_characters_copy_and_json_escape_is_stored_as_it_was(notifications, ignore_conflicts):
+    data = {"text": 'tab\there\nnew line \\ backslash "quoted" \r é 🚀 \u2028', "n": [None, 2 ** 70, 1.5]}
+    rows = [item(n) for n in notifications]
+    for row in rows:
+        row.data = data
+
+    rows_insert(InboxItem, rows, ignore_conflicts=ignore_conflicts)
+
+    assert [i.data for i in InboxItem.objects.all()] == [data] * 3
