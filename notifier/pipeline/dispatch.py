@@ -266,14 +266,23 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token, new: bool = Fal
                             delivery.id, delivery.notification_id, delivery.status,
                             extra=delivery_log_context(delivery))
         kept = [(d, o) for d, o in group if d.id in written]
-        # A delivery suppressed at send time, or given back to the queue for its campaign (paused, over its
-        # throttle), made no attempt.
-        rows_insert(DeliveryAttempt, [attempt_of(d, o) for d, o in kept if o is not None or d.status not in
-                                      (DeliveryStatus.SUPPRESSED, DeliveryStatus.QUEUED)])
+        rows_insert(DeliveryAttempt, [attempt_of(d, o) for d, o in kept if attempt_recorded(d, o)])
         if not new:  # nobody can have reported on a row that did not exist
             pending_events_release([d for d, o in kept if isinstance(o, SendResult)])
         targets_gone([d for d, o in kept if isinstance(o, ProviderError) and o.target_gone])
         notifications_refresh_status({d.notification_id for d, _ in kept})
+
+
+def attempt_recorded(delivery: Delivery, outcome) -> bool:
+    """Whether this outcome gets a history row (DeliveryAttempt). Not when no attempt was made (suppressed
+    at send time, or given back to the queue for its campaign: paused, over its throttle), nor for a
+    success at the first attempt: the delivery row tells all of that (status, provider, provider message
+    id, sent_at, attempts 1) and its events the moments, and it is most of a campaign's deliveries, where
+    the row would be a seventh of what each one writes. Every attempt of a delivery that needed more than
+    one is recorded, its final success included."""
+    if outcome is None:
+        return delivery.status not in (DeliveryStatus.SUPPRESSED, DeliveryStatus.QUEUED)
+    return not (isinstance(outcome, SendResult) and delivery.attempts == 1)
 
 
 def attempt_of(delivery: Delivery, outcome) -> DeliveryAttempt:

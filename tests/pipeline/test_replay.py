@@ -1,4 +1,4 @@
-"""Dead letters: every attempt is recorded, and a dead letter is replayed once, on its channel or another."""
+"""Dead letters: every attempt of a delivery that needed more than one is recorded, and a dead letter is replayed once, on its channel or another."""
 import threading
 from datetime import timedelta
 
@@ -41,7 +41,8 @@ def test_every_attempt_of_a_dead_letter_is_in_its_history_with_its_error(scripte
     assert started <= times[0] and times == sorted(times)
 
 
-def test_a_sent_and_a_permanent_attempt_are_recorded_with_the_providers_answer(scripted, order_type, reachable_user):
+def test_a_failed_attempt_is_recorded_with_the_providers_answer_and_a_first_try_success_by_its_row_alone(
+        scripted, order_type, reachable_user):
     from tests.pipeline.test_route import make_notification
     from notifier.pipeline.route import route_due
 
@@ -52,9 +53,27 @@ def test_a_sent_and_a_permanent_attempt_are_recorded_with_the_providers_answer(s
     deliver_due("sms", "high")
     deliver_due("email", "high")
 
-    attempts = {a.delivery.channel: a for a in DeliveryAttempt.objects.select_related("delivery")}
-    assert (attempts["sms"].outcome, attempts["sms"].provider_code) == ("permanent", "21610")
-    assert (attempts["email"].outcome, attempts["email"].provider_code, attempts["email"].number) == ("sent", "", 1)
+    [attempt] = DeliveryAttempt.objects.select_related("delivery")
+    assert (attempt.delivery.channel, attempt.outcome, attempt.provider_code) == ("sms", "permanent", "21610")
+    email = Delivery.objects.get(channel="email")
+    assert (email.status, email.provider, email.attempts, email.sent_at is not None) == ("sent", "scripted", 1, True)
+
+
+def test_a_success_after_a_retry_is_recorded_with_the_attempts_before_it(scripted, order_type, reachable_user):
+    from tests.pipeline.test_route import make_notification
+    from notifier.pipeline.route import route_due
+
+    make_notification(order_type, reachable_user, channels=["email"])
+    route_due("high")
+    script(reachable_user.email, {"kind": "transient", "code": "421"})
+    deliver_due("email", "high")
+    Delivery.objects.update(next_attempt_at=timezone.now())  # its backoff passed
+
+    deliver_due("email", "high")
+
+    history = [(a.number, a.outcome, a.provider_code) for a in DeliveryAttempt.objects.order_by("number")]
+    assert history == [(1, "transient", "421"), (2, "sent", "")]
+    assert Delivery.objects.get().status == "sent"
 
 
 def test_a_worker_lost_on_an_attempt_is_in_the_history(scripted, order_type, reachable_user, settings):
