@@ -135,11 +135,13 @@ def deliveries_claimed_load(token) -> list[Delivery]:
     return deliveries
 
 
-def deliveries_send(deliveries: list[Delivery], *, new: bool = False) -> None:
+def deliveries_send(deliveries: list[Delivery], *, new: bool = False, still_open: frozenset = frozenset()) -> None:
     """Send the deliveries of one claim (all of one channel), recording outcomes in groups as sends
     complete. `new`: the deliveries are not stored yet, only made claimed in memory (a campaign chunk's
     in-app items, sent in the transaction that routes them: pipeline/route.py): each is stored with its
-    outcome, in one insert, instead of inserted and then updated."""
+    outcome, in one insert, instead of inserted and then updated. `still_open`: ids of the deliveries'
+    notifications that the caller knows to have other deliveries waiting (that chunk's emails): they are
+    not checked for closing, which would lock them to find nothing to close."""
     token = deliveries[0].claim_token
     group: list[tuple[Delivery, object]] = []
     now = timezone.now()
@@ -186,9 +188,9 @@ def deliveries_send(deliveries: list[Delivery], *, new: bool = False) -> None:
             group_started = time.monotonic()
         group.append((delivery, outcome))
         if len(group) >= group_size or time.monotonic() - group_started >= RECORD_INTERVAL_SECONDS:
-            outcomes_record(group, token, new=new)
+            outcomes_record(group, token, new=new, still_open=still_open)
             group = []
-    outcomes_record(group, token, new=new)
+    outcomes_record(group, token, new=new, still_open=still_open)
     if low:
         statuses = Counter(d.status for d in deliveries)
         log.info("deliver: %s.low: %s", deliveries[0].channel,
@@ -215,7 +217,8 @@ def send_time_refusals(deliveries: list[Delivery]) -> dict[int, str]:
     return refusals
 
 
-def outcomes_record(group: list[tuple[Delivery, object]], token, *, new: bool = False) -> None:
+def outcomes_record(group: list[tuple[Delivery, object]], token, *, new: bool = False,
+                    still_open: frozenset = frozenset()) -> None:
     """Write a group of (delivery, outcome) where the claim `token` still holds, then the outcomes' side
     effects (gone targets, finished notifications) for the rows written. A constant number of queries per
     group. A row whose claim was lost (the sweeper gave it back to the queue) is logged and left alone; a
@@ -224,11 +227,11 @@ def outcomes_record(group: list[tuple[Delivery, object]], token, *, new: bool = 
     If the database ends the connection (a failover, a pooler restart, pg_terminate_backend) or fails the
     write, it is made once more on a new connection: these messages were sent, and an outcome left
     unwritten would have them sent again when the lease ends. Writing twice is harmless: the second try
-    matches no claim the first one wrote. `new`: the rows are inserted with their outcomes (deliveries_send)."""
+    matches no claim the first one wrote. `new`, `still_open`: as deliveries_send takes them."""
     if not group:
         return
     if new:  # in the caller's transaction, which also holds the rows' notifications: no second try
-        _outcomes_write(group, token, new=True)
+        _outcomes_write(group, token, new=True, still_open=still_open)
         return
     try:
         _outcomes_write(group, token)
@@ -240,7 +243,8 @@ def outcomes_record(group: list[tuple[Delivery, object]], token, *, new: bool = 
         _outcomes_write(group, token)
 
 
-def _outcomes_write(group: list[tuple[Delivery, object]], token, new: bool = False) -> None:
+def _outcomes_write(group: list[tuple[Delivery, object]], token, new: bool = False,
+                    still_open: frozenset = frozenset()) -> None:
     deliveries = [delivery for delivery, _ in group]
     written: set = set()
 
@@ -270,7 +274,7 @@ def _outcomes_write(group: list[tuple[Delivery, object]], token, new: bool = Fal
         if not new:  # nobody can have reported on a row that did not exist
             pending_events_release([d for d, o in kept if isinstance(o, SendResult)])
         targets_gone([d for d, o in kept if isinstance(o, ProviderError) and o.target_gone])
-        notifications_refresh_status({d.notification_id for d, _ in kept})
+        notifications_refresh_status({d.notification_id for d, _ in kept} - still_open)
 
 
 def attempt_recorded(delivery: Delivery, outcome) -> bool:

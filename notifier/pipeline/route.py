@@ -111,7 +111,9 @@ def notifications_route(notifications: list[Notification], *, new: bool = False)
             from notifier.pipeline.dispatch import deliveries_send
 
             rows_ids_draw(Delivery, inbox_now)  # the deliver step keys its work by delivery id
-            deliveries_send(inbox_now, new=True)  # stored with their outcomes
+            waiting = frozenset(d.notification_id for d in deliveries if id(d) not in sent_now
+                                and d.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD))
+            deliveries_send(inbox_now, new=True, still_open=waiting)  # stored with their outcomes
     else:
         rows_update(notifications, ["status", "decisions", "routed_at", "completed_at", "fallback_channels",
                                     "escalate_at"])

@@ -227,10 +227,16 @@ def test_a_chunk_delivers_its_in_app_items_itself_and_queues_the_rest(db, produc
     campaign = make_campaign(producer, promo_type)
     fanout.campaign_advance(campaign.id)
 
-    fanout.campaign_chunk_run(campaign.id, 1)
+    with CaptureQueriesContext(connection) as queries:
+        fanout.campaign_chunk_run(campaign.id, 1)
 
     in_app = Delivery.objects.filter(campaign=campaign, channel="in_app")
     assert InboxItem.objects.count() == 10
+    # their emails wait: the notifications stay open, and are not locked to be checked for closing
+    assert set(Notification.objects.filter(campaign=campaign).values_list("status", flat=True)) == {"processing"}
+    notification_table = Notification._meta.db_table
+    assert not [q["sql"] for q in queries if q["sql"].startswith(f'SELECT "{notification_table}"."id"')
+                and "FOR UPDATE" in q["sql"]]
     assert {(d.status, d.provider, d.attempts) for d in in_app} == {("delivered", "inbox", 1)}
     assert not DeliveryAttempt.objects.filter(delivery__in=in_app).exists()  # a first-try success: the row says it
     assert DeliveryEvent.objects.filter(delivery__in=in_app, status="delivered").count() == 10
@@ -258,6 +264,8 @@ def test_a_chunk_stores_its_in_app_deliveries_once_with_their_outcome_never_upda
         d.id for d in in_app]
     assert not DeliveryAttempt.objects.filter(delivery__in=in_app).exists()
     assert set(InboxItem.objects.values_list("notification_id", flat=True)) == {d.notification_id for d in in_app}
+    # in-app alone: nothing else waits, so each notification is closed with its item
+    assert set(Notification.objects.filter(campaign=campaign).values_list("status", flat=True)) == {"delivered"}
 
 
 def test_a_chunk_leaves_in_app_items_held_for_a_local_time_window_to_beat(db, producer, promo_type, small_chunks):
