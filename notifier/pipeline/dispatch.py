@@ -29,7 +29,7 @@ from django.utils import timezone
 from notifier.campaigns.stops import campaigns_stopped_ids
 from notifier.campaigns.throttle import throttle_split
 from notifier.channels import CHANNELS
-from notifier.db import row_new, rows_insert, rows_update, rows_write_isolated
+from notifier.db import row_new, rows_ids_draw, rows_insert, rows_update, rows_write_isolated
 from notifier.log_format import delivery_log_context
 from notifier.models import (
     DELIVERY_IN_FLIGHT_STATUSES,
@@ -142,6 +142,8 @@ def deliveries_send(deliveries: list[Delivery], *, new: bool = False, still_open
     outcome, in one insert, instead of inserted and then updated. `still_open`: ids of the deliveries'
     notifications that the caller knows to have other deliveries waiting (that chunk's emails): they are
     not checked for closing, which would lock them to find nothing to close."""
+    if new:
+        rows_ids_draw(Delivery, deliveries)  # the send keys its work by delivery id, before any row exists
     token = deliveries[0].claim_token
     group: list[tuple[Delivery, object]] = []
     now = timezone.now()

@@ -33,7 +33,7 @@ from django.utils import timezone
 from notifier import metrics
 from notifier.channels import CHANNELS
 from notifier.channels.email import email_suppressions_load
-from notifier.db import rows_ids_draw, rows_insert, rows_update
+from notifier.db import rows_insert, rows_update
 from notifier.models import (
     NOTIFICATION_OPEN_STATUSES,
     Channel,
@@ -110,7 +110,6 @@ def notifications_route(notifications: list[Notification], *, new: bool = False)
         if inbox_now:
             from notifier.pipeline.dispatch import deliveries_send
 
-            rows_ids_draw(Delivery, inbox_now)  # the deliver step keys its work by delivery id
             waiting = frozenset(d.notification_id for d in deliveries if id(d) not in sent_now
                                 and d.status in (DeliveryStatus.QUEUED, DeliveryStatus.HELD))
             deliveries_send(inbox_now, new=True, still_open=waiting)  # stored with their outcomes
