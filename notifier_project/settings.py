@@ -436,6 +436,10 @@ NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS = float(os.environ.get("NOTIFIER_INBOX_S
 NOTIFIER_STREAM_MAX_OPEN = int(os.environ.get("NOTIFIER_STREAM_MAX_OPEN", "20000"))
 NOTIFIER_STREAM_DATABASE_THREADS = int(os.environ.get("NOTIFIER_STREAM_DATABASE_THREADS", "4"))
 NOTIFIER_STREAM_REDIS_PING_SECONDS = float(os.environ.get("NOTIFIER_STREAM_REDIS_PING_SECONDS", "5"))
+# Where the inbox widget on notifier's own pages (/demo/inbox) opens its stream, when the stream server is on
+# another origin than the API (`make run`: http://127.0.0.1:8001). Empty: the API's own origin (a proxy routes
+# the path, as docker-compose's does).
+NOTIFIER_INBOX_STREAM_URL = os.environ.get("NOTIFIER_INBOX_STREAM_URL", "").rstrip("/")
 
 # --- the end user's side: the hosted preference center and the inbox widget (docs/end-user.md) ----------
 # Origins (scheme://host[:port]) whose pages may call the inbox endpoints from a browser (the widget,
