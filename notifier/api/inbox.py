@@ -10,6 +10,7 @@
 Another user's ids answer 404 to a recipient token (IsProducerOrSameRecipient), and an item id of another
 user is not found under this user's path.
 """
+import random
 import time
 import uuid
 
@@ -311,11 +312,16 @@ class StreamClock:
     """When a stream sends a heartbeat and when it ends: a heartbeat after NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS
     without a frame, the end after NOTIFIER_INBOX_STREAM_SECONDS (the client reconnects with Last-Event-ID)."""
 
-    def __init__(self, now=time.monotonic):
+    def __init__(self, now=time.monotonic, phase: float | None = None):
         self._now = now
         self.heartbeat = settings.NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS
         self.deadline = now() + settings.NOTIFIER_INBOX_STREAM_SECONDS
-        self.last_sent = now()
+        # The first heartbeat comes after a random part of the interval: streams opened together (a page
+        # of users, a reconnect after a restart) would otherwise send theirs together, every interval, and
+        # 10,000 writes at once hold the stream server's one thread for half a second (BENCHMARKS.md).
+        if phase is None:
+            phase = random.uniform(0, self.heartbeat)
+        self.last_sent = now() - phase
 
     def wait(self) -> float:
         """How long to wait for the next event before a heartbeat is due; 0 once the stream is over."""

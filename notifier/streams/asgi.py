@@ -53,6 +53,7 @@ from notifier.inbox import inbox_channel  # noqa: E402
 from notifier.streams.hub import Hub, HubUnavailable  # noqa: E402
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("notifier.streams.access")
 
 STREAM_URL_NAME = "inbox-stream"
 # A database call that has not answered in this long fails the stream (503 before it starts, its end after):
@@ -127,9 +128,10 @@ def _unavailable(what: str) -> _Answer:
 class Request:
     """What the app reads of an HTTP scope."""
 
-    __slots__ = ("method", "path", "headers", "query")
+    __slots__ = ("client", "method", "path", "headers", "query")
 
     def __init__(self, scope):
+        self.client = "%s:%s" % tuple(scope["client"]) if scope.get("client") else "-"
         self.method = scope["method"]
         self.path = scope["path"]
         self.headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
@@ -193,7 +195,7 @@ class StreamServer:
             if not _host_allowed(request.header("host")):
                 raise _Answer(400, error_json("bad_request", "Invalid Host header."))
             if cors and request.method == "OPTIONS" and "access-control-request-method" in request.headers:
-                await _answer(send, _Answer(204, b"", inbox_cors_headers(origin, preflight=True) + cors[1:]))
+                await _answer(send, _Answer(204, b"", inbox_cors_headers(origin, preflight=True) + cors[1:]), request)
                 return
             if request.method != "GET":
                 raise _Answer(405, orjson.dumps({"error": api_exception_error(
@@ -206,10 +208,10 @@ class StreamServer:
             await self._stream(request, user_id, cors, receive, send)
         except _Answer as answer:
             answer.headers += cors
-            await _answer(send, answer)
+            await _answer(send, answer, request)
         except Exception:
             log.exception("stream server: %s %s failed before its stream started", request.method, request.path)
-            await _answer(send, _Answer(500, error_json("server_error", "Internal server error."), cors))
+            await _answer(send, _Answer(500, error_json("server_error", "Internal server error."), cors), request)
 
     async def _stream(self, request: Request, user_id: str, cors: list, receive, send):
         try:
@@ -234,6 +236,7 @@ class StreamServer:
             headers = [("Content-Type", STREAM_CONTENT_TYPE), ("Cache-Control", "no-cache"),
                        ("X-Accel-Buffering", "no"), ("X-Content-Type-Options", "nosniff"), *cors]
             await send({"type": "http.response.start", "status": 200, "headers": _encoded(headers)})
+            _access_log(request, 200)
             try:
                 await self._events(listener, recipient_id, opening, send)
             except Exception:  # the answer has started: nothing can be answered, the socket closes
@@ -297,12 +300,19 @@ def _encoded(headers) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
 
 
-async def _answer(send, answer: _Answer) -> None:
+def _access_log(request: Request, status: int) -> None:
+    # Our own access line, without the query string: the stream's `?token=` is a recipient token, which must
+    # not end up in logs (uvicorn's own access log, which prints it, is off: --no-access-log).
+    access_log.info('%s "%s %s" %s', request.client, request.method, request.path, status)
+
+
+async def _answer(send, answer: _Answer, request: Request) -> None:
     headers = [*answer.headers, ("Content-Length", str(len(answer.body)))]
     if answer.body:
         headers.append(("Content-Type", "application/json"))
     await send({"type": "http.response.start", "status": answer.status, "headers": _encoded(headers)})
     await send({"type": "http.response.body", "body": answer.body})
+    _access_log(request, answer.status)
 
 
 app = StreamServer()

@@ -147,7 +147,7 @@ def start_streams(tmp_path):
         port = free_port()
         server = Process(
             [str(BIN / "uvicorn"), "notifier.streams.asgi:app", "--host", "127.0.0.1", "--port", str(port),
-             "--backlog", "4096", "--timeout-graceful-shutdown", "1"],
+             "--backlog", "4096", "--timeout-graceful-shutdown", "1", "--no-access-log"],
             process_env(**env), tmp_path / f"streams-{port}.log", ready_text="Uvicorn running on",
         )
         server.url = f"http://127.0.0.1:{port}"

@@ -18,7 +18,7 @@ def clock(settings):
     settings.NOTIFIER_INBOX_STREAM_SECONDS = 60
     settings.NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS = 15
     time = FakeTime()
-    return StreamClock(now=time), time
+    return StreamClock(now=time, phase=0), time
 
 
 def test_a_quiet_stream_waits_until_its_heartbeat_is_due(clock):
@@ -38,6 +38,16 @@ def test_a_frame_sent_puts_the_next_heartbeat_off(clock):
     clock.sent()
 
     assert clock.wait() == 15 and not clock.heartbeat_due()
+
+
+def test_streams_opened_together_spread_their_first_heartbeats_over_the_interval(settings):
+    settings.NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS = 15
+    time = FakeTime()
+
+    first_waits = [StreamClock(now=time).wait() for _ in range(200)]
+
+    assert all(0 < wait <= 15 for wait in first_waits)
+    assert min(first_waits) < 3 and max(first_waits) > 12
 
 
 def test_the_stream_ends_at_its_lifetime_whatever_was_sent(clock):

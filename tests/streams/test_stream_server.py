@@ -106,6 +106,9 @@ def test_the_stream_ends_after_its_lifetime_with_heartbeats_meanwhile(api, start
     assert body.count(": keepalive\n\n") >= 2
     assert 'event: unread_count\ndata: {"unread_count":0,"unread_count_capped":false}' in body
     assert redis.Redis.from_url(settings.REDIS_URL).pubsub_numsub(inbox_channel("u_9"))[0][1] == 0
+    # The access log names the request without its query: the recipient token stays out of the logs.
+    assert '"GET /api/v1/users/u_9/notifications/stream" 200' in server.output()
+    assert token not in server.output()
 
 
 def _refusals(producer_key: str, alice_token: str, reader_key: str) -> dict:
