@@ -234,6 +234,18 @@ def rss_mib(process: Process) -> float:
     return round(total_kib / 1024, 1)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far, in seconds, from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def peer_venv(path: Path, requirements: Path) -> Path:
     """A bench-only virtualenv for a peer that cannot share notifier's (django-notifications-hq needs an older
     Django): created at `path` with `requirements` installed by pip from its configured index, rebuilt when

@@ -14,7 +14,8 @@ import time
 import redis
 
 from bench import harness
-from bench.harness import BIN, LOGS, REDIS_URL, ROOT, api_start, base_env, data_reset, loadgen, rss_mib, streams_start
+from bench.harness import (BIN, LOGS, REDIS_URL, ROOT, api_start, base_env, cpu_seconds, data_reset, loadgen, rss_mib,
+                           streams_start)
 from bench.report import row
 
 STREAMS = int(os.environ.get("BENCH_STREAMS", "10000"))
@@ -55,12 +56,17 @@ def run(ctx) -> list[dict]:
         opened = _answer(load)
         time.sleep(2)  # let the server settle after the last connect
         open_rss = rss_mib(server)
+        # What the open streams cost in CPU while nothing happens: heartbeats, Redis PINGs.
+        quiet = _cpu_share(lambda: time.sleep(duration), server.pid, load.pid)
         hub_connections = [c for c in client.client_list() if c.get("name") == CLIENT_NAME]
         idle_sample = _command(load, f"sample {sample} {SAMPLE_RATE}")
         # The second sample runs while the load generator posts notifications: fan-out beside ingest.
         load.stdin.write(f"sample {sample} {SAMPLE_RATE}\n")
         load.stdin.flush()
-        with_streams = loadgen(api.url, ctx.key, duration=duration, concurrency=clients, users=ctx.users)
+        busy = {}
+        busy_cpu = _cpu_share(lambda: busy.update(loadgen(api.url, ctx.key, duration=duration, concurrency=clients,
+                                                          users=ctx.users)), server.pid, load.pid)
+        with_streams = busy
         busy_sample = _answer(load)
         status = _command(load, "status")
         after_rss = rss_mib(server)
@@ -90,6 +96,12 @@ def run(ctx) -> list[dict]:
         row("streams", "stream server's Redis connections", len(hub_connections), "connections", "<=", 1,
             key="streams_redis_connections", setup=f"CLIENT LIST name={CLIENT_NAME}; subscribed channels: "
                                                    f"{', '.join(c.get('sub', '?') for c in hub_connections)}"),
+        row("streams", "stream server CPU with them open and quiet", quiet[0], "% of a core", None, None,
+            key="streams_cpu_quiet", setup=f"over {duration} s of heartbeats alone; the client process used "
+                                           f"{quiet[1]}% of a core meanwhile"),
+        row("streams", "stream server CPU with them open, during ingest", busy_cpu[0], "% of a core", None, None,
+            key="streams_cpu_busy", setup=f"the client process (which reads every heartbeat and sample, and "
+                                          f"would be the browsers' elsewhere) used {busy_cpu[1]}% of a core"),
         row("streams", "publish → arrival p50", idle_sample["p50_ms"], "ms", None, None, key="streams_p50",
             setup=f"{idle_sample['received']}/{idle_sample['published']} received, {SAMPLE_RATE}/s to distinct "
                   f"streams; each item is written at once, its badge (re-read from PostgreSQL) after it"),
@@ -110,6 +122,14 @@ def run(ctx) -> list[dict]:
     if not ctx.smoke:
         SECTION.write_text(_section(rows, harness.machine_facts()))
     return rows
+
+
+def _cpu_share(work, *pids) -> list[float]:
+    """Run `work`; each process's CPU use meanwhile, in % of one core."""
+    before, started = [cpu_seconds([pid]) for pid in pids], time.monotonic()
+    work()
+    elapsed = time.monotonic() - started
+    return [round(100 * (cpu_seconds([pid]) - b) / elapsed, 1) for pid, b in zip(pids, before)]
 
 
 def _answer(load) -> dict:
