@@ -1,4 +1,4 @@
-# make run   — set everything up and start the API, workers, beat and Flower (Ctrl-C stops all)
+# make run   — set everything up and start the API, the stream server, workers, beat and Flower (Ctrl-C stops all)
 # make test  — set everything up and run the whole test suite against PostgreSQL and Redis
 # make bench — measure throughput and latency (see BENCHMARKS.md)
 
@@ -55,17 +55,19 @@ run: check-redis var/secret-key
 	$(BIN)/python manage.py migrate --no-input
 	$(BIN)/python manage.py collectstatic --no-input -v 0
 	$(BIN)/python manage.py seeddemo
-	@echo "API http://127.0.0.1:8000/api/v1/  inbox demo http://127.0.0.1:8000/demo/inbox  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/  metrics http://127.0.0.1:8000/metrics"
+	@echo "API http://127.0.0.1:8000/api/v1/  inbox streams http://127.0.0.1:8001  inbox demo http://127.0.0.1:8000/demo/inbox  admin http://127.0.0.1:8000/admin/  Flower http://127.0.0.1:5555/  metrics http://127.0.0.1:8000/metrics"
 	@echo "Demo producer key: $$(cat var/demo-producer-key)   (in another shell: KEY=\$$(cat var/demo-producer-key))"
 	@# prometheus-client's multiprocess directory: emptied at each start (its files are the processes' counts).
 	rm -rf var/prometheus && mkdir -p var/prometheus
-	@# The API listens on 127.0.0.1 here (API_BIND), so /metrics is open to this machine, like Flower.
-	REDIS_URL=$(REDIS_URL) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus NOTIFIER_METRICS_PUBLIC=$${NOTIFIER_METRICS_PUBLIC:-1} NOTIFIER_DEMO_PAGES=$${NOTIFIER_DEMO_PAGES:-1} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
+	@# The API listens on 127.0.0.1 here (API_BIND), so /metrics is open to this machine, like Flower. The
+	@# stream server has a port of its own (the Procfile's `stream`); the demo's widget opens its stream there.
+	REDIS_URL=$(REDIS_URL) NOTIFIER_INBOX_STREAM_URL=$${NOTIFIER_INBOX_STREAM_URL:-http://127.0.0.1:$${STREAM_PORT:-8001}} PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus NOTIFIER_METRICS_PUBLIC=$${NOTIFIER_METRICS_PUBLIC:-1} NOTIFIER_DEMO_PAGES=$${NOTIFIER_DEMO_PAGES:-1} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
 
 test: $(VENV)/.installed-test install-browser check-redis check-postgres
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# SCENARIO=all (default), smoke, ingest, transactional, naive, push, inbox or campaign; results in BENCHMARKS.md.
+# SCENARIO=all (default), smoke, ingest, transactional, naive, push, inbox, campaign or streams; results in
+# BENCHMARKS.md. streams: BENCH_STREAMS=10000 (default) live inbox streams on the stream server.
 # inbox builds .venv-peer-notifications on its first run (django-notifications-hq needs Django 5.0, see
 # bench/peers/requirements-notifications-hq.txt); BENCH_INBOX_ROWS=200000 seeds a small inbox of its own.
 # campaign: BENCH_CAMPAIGN_SIZES=100000,1000000 (default; 10000 for a quick run), BENCH_CAMPAIGN_PUSH=100000

@@ -210,6 +210,42 @@ def api_start(env: dict, name: str = "api", workers: int | None = None, wsgi: st
     return process
 
 
+def streams_start(env: dict, name: str = "streams") -> Process:
+    """The stream server exactly as the Procfile's `stream` line ships it (uvicorn), on a free port."""
+    port = free_port()
+    args = shlex.split(_expand(procfile()["stream"], {"STREAM_HOST": "127.0.0.1", "STREAM_PORT": port}))
+    args[0] = str(BIN / args[0])
+    process = Process(name, args, env, ready=_log_contains("Uvicorn running on"))
+    process.url = f"http://127.0.0.1:{port}"
+    process.description = "uvicorn " + " ".join(a for a in args[1:] if a not in ("--host", "127.0.0.1", "--port", str(port)))
+    return process
+
+
+def rss_mib(process: Process) -> float:
+    """Resident memory of a process and its children (uvicorn --workers), in MiB, from /proc."""
+    total_kib = 0
+    for pid in [process.pid] + process.children():
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kib += int(line.split()[1])
+        except OSError:
+            pass
+    return round(total_kib / 1024, 1)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time the processes have used so far, in seconds, from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def peer_venv(path: Path, requirements: Path) -> Path:
     """A bench-only virtualenv for a peer that cannot share notifier's (django-notifications-hq needs an older
     Django): created at `path` with `requirements` installed by pip from its configured index, rebuilt when

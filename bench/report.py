@@ -127,6 +127,9 @@ def render(state: dict, previous: str = "") -> str:
     analysis = ROOT / "bench" / "analysis.md"  # hand-written reading of the figures, kept across runs
     if analysis.exists():
         lines += ["", analysis.read_text().strip()]
+    streams = ROOT / "bench" / "streams.md"  # written by `make bench SCENARIO=streams` (bench/scenarios/streams.py)
+    if streams.exists():
+        lines += ["", streams.read_text().strip()]
     stats_query = ROOT / "bench" / "stats_query.md"  # written by `make bench-stats` (bench/stats_query.py)
     if stats_query.exists():
         lines += ["", stats_query.read_text().strip()]

@@ -1,4 +1,4 @@
-"""`make bench [SCENARIO=name]`: python -m bench.run --scenario all|smoke|ingest|transactional|naive|push|inbox|campaign
+"""`make bench [SCENARIO=name]`: python -m bench.run --scenario all|smoke|ingest|transactional|naive|push|inbox|campaign|streams
 
 Prepares the bench database (notifier_bench) and Redis db 9, starts the fake providers, runs the chosen
 scenarios (bench/scenarios/<name>.py, each `run(ctx) -> rows`), and writes BENCHMARKS.md plus raw JSON in

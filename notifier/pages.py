@@ -110,6 +110,7 @@ def demo_inbox(request):
         "user_id": user_id,
         "token": recipient_token_issue(user_id, recipient.id),
         "api": request.build_absolute_uri("/").rstrip("/"),
+        "stream": settings.NOTIFIER_INBOX_STREAM_URL,
         "preferences_url": preferences_link,
         **brand(),
     }))

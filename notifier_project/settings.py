@@ -428,6 +428,18 @@ NOTIFIER_INBOX_UNREAD_COUNT_CAP = int(os.environ.get("NOTIFIER_INBOX_UNREAD_COUN
 # (EventSource does so by itself, sending Last-Event-ID); a comment line keeps idle proxies from closing it.
 NOTIFIER_INBOX_STREAM_SECONDS = int(os.environ.get("NOTIFIER_INBOX_STREAM_SECONDS", "300"))
 NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS = float(os.environ.get("NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS", "15"))
+# The stream server (notifier/streams: `uvicorn notifier.streams.asgi:app`, the Procfile's `stream` line), which
+# serves the stream path that production routes to it. Per process: at most this many open streams (then
+# 503), this many threads for its database work (so at most as many connections), and a PING on its one
+# Redis connection this often (silent for that long plus NOTIFIER_REDIS_TIMEOUT_SECONDS: Redis is gone, and
+# every stream of the process ends; its clients reconnect and are replayed what they missed).
+NOTIFIER_STREAM_MAX_OPEN = int(os.environ.get("NOTIFIER_STREAM_MAX_OPEN", "20000"))
+NOTIFIER_STREAM_DATABASE_THREADS = int(os.environ.get("NOTIFIER_STREAM_DATABASE_THREADS", "4"))
+NOTIFIER_STREAM_REDIS_PING_SECONDS = float(os.environ.get("NOTIFIER_STREAM_REDIS_PING_SECONDS", "5"))
+# Where the inbox widget on notifier's own pages (/demo/inbox) opens its stream, when the stream server is on
+# another origin than the API (`make run`: http://127.0.0.1:8001). Empty: the API's own origin (a proxy routes
+# the path, as docker-compose's does).
+NOTIFIER_INBOX_STREAM_URL = os.environ.get("NOTIFIER_INBOX_STREAM_URL", "").rstrip("/")
 
 # --- the end user's side: the hosted preference center and the inbox widget (docs/end-user.md) ----------
 # Origins (scheme://host[:port]) whose pages may call the inbox endpoints from a browser (the widget,

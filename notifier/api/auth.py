@@ -70,27 +70,38 @@ post_save.connect(_forget_producers, sender=Producer, dispatch_uid="notifier.for
 post_delete.connect(_forget_producers, sender=Producer, dispatch_uid="notifier.forget_producers.delete")
 
 
+def bearer_caller(header: str) -> Producer | RecipientPrincipal | None:
+    """Who an `Authorization` header names: a producer or a recipient token's user; None without a header.
+    Raises AuthenticationFailed for anything else (a wrong scheme, an unknown, revoked or expired secret).
+    May query the database (a producer key the process has not cached)."""
+    if not header:
+        return None
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <producer key>'.")
+    if key.startswith(RECIPIENT_TOKEN_PREFIX):
+        principal = recipient_token_principal(key)
+        if principal is None:
+            raise exceptions.AuthenticationFailed("Invalid or expired recipient token.")
+        return principal
+    producer = producer_by_key(key)
+    if producer is None:
+        raise exceptions.AuthenticationFailed("Unknown or revoked producer key.")
+    return producer
+
+
+# What a 401 says it wants (RFC 9110 WWW-Authenticate), on every endpoint.
+AUTHENTICATE_HEADER = 'Bearer realm="notifier"'
+
+
 class ProducerKeyAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
-        header = request.headers.get("Authorization", "")
-        if not header:
-            return None
-        scheme, _, key = header.partition(" ")
-        key = key.strip()
-        if scheme.lower() != "bearer" or not key:
-            raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <producer key>'.")
-        if key.startswith(RECIPIENT_TOKEN_PREFIX):
-            principal = recipient_token_principal(key)
-            if principal is None:
-                raise exceptions.AuthenticationFailed("Invalid or expired recipient token.")
-            return (principal, None)
-        producer = producer_by_key(key)
-        if producer is None:
-            raise exceptions.AuthenticationFailed("Unknown or revoked producer key.")
-        return (producer, None)
+        caller = bearer_caller(request.headers.get("Authorization", ""))
+        return None if caller is None else (caller, None)
 
     def authenticate_header(self, request):
-        return 'Bearer realm="notifier"'
+        return AUTHENTICATE_HEADER
 
 
 RECIPIENT_TOKEN_REACH = "A recipient token reaches only its own user's inbox and preferences."
@@ -110,9 +121,13 @@ def scope_required(view, method: str) -> str | None:
 def _producer_may(permission, request, view) -> bool:
     scope = scope_required(view, request.method)
     if scope is not None and not request.user.has_scope(scope):
-        permission.message = f"This producer key lacks the '{scope}' scope."
+        permission.message = _missing_scope(scope)
         return False
     return True
+
+
+def _missing_scope(scope: str) -> str:
+    return f"This producer key lacks the '{scope}' scope."
 
 
 class HasRequiredScope(permissions.BasePermission):
@@ -127,17 +142,23 @@ class HasRequiredScope(permissions.BasePermission):
         return _producer_may(self, request, view)
 
 
+def user_reach_check(caller, user_id: str, scope: str | None) -> None:
+    """May `caller` (a producer or a recipient token's user, never None) call an endpoint of user `user_id`
+    that needs `scope`? A recipient token reaches its own user only, and another user's id is NotFound, so
+    that ids cannot be probed; a producer key needs the scope (PermissionDenied naming it)."""
+    if isinstance(caller, RecipientPrincipal):
+        if caller.user_id != user_id:
+            raise exceptions.NotFound()
+    elif scope is not None and not caller.has_scope(scope):
+        raise exceptions.PermissionDenied(_missing_scope(scope))
+
+
 class IsProducerOrSameRecipient(permissions.BasePermission):
     """For /users/{user_id}/… endpoints an end user's app may call: a producer key with the scope the view
-    names for the method, or a recipient token of that same user. Another user's id answers 404, so ids
-    cannot be probed."""
+    names for the method, or a recipient token of that same user (user_reach_check)."""
 
     def has_permission(self, request, view):
-        caller = request.user
-        if caller is None:
-            return False
-        if isinstance(caller, RecipientPrincipal):
-            if caller.user_id != view.kwargs.get("user_id"):
-                raise exceptions.NotFound()
-            return True
-        return _producer_may(self, request, view)
+        if request.user is None:
+            return False  # DRF answers 401, since authenticate_header is set
+        user_reach_check(request.user, view.kwargs.get("user_id"), scope_required(view, request.method))
+        return True

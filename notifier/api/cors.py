@@ -11,6 +11,8 @@ token travels in the Authorization header (the stream: `?token=`), never in a co
 
 Our own middleware rather than django-cors-headers: that one is configured by a path regex, and these
 endpoints are a handful of URL names among the /users/{user_id}/… paths other endpoints share."""
+from urllib.parse import urlsplit
+
 from django.conf import settings
 from django.http import HttpResponse
 from django.urls import Resolver404, resolve
@@ -23,8 +25,26 @@ PREFLIGHT_MAX_AGE_SECONDS = 600
 
 
 def inbox_origin_allowed(origin: str) -> bool:
+    """NOTIFIER_INBOX_ALLOWED_ORIGINS, and notifier's own origin (NOTIFIER_PUBLIC_URL's): its pages (the
+    /demo/inbox widget) are another origin to a stream server on another port, as `make run` serves it."""
     allowed = settings.NOTIFIER_INBOX_ALLOWED_ORIGINS
-    return "*" in allowed or origin.rstrip("/") in [entry.rstrip("/") for entry in allowed]
+    origin = origin.rstrip("/")
+    return "*" in allowed or origin in [entry.rstrip("/") for entry in allowed] or origin == _own_origin()
+
+
+def _own_origin() -> str:
+    parts = urlsplit(settings.NOTIFIER_PUBLIC_URL)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def inbox_cors_headers(origin: str, preflight: bool) -> list[tuple[str, str]]:
+    """The CORS headers of an inbox endpoint's answer to an allowed `origin` (inbox_origin_allowed), for a
+    preflight or an actual request; besides them, Vary must name Origin. The stream server's too."""
+    headers = [("Access-Control-Allow-Origin", origin)]
+    if preflight:
+        headers += [("Access-Control-Allow-Methods", ALLOWED_METHODS), ("Access-Control-Allow-Headers", ALLOWED_HEADERS),
+                    ("Access-Control-Max-Age", str(PREFLIGHT_MAX_AGE_SECONDS))]
+    return headers
 
 
 def _is_inbox_endpoint(path: str) -> bool:
@@ -42,13 +62,9 @@ class InboxCorsMiddleware:
         origin = request.headers.get("Origin", "")
         if not origin or not inbox_origin_allowed(origin) or not _is_inbox_endpoint(request.path_info):
             return self.get_response(request)
-        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-            response = HttpResponse(status=204)
-            response["Access-Control-Allow-Methods"] = ALLOWED_METHODS
-            response["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
-            response["Access-Control-Max-Age"] = str(PREFLIGHT_MAX_AGE_SECONDS)
-        else:
-            response = self.get_response(request)
-        response["Access-Control-Allow-Origin"] = origin
+        preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+        response = HttpResponse(status=204) if preflight else self.get_response(request)
+        for name, value in inbox_cors_headers(origin, preflight):
+            response[name] = value
         patch_vary_headers(response, ["Origin"])
         return response

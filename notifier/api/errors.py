@@ -44,11 +44,17 @@ def exception_handler(exc, context):
         # DRF's message names the type received; say what to send instead.
         body = {"code": exc.detail.code, "message": f"{exc.detail} Send Content-Type: application/json."}
     else:
-        detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
-        code = detail.code if hasattr(detail, "code") else "error"
-        body = {"code": code, "message": str(detail)}
+        body = api_exception_error(exc)
     response.data = {"error": body}
     return response
+
+
+def api_exception_error(exc) -> dict:
+    """The envelope's `error` for an APIException other than a ValidationError: its code and its message.
+    Also the stream server's (notifier/streams/asgi.py), which answers without DRF."""
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+    code = detail.code if hasattr(detail, "code") else "error"
+    return {"code": code, "message": str(detail)}
 
 
 def server_error(request):
@@ -61,7 +67,11 @@ def server_error(request):
 def api_not_found(request, exception=None):
     """An unknown path under /api/: the JSON envelope, like every other API error. The last URL pattern, so
     that it answers with DEBUG on too (Django's handler404 is skipped then, for its HTML debug page)."""
-    return JsonResponse({"error": {"code": "not_found", "message": f"No endpoint at {request.path}."}}, status=404)
+    return JsonResponse({"error": no_endpoint_error(request.path)}, status=404)
+
+
+def no_endpoint_error(path: str) -> dict:
+    return {"code": "not_found", "message": f"No endpoint at {path}."}
 
 
 def page_not_found(request, exception):
@@ -96,8 +106,12 @@ def flatten_errors(detail, prefix="") -> dict[str, list[str]]:
 
 def error_response(status: int, code: str, message: str, fields: dict | None = None) -> HttpResponse:
     """The same error shape, for answers given before a DRF view runs (notifier/api/middleware.py)."""
-    body = {"code": code, "message": message, **({"fields": fields} if fields else {})}
-    return HttpResponse(orjson.dumps({"error": body}), status=status, content_type="application/json")
+    return HttpResponse(error_json(code, message, fields), status=status, content_type="application/json")
+
+
+def error_json(code: str, message: str, fields: dict | None = None) -> bytes:
+    """The error envelope as bytes, for answers given without a Django response (the stream server)."""
+    return orjson.dumps({"error": {"code": code, "message": message, **({"fields": fields} if fields else {})}})
 
 
 def method_not_allowed(allowed: list[str]) -> HttpResponse:

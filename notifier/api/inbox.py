@@ -10,6 +10,7 @@
 Another user's ids answer 404 to a recipient token (IsProducerOrSameRecipient), and an item id of another
 user is not found under this user's path.
 """
+import random
 import time
 import uuid
 
@@ -29,7 +30,9 @@ from notifier.api.auth import (
     IsProducerOrSameRecipient,
     ProducerKeyAuthentication,
     RecipientPrincipal,
+    bearer_caller,
     recipient_token_principal,
+    user_reach_check,
 )
 from notifier.api.errors import ErrorSerializer
 from notifier.api.renderers import ORJSONRenderer
@@ -70,7 +73,12 @@ def _notification_uuid(notification_id: str) -> uuid.UUID:
 
 
 def _recipient_id(request, user_id: str) -> int:
-    caller = request.user
+    return inbox_recipient_id(request.user, user_id)
+
+
+def inbox_recipient_id(caller, user_id: str) -> int:
+    """The recipient row of the inbox `caller` reads (user_reach_check has let it through); Http404 for a user
+    notifier does not know."""
     if isinstance(caller, RecipientPrincipal) and caller.recipient_id is not None:
         return caller.recipient_id  # the permission already checked that the token is this user's
     recipient_id = Recipient.objects.filter(user_id=user_id).values_list("id", flat=True).first()
@@ -197,19 +205,24 @@ class NotificationEventView(APIView):
                          "deliveries": [{"id": d.id, "channel": d.channel, "status": d.status} for d in deliveries]})
 
 
+def query_token_caller(token: str) -> RecipientPrincipal | None:
+    """The recipient a stream's `?token=rt_…` names; None without one. The browser's EventSource cannot
+    send an Authorization header, so the stream also takes a recipient token in its URL. Producer keys
+    are never taken from a URL (URLs end up in logs): AuthenticationFailed, as for a bad or expired token."""
+    if not token:
+        return None
+    principal = recipient_token_principal(token)
+    if principal is None:
+        raise exceptions.AuthenticationFailed("Invalid or expired recipient token.")
+    return principal
+
+
 class RecipientTokenQueryAuthentication(authentication.BaseAuthentication):
-    """The browser's EventSource cannot send an Authorization header, so the stream also takes a recipient
-    token as `?token=rt_…` (tried after the header). Producer keys are never taken from a URL (URLs end up
-    in logs)."""
+    """`?token=rt_…` (query_token_caller), tried after the Authorization header."""
 
     def authenticate(self, request):
-        token = request.query_params.get("token", "")
-        if not token:
-            return None
-        principal = recipient_token_principal(token)
-        if principal is None:
-            raise exceptions.AuthenticationFailed("Invalid or expired recipient token.")
-        return (principal, None)
+        principal = query_token_caller(request.query_params.get("token", ""))
+        return None if principal is None else (principal, None)
 
 
 class EventStreamRenderer(BaseRenderer):
@@ -238,12 +251,102 @@ SSE_EVENT_SCHEMA = {
 }
 
 
+# --- the stream's rules, for both servers that serve it ---------------------------------------------------
+# gunicorn (InboxStreamView, a thread per stream) and the stream server (notifier/streams/asgi.py, asyncio:
+# what production routes the path to) say the same thing in the same order through these functions.
+
+# How long EventSource waits before it reconnects, in ms: the first line of every stream.
+STREAM_RETRY_FRAME = "retry: 2000\n\n"
+# A comment line: keeps proxies from closing an idle stream, and tells the server whether the client left.
+STREAM_KEEPALIVE_FRAME = ": keepalive\n\n"
+
+
+def stream_caller(authorization: str, token: str):
+    """Who opens a stream: the Authorization header first (a producer key, or a recipient token), else the
+    `?token=` recipient token, as InboxStreamView's authentication_classes try them. NotAuthenticated with
+    neither; AuthenticationFailed for a bad one (a bad header is refused even beside a good `?token=`)."""
+    caller = bearer_caller(authorization) or query_token_caller(token)
+    if caller is None:
+        raise exceptions.NotAuthenticated()
+    return caller
+
+
+def stream_access(authorization: str, token: str, user_id: str) -> int:
+    """The recipient id of the inbox a stream request may read, or the APIException (401, 403, 404) it gets
+    instead: the stream server's whole check, as InboxStreamView's authentication and permission classes
+    make it. Queries the database (a producer key not cached yet, a user looked up by id)."""
+    caller = stream_caller(authorization, token)
+    user_reach_check(caller, user_id, SCOPE_INBOX_READ)
+    try:
+        return inbox_recipient_id(caller, user_id)
+    except Http404:
+        raise exceptions.NotFound() from None
+
+
+def stream_replay_after(last_event_id: str) -> int | None:
+    """The inbox position a reconnecting stream replays from. Only an id this stream sent is replayed from;
+    anything else ("²" is a digit to str.isdigit, not to int; an id beyond a bigint) starts afresh."""
+    if last_event_id.isascii() and last_event_id.isdigit() and int(last_event_id) < 2 ** 63:
+        return int(last_event_id)
+    return None
+
+
+def stream_opening(recipient_id: int, replay_after: int | None) -> str:
+    """What a stream sends first, once it is subscribed (so that nothing committed meanwhile is missed): the
+    retry line, the items after Last-Event-ID (at most a page; the client's list loads the rest), the badge."""
+    frames = [STREAM_RETRY_FRAME]
+    if replay_after is not None:
+        missed = InboxItem.objects.filter(recipient_id=recipient_id, id__gt=replay_after).order_by("id")[:PAGE_MAX]
+        frames += [inbox.sse_frame("notification", inbox.inbox_item_payload(item), item.id) for item in missed]
+    frames.append(stream_badge_frame(recipient_id))
+    return "".join(frames)
+
+
+def stream_badge_frame(recipient_id: int) -> str:
+    """The unread_count event a stream sends at its start and after each event (the badge is re-read from
+    the rows, never carried in the event)."""
+    return inbox.sse_frame("unread_count", _badge(recipient_id))
+
+
+class StreamClock:
+    """When a stream sends a heartbeat and when it ends: a heartbeat after NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS
+    without a frame, the end after NOTIFIER_INBOX_STREAM_SECONDS (the client reconnects with Last-Event-ID)."""
+
+    def __init__(self, now=time.monotonic, phase: float | None = None):
+        self._now = now
+        self.heartbeat = settings.NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS
+        self.deadline = now() + settings.NOTIFIER_INBOX_STREAM_SECONDS
+        # The first heartbeat comes after a random part of the interval: streams opened together (a page
+        # of users, a reconnect after a restart) would otherwise send theirs together, every interval, and
+        # 10,000 writes at once hold the stream server's one thread for half a second (BENCHMARKS.md).
+        if phase is None:
+            phase = random.uniform(0, self.heartbeat)
+        self.last_sent = now() - phase
+
+    def wait(self) -> float:
+        """How long to wait for the next event before a heartbeat is due; 0 once the stream is over."""
+        now = self._now()
+        if now >= self.deadline:
+            return 0.0
+        return max(0.001, min(self.last_sent + self.heartbeat, self.deadline) - now)
+
+    def heartbeat_due(self) -> bool:
+        return self._now() - self.last_sent >= self.heartbeat
+
+    def sent(self) -> None:
+        self.last_sent = self._now()
+
+
 class InboxStreamView(APIView):
     """Server-Sent Events: `notification` when an item arrives, `unread_count` at the start and after every
     change. The stream ends after NOTIFIER_INBOX_STREAM_SECONDS (EventSource reconnects by itself with
     Last-Event-ID, and missed items are replayed); a comment line every heartbeat keeps proxies from
-    closing it. It holds a thread, not a process, for its life: serve the API with gunicorn's gthread
-    workers (see Procfile and README)."""
+    closing it.
+
+    Here each stream holds one of gunicorn's threads for its life, which the rest of the API needs: this
+    view is for a deployment that does not route the path elsewhere (a few streams). Production routes it
+    to the stream server (notifier/streams/asgi.py: thousands of streams on one asyncio process, one Redis
+    connection), which says the same through the same functions (docs/architecture.md, "The live inbox")."""
 
     authentication_classes = [ProducerKeyAuthentication, RecipientTokenQueryAuthentication]
     renderer_classes = [ORJSONRenderer, EventStreamRenderer]
@@ -253,46 +356,40 @@ class InboxStreamView(APIView):
     @extend_schema(responses={(200, "text/event-stream"): SSE_EVENT_SCHEMA})
     def get(self, request, user_id):
         recipient_id = _recipient_id(request, user_id)
-        last_event_id = request.headers.get("Last-Event-ID", "")
-        # Only an id this stream sent is replayed from; anything else ("²" is a digit to str.isdigit, not to
-        # int) starts afresh.
-        replay_after = int(last_event_id) if last_event_id.isascii() and last_event_id.isdigit() else None
+        replay_after = stream_replay_after(request.headers.get("Last-Event-ID", ""))
         response = StreamingHttpResponse(
             _events(user_id, recipient_id, replay_after),
-            content_type="text/event-stream; charset=utf-8",  # SSE is always UTF-8; say so for naive clients
+            content_type=STREAM_CONTENT_TYPE,
         )
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
         return response
 
 
-def _events(user_id: str, recipient_id: int, last_event_id: int | None):
+# SSE is always UTF-8; say so for naive clients.
+STREAM_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+
+
+def _events(user_id: str, recipient_id: int, replay_after: int | None):
     pubsub = stream_redis().pubsub(ignore_subscribe_messages=True)
     # Subscribe before reading the rows, so nothing committed in between is missed.
     pubsub.subscribe(inbox.inbox_channel(user_id))
     try:
-        yield "retry: 2000\n\n"
-        if last_event_id is not None:
-            missed = InboxItem.objects.filter(recipient_id=recipient_id, id__gt=last_event_id).order_by("id")[:PAGE_MAX]
-            for item in missed:
-                yield inbox.sse_frame("notification", inbox.inbox_item_payload(item), item.id)
-        yield inbox.sse_frame("unread_count", _badge(recipient_id))
+        yield stream_opening(recipient_id, replay_after)
         _release_database()
-        deadline = time.monotonic() + settings.NOTIFIER_INBOX_STREAM_SECONDS
-        heartbeat = settings.NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS
-        last_sent = time.monotonic()
-        while (remaining := deadline - time.monotonic()) > 0:
-            message = pubsub.get_message(timeout=min(heartbeat, remaining))
+        clock = StreamClock()
+        while wait := clock.wait():
+            message = pubsub.get_message(timeout=wait)
             if message is None:
-                if time.monotonic() - last_sent >= heartbeat:
-                    yield ": keepalive\n\n"
-                    last_sent = time.monotonic()
+                if clock.heartbeat_due():
+                    yield STREAM_KEEPALIVE_FRAME
+                    clock.sent()
                 continue
             data = message["data"]
-            yield data.decode() if isinstance(data, bytes) else data
-            yield inbox.sse_frame("unread_count", _badge(recipient_id))
+            yield data.decode() if isinstance(data, bytes) else data  # the item first, then its badge
+            yield stream_badge_frame(recipient_id)
             _release_database()
-            last_sent = time.monotonic()
+            clock.sent()
     finally:
         pubsub.close()
 

@@ -75,20 +75,27 @@ class ApiInputMiddleware:
     def process_view(self, request, view_func, view_args, view_kwargs):
         if not request.path_info.startswith(API_PREFIX):
             return None
-        errors = {}
-        for name, value in view_kwargs.items():
-            if problem := text_problem(value):
-                errors[name] = [problem]
-            elif name in PATH_SEGMENT_VALIDATORS:
-                try:
-                    PATH_SEGMENT_VALIDATORS[name](value)
-                except ValidationError as error:
-                    errors[name] = list(error.messages)
-        for name, values in request.GET.lists():
-            problems = [problem for value in values if (problem := text_problem(value))]
-            if problems:
-                errors[name] = problems[:1]
+        errors = input_problems(view_kwargs, request.GET.lists())
         if not errors:
             return None
         first_name, first_problems = next(iter(errors.items()))
         return error_response(400, "invalid", f"{first_name}: {first_problems[0]}", errors)
+
+
+def input_problems(path_values: dict, query_lists) -> dict[str, list[str]]:
+    """What a 400 names: each path segment (by its URL pattern's name) and query parameter (an iterable
+    of (name, [values])) that cannot be taken in. Also the stream server's check, which has no middleware."""
+    errors = {}
+    for name, value in path_values.items():
+        if problem := text_problem(value):
+            errors[name] = [problem]
+        elif name in PATH_SEGMENT_VALIDATORS:
+            try:
+                PATH_SEGMENT_VALIDATORS[name](value)
+            except ValidationError as error:
+                errors[name] = list(error.messages)
+    for name, values in query_lists:
+        problems = [problem for value in values if (problem := text_problem(value))]
+        if problems:
+            errors[name] = problems[:1]
+    return errors

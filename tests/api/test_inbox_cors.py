@@ -89,3 +89,15 @@ def test_a_star_allows_any_origin(app, settings):
     response = app.get("/api/v1/users/u_1/notifications/unread-count", HTTP_ORIGIN="https://any.example")
 
     assert response["Access-Control-Allow-Origin"] == "https://any.example"
+
+
+def test_notifiers_own_origin_may_call_them_for_its_demo_page_beside_a_stream_server(app, settings):
+    # make run: /demo/inbox is on NOTIFIER_PUBLIC_URL's origin, its stream on the stream server's port.
+    settings.NOTIFIER_INBOX_ALLOWED_ORIGINS = []
+    settings.NOTIFIER_PUBLIC_URL = "http://127.0.0.1:8000"
+
+    own = app.get("/api/v1/users/u_1/notifications", HTTP_ORIGIN="http://127.0.0.1:8000")
+    other_port = app.get("/api/v1/users/u_1/notifications", HTTP_ORIGIN="http://127.0.0.1:8002")
+
+    assert own["Access-Control-Allow-Origin"] == "http://127.0.0.1:8000"
+    assert "Access-Control-Allow-Origin" not in other_port

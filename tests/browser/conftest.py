@@ -1,6 +1,7 @@
 """Browser tests: Debian's Chromium (`make install-browser`), driven by Playwright, against the real API
-served by gunicorn (tests/e2e/conftest.py's processes) on the test database, with its static files
-collected as `make run` collects them.
+served as `make run` serves it (tests/e2e/conftest.py's processes) on the test database: gunicorn, with its
+static files collected as `make run` collects them, and the stream server (uvicorn) on a port of its own,
+where the widget opens its stream (its `stream` attribute, or NOTIFIER_INBOX_STREAM_URL for /demo/inbox).
 
 Playwright's sync API keeps an asyncio loop running in this thread while it is started, which makes
 Django refuse ORM calls here ("You cannot call this from an async context"). The tests' own set-up queries
@@ -16,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ROOT, free_port, start_api, start_worker, wait_until  # noqa: F401 (fixtures)
+from tests.e2e.conftest import ROOT, free_port, start_api, start_streams, start_worker, wait_until  # noqa: F401 (fixtures)
 
 CHROMIUM = "/usr/bin/chromium"
 DOCS_IMG = ROOT / "docs" / "img"
-# gthread, as the Procfile serves the API: a Server-Sent Events stream holds a thread, not the worker.
-# The servers and workers this test process starts keep Django's async-safety check (see above).
+# gthread, as the Procfile serves the API. The servers and workers this test process starts keep Django's
+# async-safety check (see above): the stream server runs its database work off its event loop.
 SAFE = {"DJANGO_ALLOW_ASYNC_UNSAFE": ""}
 GTHREAD = ("--worker-class", "gthread", "--workers", "1", "--threads", "8", "--graceful-timeout", "2")
 
@@ -65,15 +66,23 @@ def page(browser):
 
 
 @pytest.fixture
-def api_server(start_api, static_root):
-    """The real API on gunicorn, with the inbox endpoints open to the host pages' origin (`host_pages`)."""
+def api_server(start_api, start_streams, static_root):
+    """The real API as `make run` serves it, gunicorn and the stream server, with the inbox endpoints open
+    to the host pages' origin (`host_pages`). `server.url` is the API, `server.stream_url` the streams'."""
     host_port = free_port()
 
     def start(**env):
-        server = start_api(gunicorn_args=GTHREAD, STATIC_ROOT=static_root,
-                           NOTIFIER_INBOX_ALLOWED_ORIGINS=f"http://127.0.0.1:{host_port}",
-                           NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS=0.5, **SAFE, **env)
+        api_port = free_port()
+        # As make run: the API's own pages (/demo/inbox) are on NOTIFIER_PUBLIC_URL's origin.
+        shared = {"NOTIFIER_INBOX_ALLOWED_ORIGINS": f"http://127.0.0.1:{host_port}",
+                  "NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
+                  "NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS": 0.5, **SAFE, **env}
+        streams = start_streams(**shared)
+        server = start_api(gunicorn_args=GTHREAD, port=api_port, STATIC_ROOT=static_root,
+                           NOTIFIER_INBOX_STREAM_URL=streams.url, **shared)
         server.host_port = host_port
+        server.stream_url = streams.url
+        server.streams = streams
         return server
 
     return start

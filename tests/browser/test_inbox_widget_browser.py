@@ -1,7 +1,8 @@
 """The inbox widget (static/notifier/inbox.js) in a real browser, embedded in a producer's page on another
-origin, against the real API (CORS, the recipient token, the SSE stream): the badge, live arrival within a
-second of the API call, reading, older pages, the stream's reconnection with Last-Event-ID, and one user's
-token never showing another's items."""
+origin, against the real API as `make run` serves it (gunicorn, and the stream server on its own port: CORS,
+the recipient token, the SSE stream): the badge, live arrival within a second of the API call, reading,
+older pages, the stream's reconnection with Last-Event-ID, one user's token never showing another's items,
+and /demo/inbox, live."""
 import time
 
 import pytest
@@ -46,7 +47,8 @@ def host_page(server, token: str, **attributes) -> str:
 <body style="margin:0;font-family:sans-serif;background:#f6f8fa;height:640px">
 <header style="display:flex;justify-content:space-between;align-items:center;padding:8px 16px;background:#fff;
 border-bottom:1px solid #d0d7de"><strong>Acme Shop</strong>
-<notifier-inbox user-token="{token}" api="{server.url}"{extra}></notifier-inbox></header></body></html>"""
+<notifier-inbox user-token="{token}" api="{server.url}" stream="{server.stream_url}"{extra}></notifier-inbox></header>
+</body></html>"""
 
 
 def open_shop(page, host_pages, server, token: str, **attributes):
@@ -212,3 +214,29 @@ def test_a_token_for_one_user_never_shows_another_users_items(page, api_server, 
     page.locator("notifier-inbox .error").wait_for()
     assert items(page).count() == 0
     assert "For B" not in page.locator("notifier-inbox").evaluate("e => e.shadowRoot.textContent")
+
+
+def test_the_demo_page_of_make_run_shows_a_notification_live_from_the_stream_server(page, api_server, producer,
+                                                                                    note_type):
+    server = api_server(NOTIFIER_DEMO_PAGES=1, NOTIFIER_DEMO_USER_ID="u_demo")
+    streams = []
+    page.on("request", lambda request: streams.append(request.url) if "/stream?" in request.url else None)
+    page.goto(server.url + "/demo/inbox")
+    page.get_by_role("button", name="Notifications").click()
+    wait_for_stream("u_demo")
+
+    sent_at = time.monotonic()
+    response = requests.post(f"{server.url}/api/v1/notifications", timeout=5,
+                             headers={"Authorization": f"Bearer {producer.key}"},
+                             json={"type": "note", "user_id": "u_demo", "data": {"title": "Hello from make run"}})
+    route_due("high")
+    deliver_due("in_app", "high")
+    items(page).filter(has_text="Hello from make run").wait_for(timeout=5000)
+    arrived_after = time.monotonic() - sent_at
+
+    assert response.status_code == 202
+    assert arrived_after < 1.0, f"took {arrived_after:.3f} s"
+    # The page is the API's (port of gunicorn), its stream the stream server's: CORS let it through.
+    assert streams and all(url.startswith(server.stream_url + "/api/v1/users/u_demo/notifications/stream?")
+                           for url in streams)
+    badge(page).filter(has_text="1").wait_for(timeout=2000)

@@ -122,8 +122,8 @@ def start_beat(tmp_path):
 def start_api(tmp_path):
     started = []
 
-    def start(gunicorn_args=("-w", "1"), **env):
-        port = free_port()
+    def start(gunicorn_args=("-w", "1"), port=None, **env):
+        port = port or free_port()
         server = Process(
             [str(BIN / "gunicorn"), "notifier_project.wsgi", "-b", f"127.0.0.1:{port}", *gunicorn_args],
             process_env(**env), tmp_path / f"api-{port}.log", ready_text="Booting worker",
@@ -131,6 +131,28 @@ def start_api(tmp_path):
         server.url = f"http://127.0.0.1:{port}"
         started.append(server)
         wait_until(lambda: _answers(server.url), timeout=15)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def start_streams(tmp_path):
+    """The stream server (notifier/streams) as the Procfile's `stream` line runs it: uvicorn, on a free port."""
+    started = []
+
+    def start(**env):
+        port = free_port()
+        server = Process(
+            [str(BIN / "uvicorn"), "notifier.streams.asgi:app", "--host", "127.0.0.1", "--port", str(port),
+             "--backlog", "4096", "--timeout-graceful-shutdown", "1", "--no-access-log"],
+            process_env(**env), tmp_path / f"streams-{port}.log", ready_text="Uvicorn running on",
+        )
+        server.url = f"http://127.0.0.1:{port}"
+        server.port = port
+        started.append(server)
         return server
 
     yield start

@@ -5,7 +5,9 @@
 
    A bell with the unread badge and a popover list of the user's inbox, through the public inbox API with
    the recipient token alone (the page's origin must be in NOTIFIER_INBOX_ALLOWED_ORIGINS), kept live by
-   the Server-Sent Events stream. `user-id` is optional: the token names its user. Set `user-token` again
+   the Server-Sent Events stream. `stream` is the stream server's origin when it is not the API's (by
+   default the API's: a proxy routes the stream's path to it). `user-id` is optional: the token names its
+   user. Set `user-token` again
    to renew it; the element fires `notifier-inbox-unauthorized` when the API refuses the token.
    Everything from the API is shown with textContent, never as HTML, and only http(s) links are followed.
    Style it with the CSS properties --notifier-accent and --notifier-badge, or ::part(bell) / ::part(panel). */
@@ -97,7 +99,7 @@ li { border-bottom: 1px solid #eaeef2; }
   }
 
   class NotifierInbox extends HTMLElement {
-    static get observedAttributes() { return ["user-token", "api", "user-id"]; }
+    static get observedAttributes() { return ["user-token", "api", "stream", "user-id"]; }
 
     constructor() {
       super();
@@ -150,13 +152,16 @@ li { border-bottom: 1px solid #eaeef2; }
       this.stop();
       const token = this.getAttribute("user-token") || "";
       const api = (this.getAttribute("api") || location.origin).replace(/\/+$/, "");
+      const streamApi = (this.getAttribute("stream") || api).replace(/\/+$/, "");
       if (!token) return;
       try {
         const user = this.getAttribute("user-id") || await tokenUser(token).catch(() => {
           throw new Error("This notifications token is not valid.");
         });
         this.token = token;
-        this.base = `${api}/api/v1/users/${encodeURIComponent(user)}/notifications`;
+        const path = `/api/v1/users/${encodeURIComponent(user)}/notifications`;
+        this.base = api + path;
+        this.streamUrl = `${streamApi}${path}/stream`;
         this.items = new Map();
         this.lastId = "";
         await this.load();
@@ -202,7 +207,7 @@ li { border-bottom: 1px solid #eaeef2; }
     }
 
     listen(delay) {
-      const stream = new EventSource(`${this.base}/stream?token=${encodeURIComponent(this.token)}`);
+      const stream = new EventSource(`${this.streamUrl}?token=${encodeURIComponent(this.token)}`);
       this.stream = stream;
       let opened = false;
       stream.addEventListener("open", () => {
