@@ -5,6 +5,7 @@ import json
 
 import orjson
 from django.db import models
+from psycopg.types.json import Jsonb
 
 
 class JSONField(models.JSONField):
@@ -30,8 +31,6 @@ class JSONField(models.JSONField):
             return super().get_db_prep_value(value, connection, prepared)
         if not prepared:
             value = self.get_prep_value(value)
-        from psycopg.types.json import Jsonb
-
         return Jsonb(value, dumps=json_text)
 
 
