@@ -253,10 +253,15 @@ def test_it_sends_on_threads_it_keeps_not_new_ones_per_batch(fake, make_provider
 
     provider.send_batch([push(delivery_id=n, to=f"token-{n}") for n in range(20)])
     first = sending_threads()
-    provider.send_batch([push(delivery_id=n, to=f"token-{n}") for n in range(20)])
+    for _ in range(3):
+        provider.send_batch([push(delivery_id=n, to=f"token-{n}") for n in range(20)])
+    later = sending_threads()
 
+    # The pool starts a thread only when none is idle, so a later batch may add one, never more than 8 in all;
+    # what matters is that the first batch's threads are still the ones sending, not replaced per batch.
     assert 0 < len(first) <= 8
-    assert sending_threads() == first
+    assert first <= later
+    assert len(later) <= 8
     provider.close()
 
 
