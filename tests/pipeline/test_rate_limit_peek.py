@@ -90,3 +90,33 @@ def test_checks_split_over_several_script_calls_see_each_other_in_order(window_o
     assert verdicts[5].reason == "rate limited: 3/hour push" and verdicts[5].hold_until is None
     assert verdicts[6].hold_until is not None  # held until the first of the three leaves the hour
     assert clean_redis.zcard(PUSH_KEY) == 4  # n-1..n-3, and n-5's reservation; n-4 was refused
+
+
+def test_checks_with_different_windows_in_one_call_each_meet_their_own(clean_redis, settings):
+    """One script call carries each set of windows once and every check names its set: checks of
+    different channels, types and actions, interleaved, are each decided by their own windows."""
+    settings.NOTIFIER_RATE_LIMITS = {"channel": {"push": (3, 3600), "email": (1, 60)},
+                                     "type": {"promo": (2, 86400), "marketing": (5, 86400)}}
+    now = timezone.now()
+
+    def check(member, channel, type_key="order_shipped", category="transactional", hold=False):
+        return LimitCheck(user_id="u_7", channel=channel, type_key=type_key, category=category, member=member,
+                          hold=hold)
+
+    verdicts = rate_limits_check([
+        check("p-1", "push"), check("m-1", "email", "promo", "marketing"), check("p-2", "push"),
+        check("m-2", "push", "promo", "marketing"), check("m-3", "push", "promo", "marketing", hold=True),
+        check("m-4", "email", "promo", "marketing"), check("p-3", "push"), check("p-4", "push"),
+    ], now)
+
+    assert [v.reason for v in verdicts] == [
+        "", "", "",
+        "",  # push: its third of the hour; promo: its second of the day
+        "rate limited: 2/day promo",  # held: promo's two of the day are used up
+        "rate limited: 1/minute email",  # email's one a minute (m-1) comes first among its windows
+        "rate limited: 3/hour push", "rate limited: 3/hour push",
+    ]
+    assert verdicts[4].hold_until == now.replace(microsecond=now.microsecond // 1000 * 1000) + timedelta(days=1) \
+        and verdicts[5].hold_until is None
+    assert clean_redis.zcard(f"{KEY_PREFIX}type:promo:u_7") == 3  # m-1, m-2, and m-3's reservation
+    assert clean_redis.zcard(f"{KEY_PREFIX}type:marketing:u_7") == 3
