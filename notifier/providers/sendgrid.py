@@ -53,17 +53,22 @@ the provider per failed request for its circuit, not one per message.
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import logging
+import os
 import re
 import secrets
 import time
+import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 
 import orjson
-from python_http_client.exceptions import HTTPError
+import python_http_client
+import urllib3
+from python_http_client.exceptions import HTTPError, handle_error
 from sendgrid import SendGridAPIClient
 
 from notifier.providers.base import (
@@ -156,8 +161,22 @@ class SendGridProvider(Provider):
         # Never let the SDK fall back to the SENDGRID_API_KEY environment variable: config comes only from
         # build(). A missing key makes SendGrid answer 401 (a PermanentError), and check() reports it.
         self.client = SendGridAPIClient(api_key=api_key or "missing-api-key", host=host)
-        # The SDK has no timeout argument; its HTTP client passes this one to every request it builds.
-        self.client.client.timeout = timeout
+        # The SDK builds each request (URL, headers, JSON body) and opens a new connection for it, a TCP
+        # (and TLS) handshake per email: its HTTP client is swapped for one that sends the same request
+        # over a kept-alive connection of a pool, one per sending thread. The SDK has no timeout argument;
+        # the client passes this one to every request.
+        sdk = self.client.client
+        self._pool, self._pool_pid = None, None
+        self.client.client = _PooledClient(self.connections, host=sdk.host, request_headers=sdk.request_headers,
+                                           version=sdk._version, timeout=timeout)
+
+    def connections(self) -> urllib3.PoolManager:
+        """This process's connection pool: a forked worker child opens its own (a connection its parent
+        opened would be shared by both)."""
+        if self._pool is None or self._pool_pid != os.getpid():
+            self._pool = urllib3.PoolManager(maxsize=self.batch_concurrency, block=False, retries=False)
+            self._pool_pid = os.getpid()
+        return self._pool
 
     # --- the contract -----------------------------------------------------------------------------------
 
@@ -441,7 +460,56 @@ class SendGridProvider(Provider):
         return problems
 
     def close(self) -> None:
-        """Nothing to release: the SDK opens a new connection for every request."""
+        if self._pool is not None and self._pool_pid == os.getpid():
+            self._pool.clear()
+
+
+class _PooledClient(python_http_client.Client):
+    """python_http_client's Client (the SDK's HTTP layer: URL, headers, body, Response, the HTTPError
+    classes) with its urllib request sent over a urllib3 connection pool, so a connection is reused
+    rather than opened for every request. Connection failures and timeouts are raised as OSError, as
+    urllib raises them, for the provider's error mapping."""
+
+    def __init__(self, connections, **kwargs):
+        super().__init__(**kwargs)
+        self.connections = connections
+
+    def _build_client(self, name=None):
+        url_path = self._url_path + [name] if name else self._url_path
+        return _PooledClient(self.connections, host=self.host, version=self._version, request_headers=self.request_headers,
+                             url_path=url_path, append_slash=self.append_slash, timeout=self.timeout)
+
+    def _make_request(self, opener, request, timeout=None):
+        try:
+            answer = self.connections().urlopen(request.get_method(), request.full_url, body=request.data,
+                                       headers=dict(request.header_items()), timeout=timeout or self.timeout,
+                                       redirect=False, preload_content=True)
+        except urllib3.exceptions.HTTPError as error:  # refused, reset, timed out: what urllib raises as OSError
+            raise ConnectionError(f"{type(error).__name__}: {error}") from error
+        response = _Answer(answer)
+        if answer.status >= 400:
+            raise handle_error(urllib.error.HTTPError(request.full_url, answer.status, answer.reason,
+                                                      response.info(), io.BytesIO(answer.data)))
+        return response
+
+
+class _Answer:
+    """A urllib3 response as python_http_client's Response reads a urllib one."""
+
+    def __init__(self, answer: urllib3.BaseHTTPResponse):
+        self.answer = answer
+
+    def getcode(self) -> int:
+        return self.answer.status
+
+    def read(self) -> bytes:
+        return self.answer.data
+
+    def info(self) -> http.client.HTTPMessage:
+        headers = http.client.HTTPMessage()
+        for name, value in self.answer.headers.items():
+            headers[name] = value
+        return headers
 
 
 def _parts(message: Message) -> tuple:

@@ -39,6 +39,7 @@ class ReceivedRequest:
     body: object  # parsed by the fake: a dict for JSON or form bodies
     raw: bytes
     received_at: float = field(default_factory=time.time)  # wall clock, for end-to-end latency in benchmarks
+    client: tuple = ()  # the client's (host, port): one per connection, so a test can tell a kept-alive one
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ def _handler_for(fake: FakeHTTPServer):
                 body = fake.parse_body(self.headers, raw)
             except ValueError:
                 body = None
-            request = ReceivedRequest(self.command, self.path, self.headers, body, raw)
+            request = ReceivedRequest(self.command, self.path, self.headers, body, raw, client=self.client_address)
             fake._record(request)
 
             reply = fake.reject(request)

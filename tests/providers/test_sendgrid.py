@@ -198,6 +198,25 @@ def test_it_retries_when_the_connection_drops(fake, provider):
         provider.send(email())
 
 
+def test_it_sends_one_email_after_another_on_one_kept_alive_connection(fake, provider):
+    for number in range(3):
+        provider.send(email(delivery_id=number))
+
+    assert len({request.client for request in fake.requests}) == 1
+
+
+def test_after_a_dropped_connection_the_next_email_goes_on_a_new_one(fake, provider):
+    provider.send(email(delivery_id=1))
+    fake.set_default(status=202, drop=True)
+    with pytest.raises(TransientError):
+        provider.send(email(delivery_id=2))
+    fake.set_default(status=202)
+
+    assert provider.send(email(delivery_id=3)).provider_message_id
+    first, _, third = [request.client for request in fake.requests]
+    assert first != third
+
+
 def test_it_retries_when_sendgrid_is_too_slow(fake):
     provider = sendgrid.build(
         {"api_key": API_KEY, "from_email": "alerts@notifier.example", "host": fake.url, "timeout": 0.2}
