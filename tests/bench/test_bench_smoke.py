@@ -43,3 +43,8 @@ def test_the_smoke_bench_measures_every_main_figure():
         assert re.search(rf"\| {channel}: POST → provider p50 \| notifier \|[^|]*\| {number}ms", table), channel
     assert re.search(r"\| sustained end-to-end rate[^|]*\| notifier \|[^|]*\| " + number + "notifications/s", table)
     assert re.search(r"\| sustained end-to-end rate[^|]*\| naive \|[^|]*\| " + number + "notifications/s", table)
+    # Each figure beside its ceilings, measured in the same run (bench/ceilings.py).
+    assert re.search(r"\| ingest \| HTTP ceiling: GET /livez[^|]*\| ceiling \|[^|]*\| " + number + r"req/s", table)
+    assert re.search(r"\| ingest \| single-recipient POSTs accepted/s \|([^|]*\|){4}[^|]*\(HTTP\); [^|]*\(single INSERT\) \|"
+                     r" \d+ % \(HTTP\); \d+ % \(single INSERT\) \|", table)
+    assert re.search(r"\| sustained end-to-end rate[^|]*\| notifier \|([^|]*\|){4} \d+ % \(slowest fake, \w+\) \|", table)
