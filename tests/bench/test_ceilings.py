@@ -63,3 +63,14 @@ def test_the_lean_client_sends_what_each_fake_accepts(provider):
     assert result["ok"] > 0 and result["status"] == {str(ceilings.OK_STATUS[provider]): result["ok"]}
     assert len(received) >= result["ok"]
 
+
+def test_the_fcm_fake_keeps_each_body_as_it_came_for_the_bench_to_find_its_references_in():
+    fake, config, env = start_fake("fcm", 0.0)
+    try:
+        asyncio.run(ceilings.drive("fcm", {"config": config, "env": env}, concurrency=1, duration=0.1, warmup=0))
+        request = fake.requests[0]
+    finally:
+        fake.stop()
+
+    assert json.loads(request.raw) == request.body
+    assert request.body["message"]["token"].startswith("ceiling-token-")
