@@ -172,22 +172,28 @@ def _insert_in_parallel(url, template, columns, recipients, rows, clients, how) 
 
 # --- providers -----------------------------------------------------------------------------------------
 
-def provider(scenario: str, fakes, name: str, duration: float, key: str) -> dict:
+def provider(scenario: str, fakes, name: str, duration: float, key: str, concurrency: int | None = None,
+             batch: int = 1) -> dict:
     """Requests per second the fake `name` of the running bench.fakes answers to the lean client at
-    notifier's concurrency; the fake's record of them is reset after."""
-    concurrency = PROVIDER_CONCURRENCY[name]
+    notifier's concurrency (or `concurrency`); the fake's record of them is reset after. SendGrid takes a
+    `batch` of personalizations a request, as campaign email sends them: then the figure is emails/s."""
+    concurrency = concurrency or PROVIDER_CONCURRENCY[name]
     args = [str(BIN / "python"), "-m", "bench.ceilings", "--provider", name, "--info", json.dumps(fakes.info[name]),
-            "--concurrency", str(concurrency), "--duration", str(duration)]
+            "--concurrency", str(concurrency), "--duration", str(duration), "--batch", str(batch)]
     out = subprocess.run(args, cwd=ROOT, env=base_env(), capture_output=True, text=True, timeout=duration + 120)
     fakes.reset()
-    figure = f"provider ceiling: fake {name}, {CLIENTS[name]}, {concurrency} in flight: requests/s"
+    shape = f"{batch:,} personalizations a request, " if batch > 1 else ""
+    unit = "emails/s" if batch > 1 else "req/s"
+    figure = f"provider ceiling: fake {name}, {CLIENTS[name]}, {shape}{concurrency} in flight: " + (
+        "emails/s" if batch > 1 else "requests/s")
     if out.returncode != 0:
-        return row(scenario, figure, None, "req/s", None, None, key=key, system="ceiling",
+        return row(scenario, figure, None, unit, None, None, key=key, system="ceiling",
                    status=f"failed: {(out.stderr.strip() or 'no output').splitlines()[-1]}"[:300])
     result = json.loads(out.stdout)
     bad = {status: n for status, n in result["status"].items() if status != str(OK_STATUS[name])}
-    return row(scenario, figure, result["per_s"], "req/s", None, None, key=key, system="ceiling", raw=result,
-               setup=f"{result['ok']:,} answered {OK_STATUS[name]} in {result['seconds']} s"
+    return row(scenario, figure, round(result["per_s"] * batch, 1), unit, None, None, key=key, system="ceiling",
+               raw=result,
+               setup=f"{result['ok']:,} requests answered {OK_STATUS[name]} in {result['seconds']} s"
                      + (f", others {bad}" if bad else "") + f"; client CPU {result['cpu_s']} s; the fake checks and "
                      f"records each request as it does notifier's; fake latency {fakes.latency} s")
 
@@ -268,7 +274,7 @@ async def _apns_sender(info: dict):
     return send, client.transport.close
 
 
-async def _http_sender(name: str, info: dict, session):
+async def _http_sender(name: str, info: dict, session, batch: int = 1):
     """send(session) for the HTTP/1.1 fakes, with what each needs first (FCM's access token)."""
     numbers = itertools.count()
     if name == "fcm":
@@ -296,10 +302,13 @@ async def _http_sender(name: str, info: dict, session):
         url = env["SENDGRID_HOST"].rstrip("/") + "/v3/mail/send"
         headers = {"Authorization": f"Bearer {env['SENDGRID_API_KEY']}", "Content-Type": "application/json"}
 
-        def body():
-            return json.dumps({"personalizations": [{"to": [{"email": f"ceiling-{next(numbers)}@example.com"}]}],
-                               "from": {"email": env["EMAIL_FROM"]}, "subject": "Order shipped",
-                               "content": [{"type": "text/plain", "value": "Your order is on its way"}]})
+        def body():  # a campaign batch carries each recipient's link and delivery id
+            personalizations = [{"to": [{"email": f"ceiling-{n}@example.com"}], "custom_args": {"delivery_id": str(n)},
+                                 "substitutions": {"-link-": f"https://notifier.example.com/t/c/{n:032x}"}}
+                                for n in itertools.islice(numbers, batch)]
+            return json.dumps({"personalizations": personalizations, "from": {"email": env["EMAIL_FROM"]},
+                               "subject": "Order shipped",
+                               "content": [{"type": "text/plain", "value": "Your order is on its way: -link-"}]})
     else:  # twilio
         env = info["env"]
         url = f"{env['TWILIO_BASE_URL'].rstrip('/')}/2010-04-01/Accounts/{env['TWILIO_ACCOUNT_SID']}/Messages.json"
@@ -317,7 +326,7 @@ async def _http_sender(name: str, info: dict, session):
     return send
 
 
-async def drive(name: str, info: dict, concurrency: int, duration: float, warmup: float = 1.0) -> dict:
+async def drive(name: str, info: dict, concurrency: int, duration: float, warmup: float = 1.0, batch: int = 1) -> dict:
     """A closed loop: `concurrency` senders, each sending its next request when its last was answered."""
     import aiohttp
 
@@ -327,7 +336,7 @@ async def drive(name: str, info: dict, concurrency: int, duration: float, warmup
         if name == "apns":
             send, close = await _apns_sender(info)
         else:
-            send, close = await _http_sender(name, info, session), None
+            send, close = await _http_sender(name, info, session, batch), None
         measure_from = time.perf_counter() + warmup
         deadline = measure_from + duration
 
@@ -357,8 +366,10 @@ def main(argv=None) -> None:
     parser.add_argument("--info", required=True, help="the fake's JSON line from bench.fakes")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--duration", type=float, default=5)
+    parser.add_argument("--batch", type=int, default=1, help="SendGrid personalizations a request")
     args = parser.parse_args(argv)
-    result = asyncio.run(drive(args.provider, json.loads(args.info), args.concurrency, args.duration))
+    result = asyncio.run(drive(args.provider, json.loads(args.info), args.concurrency, args.duration,
+                               batch=args.batch))
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
 

@@ -80,6 +80,10 @@ def run(ctx) -> list[dict]:
         result["seed"] = seeded
         rows += (push_rows if channels == ["push"] else email_rows)(result)
         problems += [f"{size:,} × {'+'.join(channels)}: {p}" for p in result["problems"]]
+    if SIZES:
+        # What the SendGrid fake takes as the campaign sends it: 1,000 a request, one per campaign worker process.
+        rows.append(ceilings.provider("campaign", ctx.fakes, "sendgrid", 5, key="campaign_sendgrid_ceiling",
+                                      concurrency=3, batch=1000))
     if PUSH:
         fcm = ceilings.provider("campaign", ctx.fakes, "fcm", 5, key="campaign_fcm_ceiling")
         for r in rows:

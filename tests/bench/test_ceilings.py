@@ -74,3 +74,16 @@ def test_the_fcm_fake_keeps_each_body_as_it_came_for_the_bench_to_find_its_refer
 
     assert json.loads(request.raw) == request.body
     assert request.body["message"]["token"].startswith("ceiling-token-")
+
+
+def test_the_sendgrid_client_sends_a_batch_the_fake_takes_whole():
+    fake, config, env = start_fake("sendgrid", 0.0)
+    try:
+        result = asyncio.run(ceilings.drive("sendgrid", {"config": config, "env": env}, concurrency=2, duration=0.3,
+                                            warmup=0, batch=50))
+        received = fake.requests
+    finally:
+        fake.stop()
+
+    assert result["ok"] > 0 and result["status"] == {"202": result["ok"]}
+    assert all(len(r.body["personalizations"]) == 50 for r in received)
