@@ -67,7 +67,7 @@ test: $(VENV)/.installed-test install-browser check-redis check-postgres
 	DATABASE_URL=$(TEST_DATABASE_URL) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # SCENARIO=all (default), smoke, ingest, transactional, naive, push, inbox, campaign or streams; results in
-# BENCHMARKS.md. streams: BENCH_STREAMS=10000 (default) live inbox streams on the stream server.
+# BENCHMARKS.md, each figure beside its ceilings measured in the same run (bench/ceilings.py). streams: BENCH_STREAMS=10000 (default) live inbox streams on the stream server.
 # inbox builds .venv-peer-notifications on its first run (django-notifications-hq needs Django 5.0, see
 # bench/peers/requirements-notifications-hq.txt); BENCH_INBOX_ROWS=200000 seeds a small inbox of its own.
 # campaign: BENCH_CAMPAIGN_SIZES=100000,1000000 (default; 10000 for a quick run), BENCH_CAMPAIGN_PUSH=100000

@@ -4,7 +4,9 @@ A row is one measured figure of one system:
     {"scenario", "figure", "system": "notifier" | "naive" | <peer>, "value", "unit",
      "op", "goal" (the target, e.g. ">=", 1500; op is ">=", "<=" or "<"), "key" (rows of other systems with the same key are compared),
      "setup" (conditions, in words), "hottest" (py-spy's hottest functions), "status" ("measured" |
-     "skipped: …" | "not runnable: …"), "raw"}
+     "skipped: …" | "not runnable: …"), "raw", "ceilings" ([{"name", "value", "unit"}]: the most this machine
+     gave the same clients in the same run, bench/ceilings.py), "load_average_before" (bench/run.py)}
+A ceiling is itself a row, of system "ceiling".
 Ratios are "how many times better notifier is": its value over the other's for rates, the other's over its
 for latencies.
 """
@@ -19,10 +21,54 @@ from bench.harness import RESULTS, ROOT, fmt
 PEERS = ["naive", "django-push-notifications", "django-notifications-hq"]
 
 
+COLUMNS = ["scenario", "figure", "system", "target", "measured", "met", "ceiling", "% of ceiling",
+           *(f"ratio vs {peer}" for peer in PEERS)]
+# The table before the ceiling columns: its kept lines get them, empty.
+COLUMNS_BEFORE_CEILINGS = [c for c in COLUMNS if c not in ("ceiling", "% of ceiling")]
+
+
 def row(scenario, figure, value, unit, op, goal, *, key, system="notifier", setup="", hottest=None, raw=None,
-        status="measured") -> dict:
+        status="measured", ceilings=None) -> dict:
     return {"scenario": scenario, "figure": figure, "system": system, "value": value, "unit": unit, "op": op,
-            "goal": goal, "key": key, "setup": setup, "hottest": hottest, "status": status, "raw": raw}
+            "goal": goal, "key": key, "setup": setup, "hottest": hottest, "status": status, "raw": raw,
+            "ceilings": list(ceilings or [])}
+
+
+def percent_of_ceiling(value, ceiling) -> float | None:
+    """The figure as a share of its ceiling, in per cent; None when either is missing."""
+    if value is None or not ceiling:
+        return None
+    return round(100 * value / ceiling, 1)
+
+
+def _shares(r: dict) -> list[tuple[dict, float | None]]:
+    """Each ceiling of a measured figure, with the figure's share of it."""
+    if r["status"] != "measured":
+        return []
+    return [(c, percent_of_ceiling(r["value"], c["value"])) for c in r.get("ceilings") or []]
+
+
+def _ceiling_cells(r: dict) -> tuple[str, str]:
+    """The "ceiling" and "% of ceiling" cells: each ceiling as "2,900 req/s (HTTP)", its share beside."""
+    shares = _shares(r)
+    return ("; ".join(f"{fmt(c['value'], c['unit'])} ({c['name']})" for c, _ in shares),
+            "; ".join(f"{'—' if share is None else f'{share:.0f} %'} ({c['name']})" for c, share in shares))
+
+
+def ceilings_text(r: dict) -> str:
+    """What bench/run.py prints after a figure: ", 14 % of the HTTP ceiling (2,900 req/s)"."""
+    return "".join(f", {'—' if share is None else f'{share:.0f} %'} of the {c['name']} ceiling "
+                   f"({fmt(c['value'], c['unit'])})" for c, share in _shares(r))
+
+
+def _with_ceiling_cells(line: str) -> str:
+    """A table line kept from a file written before the ceiling columns, with them added (empty)."""
+    cells = line.split("|")[1:-1]
+    if len(cells) != len(COLUMNS_BEFORE_CEILINGS):
+        return line
+    at = COLUMNS_BEFORE_CEILINGS.index("met") + 1
+    cells[at:at] = ["  ", "  "]
+    return "|" + "|".join(cells) + "|"
 
 
 def _met(r) -> str:
@@ -62,7 +108,7 @@ def _kept_lines(previous: str, measured: set) -> dict:
         elif section == "## Results" and line.startswith("| ") and not line.startswith(("| scenario ", "| --- ")):
             cells = [cell.strip() for cell in line.split("|")]
             if (cells[1], cells[2], cells[3]) not in measured:
-                kept["rows"].append(line)
+                kept["rows"].append(_with_ceiling_cells(line))
         elif section.startswith("## Conditions") and line.startswith("- **"):
             title = line[4:].split("**:", 1)[0]  # "scenario / figure (system)"
             scenario, _, rest = title.partition(" / ")
@@ -89,7 +135,9 @@ def render(state: dict, previous: str = "") -> str:
         "Written by `make bench` (bench/run.py); raw figures in bench/results/latest.json. Re-run on a quiet",
         "machine before quoting: every process (load generator, gunicorn, Celery workers, fake providers,",
         "PostgreSQL, Redis) shares the same cores. Ratios say how many times better notifier is (rates: ours /",
-        "theirs; latencies: theirs / ours).",
+        "theirs; latencies: theirs / ours). A ceiling is the most this machine gave the same clients in the same",
+        "run with notifier doing no work (bench/ceilings.py: a no-op endpoint, bare inserts, each fake driven by a",
+        "lean client); \"% of ceiling\" is the figure's share of it.",
         "",
         "## Machine",
         "",
@@ -107,16 +155,19 @@ def render(state: dict, previous: str = "") -> str:
         "",
         "## Results",
         "",
-        "| scenario | figure | system | target | measured | met | ratio vs naive | ratio vs django-push-notifications | ratio vs django-notifications-hq |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + " --- |" * len(COLUMNS),
     ]
     table = [(r["scenario"], _table_line(r, by_key)) for r in rows]
     table += [(line.split("|")[1].strip(), line) for line in kept["rows"]]
     lines += [line for _, line in sorted(table, key=lambda t: order.get(t[0], len(order)))]  # stable: in order
     lines += ["", "## Conditions and limits, per figure", ""]
     for r in rows:
-        if r["setup"] or r["hottest"]:
-            text = f"- **{r['scenario']} / {r['figure']} ({r['system']})**: {r['setup']}"
+        load = r.get("load_average_before")
+        if r["setup"] or r["hottest"] or load:
+            setup = "; ".join(part for part in (r["setup"], load and "load average before the scenario "
+                                                + ", ".join(f"{x:.2f}" for x in load)) if part)
+            text = f"- **{r['scenario']} / {r['figure']} ({r['system']})**: {setup}"
             if r["hottest"] and _met(r) in ("**no**", ""):
                 text += f". Hottest functions (py-spy, own time): {'; '.join(r['hottest'])}"
             lines.append(text)
@@ -142,7 +193,9 @@ def _table_line(r: dict, by_key: dict) -> str:
     ratios = ["", "", ""]
     if r["system"] == "notifier":
         ratios = [_ratio(r, by_key.get((r["key"], peer))) for peer in PEERS]
-    return f"| {r['scenario']} | {r['figure']} | {r['system']} | {target} | {measured} | {_met(r)} | " + " | ".join(ratios) + " |"
+    ceiling, share = _ceiling_cells(r)
+    return (f"| {r['scenario']} | {r['figure']} | {r['system']} | {target} | {measured} | {_met(r)} | {ceiling} | "
+            f"{share} | " + " | ".join(ratios) + " |")
 
 
 def save(name: str, rows: list[dict], facts: dict, output: Path | None) -> dict:

@@ -79,7 +79,8 @@ def main(argv=None) -> int:
     ctx.fakes = harness.Fakes(latency=args.latency)
     try:
         for name in names:
-            print(f"bench: {name} …", flush=True)
+            load = [round(x, 2) for x in os.getloadavg()]  # what else was running, for each row's conditions
+            print(f"bench: {name} … (load average {', '.join(map(str, load))})", flush=True)
             t0 = time.monotonic()
             try:
                 module = importlib.import_module(f"bench.scenarios.{name}")
@@ -91,10 +92,11 @@ def main(argv=None) -> int:
                 # fakes), keeps its rows beside the failure.
                 got = list(getattr(error, "rows", [])) + [report.row(name, "scenario failed", None, "", None, None, key=f"{name}_failed",
                                   status="failed: " + traceback.format_exc().strip().splitlines()[-1][:200])]
-            rows += got
             for r in got:
+                r["load_average_before"] = load
                 print(f"  {r['figure']} [{r['system']}]: {r['value'] if r['status'] == 'measured' else r['status']}"
-                      f" {r['unit']}", flush=True)
+                      f" {r['unit']}" + report.ceilings_text(r), flush=True)
+            rows += got
             print(f"bench: {name} took {time.monotonic() - t0:.0f} s", flush=True)
     finally:
         ctx.fakes.stop()

@@ -1,4 +1,6 @@
-"""GET /healthz: is the database reachable, is the broker reachable. 200 when both are, 503 naming the one
+"""GET /livez: the process answers (liveness), a constant JSON with no database or Redis work.
+
+GET /healthz: is the database reachable, is the broker reachable. 200 when both are, 503 naming the one
 that is down otherwise. It also names each configured provider's circuit ("providers": {"sendgrid":
 "closed", "smtp": "open until 2026-12-02T03:04:05Z"}), one Redis round trip within the same budget: an
 open circuit is an outage of someone else's service, handled (notifier/providers/circuit.py), so it does
@@ -46,3 +48,10 @@ def healthz(request):
     providers = circuit_states(configured_provider_names())
     return JsonResponse({"status": "ok" if healthy else "down", "checks": checks, "providers": providers},
                         status=200 if healthy else 503)
+
+
+def livez(request):
+    """The process is up and its request cycle works: nothing is read or written, so a database or broker
+    outage does not make an orchestrator restart a healthy process (that is /healthz's question). It goes
+    through every middleware like any page, which also makes it the bench's HTTP ceiling (bench/ceilings.py)."""
+    return JsonResponse({"status": "ok"})

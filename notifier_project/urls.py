@@ -4,7 +4,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from notifier.api.errors import api_not_found
-from notifier.health import healthz
+from notifier.health import healthz, livez
 from notifier.metrics import metrics_view
 from notifier.pages import demo_inbox, preference_center
 from notifier.webhooks import sendgrid, twilio
@@ -18,6 +18,7 @@ urlpatterns = [
     # Swagger UI over the schema, its assets from drf-spectacular-sidecar (served by WhiteNoise: no CDN).
     path("api/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", healthz, name="healthz"),
+    path("livez", livez, name="livez"),
     # Prometheus scrapes this; METRICS_TOKEN guards it (notifier/metrics.py).
     path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),

@@ -32,7 +32,7 @@ import psycopg
 import redis
 import requests
 
-from bench import campaign_seed, measure
+from bench import campaign_seed, ceilings, measure
 from bench.campaign_seed import PREFIX, TYPE_KEY, WARM_SIZE, WARM_TOPIC, topic
 from bench.harness import (DATABASE_URL, REDIS_URL, api_start, base_env, beat_start, data_reset, fmt,
                            worker_groups_start)
@@ -80,8 +80,16 @@ def run(ctx) -> list[dict]:
         result["seed"] = seeded
         rows += (push_rows if channels == ["push"] else email_rows)(result)
         problems += [f"{size:,} × {'+'.join(channels)}: {p}" for p in result["problems"]]
+    if SIZES:
+        # What the SendGrid fake takes as the campaign sends it: 1,000 a request, one per campaign worker process.
+        rows.append(ceilings.provider("campaign", ctx.fakes, "sendgrid", 5, key="campaign_sendgrid_ceiling",
+                                      concurrency=3, batch=1000))
     if PUSH:
-        rows.append(peer_row(ctx, PUSH))
+        fcm = ceilings.provider("campaign", ctx.fakes, "fcm", 5, key="campaign_fcm_ceiling")
+        for r in rows:
+            if r["key"] == "campaign_push":  # a device is one FCM request
+                ceilings.against(r, fcm, "fake fcm")
+        rows += [peer_row(ctx, PUSH), fcm]
     if problems:
         raise ScenarioFailed("; ".join(problems)[:1500], rows)
     return rows

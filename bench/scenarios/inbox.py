@@ -13,7 +13,7 @@ import subprocess
 
 import requests
 
-from bench import harness
+from bench import ceilings, harness
 from bench.harness import (BIN, INBOX_DATABASE_URL, INBOX_PEER_DATABASE_URL, INBOX_ROWS, ROOT, api_start,
                            base_env, database_create, database_ensure, loadgen, peer_venv, py_spy, py_spy_top)
 from bench.report import row
@@ -53,6 +53,7 @@ def run(ctx) -> list[dict]:
         else:
             # An app reads its own inbox with a recipient token (no query to authenticate); a backend
             # reading for its users uses its producer key. The target is for the first.
+            http = ceilings.http("inbox", api, clients, duration, key="inbox_http_ceiling")
             profile = None if ctx.smoke else py_spy([api.pid], duration - 2, "inbox-api")
             reads = loadgen(api.url, key, get=PATH, duration=duration, concurrency=clients,
                             tokens_file=tokens_file)
@@ -60,16 +61,18 @@ def run(ctx) -> list[dict]:
             setup = (f"{ROWS:,} inbox rows, {USERS:,} users, read with recipient tokens of "
                      f"{len(json.loads(tokens_file.read_text())):,} of them; {api.description}, {clients} clients, "
                      f"{duration} s; probe answered {probe.status_code}")
-            rows.append(row("inbox", FIGURE, reads["accepted_per_s"], "reads/s", ">=", 2000, key="inbox_reads",
-                            setup=setup, hottest=hottest, raw=reads))
+            rows.append(ceilings.against(row("inbox", FIGURE, reads["accepted_per_s"], "reads/s", ">=", 2000,
+                                             key="inbox_reads", setup=setup, hottest=hottest, raw=reads), http, "HTTP"))
             rows.append(row("inbox", P99, reads["latency_ms"]["p99"], "ms", "<", 30,
                             key="inbox_p99", setup=f"p50 {reads['latency_ms']['p50']} ms", hottest=hottest))
             by_producer = loadgen(api.url, key, get=PATH, duration=duration, concurrency=clients, users=USERS,
                                   user_prefix="inbox-u")
-            rows.append(row("inbox", "first page + unread count, read with a producer key: reads/s",
-                            by_producer["accepted_per_s"], "reads/s", None, None, key="inbox_reads_producer",
-                            setup=f"p50 {by_producer['latency_ms']['p50']} ms, p99 {by_producer['latency_ms']['p99']} ms",
-                            raw=by_producer))
+            rows.append(ceilings.against(row(
+                "inbox", "first page + unread count, read with a producer key: reads/s", by_producer["accepted_per_s"],
+                "reads/s", None, None, key="inbox_reads_producer", raw=by_producer,
+                setup=f"p50 {by_producer['latency_ms']['p50']} ms, p99 {by_producer['latency_ms']['p99']} ms"),
+                http, "HTTP"))
+            rows.append(http)
     finally:
         api.stop()
     rows += _peer(ctx, duration, clients)

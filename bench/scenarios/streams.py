@@ -13,7 +13,7 @@ import time
 
 import redis
 
-from bench import harness
+from bench import ceilings, harness
 from bench.harness import (BIN, LOGS, REDIS_URL, ROOT, api_start, base_env, cpu_seconds, data_reset, loadgen, rss_mib,
                            streams_start)
 from bench.report import row
@@ -48,6 +48,7 @@ def run(ctx) -> list[dict]:
     load = None
     try:
         idle_rss = rss_mib(server)
+        http = ceilings.http("streams", api, clients, duration, key="streams_http_ceiling")
         without = loadgen(api.url, ctx.key, duration=duration, concurrency=clients, users=ctx.users)
         load = subprocess.Popen([str(BIN / "python"), "-m", "bench.stream_load", "--url", server.url, "--tokens-file",
                                  str(tokens_file), "--redis-url", REDIS_URL], cwd=ROOT, env=base_env(),
@@ -110,14 +111,18 @@ def run(ctx) -> list[dict]:
         row("streams", "publish → arrival p99 during ingest", busy_sample["p99_ms"], "ms", "<", 1000,
             key="streams_p99_busy", setup=f"p50 {busy_sample['p50_ms']} ms, max {busy_sample['max_ms']} ms, "
                                           f"{busy_sample['received']}/{busy_sample['published']} received"),
-        row("streams", "single-recipient POSTs accepted/s, no streams open", without["accepted_per_s"], "req/s",
-            None, None, key="streams_ingest_without", raw=without,
-            setup=f"{clients} clients, {duration} s; p99 {without['latency_ms']['p99']} ms"),
-        row("streams", f"single-recipient POSTs accepted/s, {opened['opened']:,} streams open",
-            with_streams["accepted_per_s"], "req/s", None, None, key="streams_ingest_with", raw=with_streams,
-            setup=f"{clients} clients, {duration} s; p99 {with_streams['latency_ms']['p99']} ms"),
+        ceilings.against(row("streams", "single-recipient POSTs accepted/s, no streams open", without["accepted_per_s"],
+                             "req/s", None, None, key="streams_ingest_without", raw=without,
+                             setup=f"{clients} clients, {duration} s; p99 {without['latency_ms']['p99']} ms"),
+                         http, "HTTP"),
+        ceilings.against(row("streams", f"single-recipient POSTs accepted/s, {opened['opened']:,} streams open",
+                             with_streams["accepted_per_s"], "req/s", None, None, key="streams_ingest_with",
+                             raw=with_streams,
+                             setup=f"{clients} clients, {duration} s; p99 {with_streams['latency_ms']['p99']} ms"),
+                         http, "HTTP"),
         row("streams", "ingest with the streams open, of ingest without", round(ingest_ratio, 1) if ingest_ratio else None,
             "%", ">=", 90, key="streams_ingest_ratio"),
+        http,
     ]
     if not ctx.smoke:
         SECTION.write_text(_section(rows, harness.machine_facts()))

@@ -2,6 +2,7 @@
 server (push: APNs and FCM, email: SendGrid, sms: Twilio) or the inbox row existing (in_app), at a steady
 rate; then the highest end-to-end rate the pipeline sustains (a burst, timed until every message arrived).
 Each notification goes to one user on all four channels: five provider messages."""
+from bench import ceilings
 from bench.e2e import notifier_stack, run_load, warm_up
 from bench.harness import data_reset, py_spy, py_spy_top
 from bench.report import row
@@ -39,9 +40,23 @@ def capacity_row(scenario, result, setup, system="notifier", hottest=None) -> di
                      f"{completion.get('span_s')} s", raw=result)
 
 
+def provider_ceilings(ctx, scenario: str) -> list[dict]:
+    """Each fake's ceiling (bench/ceilings.py), before notifier starts: a notification here is one request
+    to each of them, so the slowest one bounds the end-to-end rate."""
+    return [ceilings.provider(scenario, ctx.fakes, name, 2 if ctx.smoke else 5, key=f"{scenario}_{name}_ceiling")
+            for name in ("apns", "fcm", "sendgrid", "twilio")]
+
+
+def slowest(rows: list[dict]) -> dict | None:
+    """The lowest provider ceiling, or None when one was not measured (the lowest would then be a guess)."""
+    measured = [r for r in rows if r["status"] == "measured" and r["value"]]
+    return min(measured, key=lambda r: r["value"]) if len(measured) == len(rows) else None
+
+
 def run(ctx) -> list[dict]:
     rate, duration = (20, 3) if ctx.smoke else (150, 20)  # the latency target holds at 150/s offered
     burst_rate, burst_duration = (40, 2) if ctx.smoke else (400, 10)
+    fakes = provider_ceilings(ctx, "transactional")
     data_reset()
     with notifier_stack(ctx.fakes) as (api, processes):
         warm_up(ctx.fakes, api.url, ctx.key, ctx.users)
@@ -55,7 +70,10 @@ def run(ctx) -> list[dict]:
         profile = None if ctx.smoke else py_spy(workers, burst_duration + 5, "transactional-workers")
         burst = run_load(ctx.fakes, api.url, ctx.key, rate=burst_rate, duration=burst_duration, users=ctx.users,
                          timeout=150)
-        rows.append(capacity_row("transactional", burst, f"burst of {burst_rate}/s for {burst_duration} s",
-                                 hottest=py_spy_top(profile) if profile else None))
+        capacity = capacity_row("transactional", burst, f"burst of {burst_rate}/s for {burst_duration} s",
+                                hottest=py_spy_top(profile) if profile else None)
+        bound = slowest(fakes)
+        rows.append(ceilings.against(capacity, bound, f"slowest fake, {bound['raw']['provider']}" if bound else ""))
+    rows += fakes
     ctx.results["transactional"] = {"floor": floor, "steady": steady, "burst": burst}
     return rows

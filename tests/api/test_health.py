@@ -1,5 +1,5 @@
 """GET /healthz when the database is down: 503, naming the database, while the broker still answers; and
-when the broker hangs: 503 naming it, within the request's Redis budget."""
+when the broker hangs: 503 naming it, within the request's Redis budget. GET /livez answers either way."""
 import socket
 import time
 
@@ -72,3 +72,27 @@ def test_a_probe_by_ip_reaches_healthz_when_allowed_hosts_names_the_public_host(
 
     assert probe.status_code in (200, 503) and "checks" in probe.json()
     assert other.status_code == 400  # every other path still checks the Host header
+
+
+def test_livez_answers_while_the_database_is_down_and_touches_no_redis(client, database_down, monkeypatch):
+    import redis
+
+    def no_redis(*args, **kwargs):
+        raise AssertionError("GET /livez must not talk to Redis")
+
+    with monkeypatch.context() as patched:  # only for the request: the fixtures' teardown flushes Redis
+        patched.setattr(redis.Redis, "execute_command", no_redis)
+        response = client.get("/livez")
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_livez_checks_the_host_like_every_page(client, settings):
+    # Unlike /healthz it goes through every middleware (it is the bench's HTTP ceiling): README says to
+    # send the public host.
+    settings.ALLOWED_HOSTS = ["notifier.example.com"]
+
+    assert client.get("/livez", HTTP_HOST="notifier.example.com").status_code == 200
+    assert client.get("/livez", HTTP_HOST="127.0.0.1:8000").status_code == 400

@@ -42,4 +42,10 @@ def test_the_smoke_bench_measures_every_main_figure():
     for channel in ("push", "email", "sms", "in_app"):
         assert re.search(rf"\| {channel}: POST → provider p50 \| notifier \|[^|]*\| {number}ms", table), channel
     assert re.search(r"\| sustained end-to-end rate[^|]*\| notifier \|[^|]*\| " + number + "notifications/s", table)
-    assert re.search(r"\| sustained end-to-end rate[^|]*\| naive \|[^|]*\| " + number + "notifications/s", table)
+    nonzero = r"(?!0(\.0)? )" + number  # a design that delivered nothing is broken, not slow
+    assert re.search(r"\| sustained end-to-end rate[^|]*\| naive \|[^|]*\| " + nonzero + "notifications/s", table)
+    # Each figure beside its ceilings, measured in the same run (bench/ceilings.py).
+    assert re.search(r"\| ingest \| HTTP ceiling: GET /livez[^|]*\| ceiling \|[^|]*\| " + number + r"req/s", table)
+    assert re.search(r"\| ingest \| single-recipient POSTs accepted/s \|([^|]*\|){4}[^|]*\(HTTP\); [^|]*\(single INSERT\) \|"
+                     r" \d+ % \(HTTP\); \d+ % \(single INSERT\) \|", table)
+    assert re.search(r"\| sustained end-to-end rate[^|]*\| notifier \|([^|]*\|){4} \d+ % \(slowest fake, \w+\) \|", table)
