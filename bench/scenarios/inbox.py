@@ -94,9 +94,11 @@ def _cache_cold() -> int:
 
 def _cache_conditions(generations: int, reads: dict) -> str:
     misses = int(redis.Redis.from_url(harness.REDIS_URL).get(GENERATIONS_KEY) or 0) - generations
-    total = reads.get("requests") or 1
-    return (f"read cache cold at the start: {misses:,} misses (each user's first read, most in the 1 s warm-up) "
-            f"against {total:,} measured reads: hit ratio at least {1 - misses / total:.1%}")
+    total = reads.get("requests") or 0
+    ratio = (f"hit ratio at least {1 - misses / total:.1%}" if misses < total
+             else "too few reads to warm it: mostly misses")
+    return (f"read cache cold at the start: {misses:,} misses (each user's first read, some in the 1 s warm-up, "
+            f"whose reads are not counted) against {total:,} measured reads: {ratio}")
 
 
 def _peer(ctx, duration: int, clients: int) -> list[dict]:
