@@ -10,6 +10,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.db.models import Count, Exists, OuterRef, Q
 from django.db.models.functions import Lower
 from django.http import Http404
@@ -39,6 +40,7 @@ from notifier.campaigns.service import (
     campaigns_progress,
 )
 from notifier.channels.email import email_suppression_of
+from notifier.inbox_cache import inbox_changed_on_commit, inbox_recipient_renamed
 from notifier.models.producers import SCOPE_SEND, SCOPES, scopes_ordered
 from notifier.pipeline.accept import request_fingerprint
 from notifier.pipeline.render import template_problems
@@ -219,6 +221,13 @@ class RecipientAdmin(admin.ModelAdmin):
         # One subquery for the whole page, not one query per row.
         return super().get_queryset(request).annotate(_email_suppressed=Exists(
             models.EmailSuppression.objects.filter(address=Lower(OuterRef("email")))))
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "user_id" in form.changed_data:
+            old_user_id, recipient_id = form.initial["user_id"], obj.pk
+            transaction.on_commit(lambda: inbox_recipient_renamed(old_user_id, recipient_id), robust=True)
+            inbox_changed_on_commit([obj.user_id])
 
     @admin.display(boolean=True, description="email suppressed", ordering="_email_suppressed")
     def email_suppressed(self, recipient):

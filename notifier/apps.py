@@ -9,6 +9,7 @@ class NotifierConfig(AppConfig):
         from celery.signals import worker_process_shutdown
 
         from notifier import checks  # noqa: F401  (registers the system checks)
+        from notifier import inbox  # noqa: F401  (a deleted recipient's cached inbox is dropped)
         from notifier import metrics
         from notifier import producer_webhooks  # noqa: F401  (registers its status observer)
         from notifier.api import schema  # noqa: F401  (registers the OpenAPI description of our auth)

@@ -13,6 +13,9 @@ The unread badge is a capped count over a partial index of unread rows (`inbox_u
 column: it is always consistent with the rows (no drift to repair after a crash, a purge or a bulk update),
 costs nothing on write, and reads at most NOTIFIER_INBOX_UNREAD_COUNT_CAP + 1 index entries however big
 the table or the user's inbox.
+
+The first page and the badge are cached in Redis per user (notifier/inbox_cache.py). Every write here that
+changes what a user's inbox shows calls inbox_changed_on_commit for that user, and so must any new one.
 """
 from __future__ import annotations
 
@@ -24,11 +27,13 @@ import orjson
 import redis
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models.signals import post_delete
 from django.utils import timezone
 
 from notifier.models import (
-    DELIVERY_SUCCESS_STATUSES, Channel, Delivery, DeliveryStatus, EventSource, InboxItem, Notification,
+    DELIVERY_SUCCESS_STATUSES, Channel, Delivery, DeliveryStatus, EventSource, InboxItem, Notification, Recipient,
 )
+from notifier.inbox_cache import inbox_changed_on_commit
 from notifier.pipeline.escalation import escalations_cancel_read
 from notifier.pipeline.status import StatusEvent, delivery_events_apply
 from notifier.redis_client import redis_client
@@ -123,6 +128,7 @@ def inbox_item_update(recipient, notification_id, read: bool | None = None, arch
             in_app_deliveries_opened(notification_id=notification_id)
         for name, value in changes.items():
             setattr(item, name, value)
+        inbox_changed_on_commit([recipient.user_id])
         transaction.on_commit(lambda: inbox_publish(recipient.user_id, "changed", {"id": str(notification_id)}),
                               robust=True)
     return item
@@ -140,6 +146,7 @@ def inbox_mark_all_read(recipient) -> int:
         # deliveries, however many.
         in_app_deliveries_opened(notification__recipient=recipient, notification__inbox_item__read_at=now)
     if updated:
+        inbox_changed_on_commit([recipient.user_id])
         transaction.on_commit(lambda: inbox_publish(recipient.user_id, "changed", {"all_read": True}), robust=True)
     return updated
 
@@ -189,12 +196,22 @@ def inbox_purge(now=None, batch_size: int = PURGE_BATCH_SIZE) -> int:
     cutoff = now - timedelta(days=settings.NOTIFIER_INBOX_RETENTION_DAYS)
     deleted = 0
     while True:
-        ids = list(InboxItem.objects.filter(created_at__lt=cutoff).order_by("created_at").values_list("id", flat=True)[:batch_size])
-        if not ids:
+        rows = list(InboxItem.objects.filter(created_at__lt=cutoff).order_by("created_at")
+                    .values_list("id", "recipient__user_id")[:batch_size])
+        if not rows:
             return deleted
-        deleted += InboxItem.objects.filter(id__in=ids).delete()[0]
-        if len(ids) < batch_size:
+        deleted += InboxItem.objects.filter(id__in=[item_id for item_id, _ in rows]).delete()[0]
+        inbox_changed_on_commit(user_id for _, user_id in rows)  # an old unread item counted in the badge
+        if len(rows) < batch_size:
             return deleted
+
+
+def _recipient_deleted(sender, instance, **kwargs):
+    # Its items went with it (on_delete=CASCADE): a reader of this user id must not be served them.
+    inbox_changed_on_commit([instance.user_id])
+
+
+post_delete.connect(_recipient_deleted, sender=Recipient, dispatch_uid="notifier.inbox.recipient_deleted")
 
 
 # --- live events ---------------------------------------------------------------------------------------

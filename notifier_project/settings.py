@@ -424,6 +424,10 @@ NOTIFIER_INBOX_RETENTION_DAYS = int(os.environ.get("NOTIFIER_INBOX_RETENTION_DAY
 # The unread badge counts at most this many (an index range scan of at most this many entries); above it
 # the API answers the cap with "unread_count_capped": true and apps show "999+".
 NOTIFIER_INBOX_UNREAD_COUNT_CAP = int(os.environ.get("NOTIFIER_INBOX_UNREAD_COUNT_CAP", "999"))
+# Each user's first inbox page and badge are cached in Redis for at most this many seconds (0: no cache). Writes
+# drop a user's entry at once (notifier/inbox_cache.py); the lifetime bounds only what a write could not drop
+# while Redis was failing, and the memory: about 5 KB per user read within it.
+NOTIFIER_INBOX_CACHE_SECONDS = int(os.environ.get("NOTIFIER_INBOX_CACHE_SECONDS", "60"))
 # A live inbox stream (Server-Sent Events) ends after this many seconds and the browser reconnects
 # (EventSource does so by itself, sending Last-Event-ID); a comment line keeps idle proxies from closing it.
 NOTIFIER_INBOX_STREAM_SECONDS = int(os.environ.get("NOTIFIER_INBOX_STREAM_SECONDS", "300"))

@@ -4,6 +4,7 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from notifier.api import auth
 from notifier.api.auth import producers_by_key_hash
 from notifier.api.serializers import notification_types_by_key
 from notifier.models import Device, NotificationType, Producer, Recipient, Template
@@ -45,6 +46,7 @@ def own_redis(tmp_path):
 def fresh_process_caches():
     # A test's rollback sends no post_delete signal: rows cached by an earlier test must not leak into it.
     producers_by_key_hash.clear()
+    auth._checked_tokens.clear()  # a token checked under another test's SECRET_KEY
     notification_types_by_key.clear()
     producers_with_webhook_cache.clear()
 

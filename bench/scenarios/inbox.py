@@ -11,17 +11,20 @@ import json
 import os
 import subprocess
 
+import redis
 import requests
 
 from bench import ceilings, harness
 from bench.harness import (BIN, INBOX_DATABASE_URL, INBOX_PEER_DATABASE_URL, INBOX_ROWS, ROOT, api_start,
                            base_env, database_create, database_ensure, loadgen, peer_venv, py_spy, py_spy_top)
 from bench.report import row
+from notifier.inbox_cache import GENERATIONS_KEY, user_key
 
 ROWS = INBOX_ROWS
 USERS = int(os.environ.get("BENCH_INBOX_USERS", str(max(1, ROWS // 100))))
 TOKEN_USERS = 2_000  # users read in the run (bench/inbox_seed.py --token-users): the same ones for the peer
 PATH = "/api/v1/users/{user}/notifications?limit=20"
+PREFIX = "inbox-u"  # bench/inbox_seed.py's user ids
 PEER = "django-notifications-hq"
 PEER_PATH = "/inbox/{user}"
 PEER_VENV = ROOT / ".venv-peer-notifications"
@@ -54,13 +57,15 @@ def run(ctx) -> list[dict]:
             # An app reads its own inbox with a recipient token (no query to authenticate); a backend
             # reading for its users uses its producer key. The target is for the first.
             http = ceilings.http("inbox", api, clients, duration, key="inbox_http_ceiling")
+            generations = _cache_cold()
             profile = None if ctx.smoke else py_spy([api.pid], duration - 2, "inbox-api")
             reads = loadgen(api.url, key, get=PATH, duration=duration, concurrency=clients,
                             tokens_file=tokens_file)
             hottest = py_spy_top(profile) if profile else None
             setup = (f"{ROWS:,} inbox rows, {USERS:,} users, read with recipient tokens of "
-                     f"{len(json.loads(tokens_file.read_text())):,} of them; {api.description}, {clients} clients, "
-                     f"{duration} s; probe answered {probe.status_code}")
+                     f"{len(json.loads(tokens_file.read_text())):,} of them in rotation (a hot set: each is read "
+                     f"again within a second); {api.description}, {clients} clients, {duration} s; probe answered "
+                     f"{probe.status_code}; {_cache_conditions(generations, reads)}")
             rows.append(ceilings.against(row("inbox", FIGURE, reads["accepted_per_s"], "reads/s", ">=", 2000,
                                              key="inbox_reads", setup=setup, hottest=hottest, raw=reads), http, "HTTP"))
             rows.append(row("inbox", P99, reads["latency_ms"]["p99"], "ms", "<", 30,
@@ -77,6 +82,26 @@ def run(ctx) -> list[dict]:
         api.stop()
     rows += _peer(ctx, duration, clients)
     return rows
+
+
+def _cache_cold() -> int:
+    """Start the read cache cold (notifier/inbox_cache.py): every user's entry dropped, so that each user's
+    first read in the run misses. Returns the generation counter, which counts those misses (a user with no
+    entry is given a generation; nothing writes to the inbox during the run)."""
+    client = redis.Redis.from_url(harness.REDIS_URL)
+    names = [user_key(f"{PREFIX}{i}") for i in range(USERS)]
+    for start in range(0, len(names), 10_000):
+        client.delete(*names[start:start + 10_000])
+    return int(client.get(GENERATIONS_KEY) or 0)
+
+
+def _cache_conditions(generations: int, reads: dict) -> str:
+    misses = int(redis.Redis.from_url(harness.REDIS_URL).get(GENERATIONS_KEY) or 0) - generations
+    total = reads.get("requests") or 0
+    ratio = (f"hit ratio at least {1 - misses / total:.1%}" if misses < total
+             else "too few reads to warm it: mostly misses")
+    return (f"read cache cold at the start: {misses:,} misses (each user's first read, some in the 1 s warm-up, "
+            f"whose reads are not counted) against {total:,} measured reads: {ratio}")
 
 
 def _peer(ctx, duration: int, clients: int) -> list[dict]:

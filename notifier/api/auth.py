@@ -8,6 +8,7 @@
 
 401 for a missing, wrong or expired secret; 403 for a missing scope, naming it.
 """
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -37,18 +38,37 @@ def recipient_token_issue(user_id: str, recipient_id: int | None = None) -> str:
     return RECIPIENT_TOKEN_PREFIX + signing.dumps(payload, salt=_RECIPIENT_TOKEN_SALT, compress=True)
 
 
+# Recipient tokens whose signature this process has checked: token -> (principal, when it was signed). An app
+# sends the same token with every request, and checking it (HMAC, zlib, JSON) cost about 50 µs of a cached
+# inbox read. A token cannot be revoked, only expire, and its expiry is checked on every use as
+# signing.loads checks it; only the signature's check is saved. Cleared when full: valid tokens alone get in.
+_checked_tokens: dict[str, tuple[RecipientPrincipal, int]] = {}
+CHECKED_TOKENS_MAX = 10_000
+
+
 def recipient_token_principal(token: str) -> RecipientPrincipal | None:
     """Who a valid, unexpired recipient token was issued for, else None."""
+    checked = _checked_tokens.get(token)
+    if checked is not None:
+        principal, signed_at = checked
+        if time.time() - signed_at > settings.NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS:
+            return None  # expired, as signing.loads(max_age=…) would say
+        return principal
     if not token.startswith(RECIPIENT_TOKEN_PREFIX):
         return None
+    signed = token[len(RECIPIENT_TOKEN_PREFIX):]
     try:
-        payload = signing.loads(token[len(RECIPIENT_TOKEN_PREFIX):], salt=_RECIPIENT_TOKEN_SALT,
-                                max_age=settings.NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS)
+        payload = signing.loads(signed, salt=_RECIPIENT_TOKEN_SALT, max_age=settings.NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS)
     except signing.BadSignature:  # includes SignatureExpired
         return None
     if not isinstance(payload.get("u"), str):
         return None
-    return RecipientPrincipal(payload["u"], payload.get("r"))
+    principal = RecipientPrincipal(payload["u"], payload.get("r"))
+    if len(_checked_tokens) >= CHECKED_TOKENS_MAX:
+        _checked_tokens.clear()
+    # The signed value is payload:timestamp:signature (django.core.signing.TimestampSigner).
+    _checked_tokens[token] = (principal, signing.b62_decode(signed.rsplit(":", 2)[1]))
+    return principal
 
 
 # A revoked or rotated key stops working in every process within NOTIFIER_PROCESS_CACHE_SECONDS.

@@ -18,7 +18,7 @@ import orjson
 
 from django.conf import settings
 from django.db import close_old_connections, connection
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404, HttpResponse, StreamingHttpResponse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import authentication, exceptions, serializers
 from rest_framework.renderers import BaseRenderer
@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 
 from notifier import inbox
 from notifier.api.auth import (
+    RECIPIENT_TOKEN_PREFIX,
     IsProducerOrSameRecipient,
     ProducerKeyAuthentication,
     RecipientPrincipal,
@@ -36,6 +37,7 @@ from notifier.api.auth import (
 )
 from notifier.api.errors import ErrorSerializer
 from notifier.api.renderers import ORJSONRenderer
+from notifier.inbox_cache import BADGE, PAGE, inbox_cached
 from notifier.models import InboxItem, Recipient
 from notifier.models.producers import SCOPE_INBOX_READ
 from notifier.redis_client import stream_redis
@@ -92,15 +94,86 @@ def _badge(recipient_id: int) -> dict:
     return {"unread_count": count, "unread_count_capped": capped}
 
 
+# --- the cached reads (notifier/inbox_cache.py) -------------------------------------------------------------
+
+def first_page_body(user_id: str, recipient_id: int) -> bytes:
+    """The JSON of GET …/notifications with the default query (the first page, PAGE_DEFAULT items, not
+    archived): from the cache, else from the rows (and then cached with the badge)."""
+    return inbox_cached(user_id, recipient_id, PAGE, lambda: _first_page_values(recipient_id))
+
+
+def badge_body(user_id: str, recipient_id: int) -> bytes:
+    """The JSON of GET …/notifications/unread-count: from the cache, else from the rows."""
+    return inbox_cached(user_id, recipient_id, BADGE, lambda: {BADGE: _json(_badge(recipient_id))})
+
+
+def _first_page_values(recipient_id: int) -> dict[str, bytes]:
+    items, next_cursor = inbox.inbox_page(recipient_id, None, PAGE_DEFAULT)
+    badge = _badge(recipient_id)
+    page = {"notifications": [inbox.inbox_item_payload(item) for item in items], "next_cursor": next_cursor, **badge}
+    return {PAGE: _json(page), BADGE: _json(badge)}
+
+
+def _json(data) -> bytes:
+    return ORJSONRenderer().render(data)
+
+
+def _json_response(body: bytes) -> HttpResponse:
+    return HttpResponse(body, content_type=ORJSONRenderer.media_type)
+
+
+# The first page's query, as an app sends it: no parameter, or these with their defaults.
+_FIRST_PAGE_QUERY = {"limit": {str(PAGE_DEFAULT)}, "cursor": {""}, "archived": {"false", "False", "0"}}
+
+
+def _is_first_page_query(query) -> bool:
+    return all(name in _FIRST_PAGE_QUERY and set(values) <= _FIRST_PAGE_QUERY[name] for name, values in query.lists())
+
+
+def _accepts_json(request) -> bool:
+    accept = request.headers.get("Accept", "")
+    return not accept or "application/json" in accept or "*/*" in accept or "application/*" in accept
+
+
+def lean_first_page_caller(request, user_id: str) -> int | None:
+    """The recipient id when this request is an app's plain read of its own first page (GET, a valid
+    recipient token of this user naming its recipient, the default query, JSON accepted), which
+    InboxView answers without DRF's request handling: the token is all the authentication and permission
+    there is to check. None for anything else, which DRF handles (and refuses) as usual."""
+    if request.method != "GET" or not _is_first_page_query(request.GET) or not _accepts_json(request):
+        return None
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith(RECIPIENT_TOKEN_PREFIX):
+        return None
+    principal = recipient_token_principal(token)
+    if principal is None or principal.user_id != user_id or principal.recipient_id is None:
+        return None
+    return principal.recipient_id
+
+
 class InboxView(APIView):
     permission_classes = [IsProducerOrSameRecipient]
     required_scopes = {"GET": SCOPE_INBOX_READ}
+
+    def dispatch(self, request, *args, **kwargs):
+        # The read every app screen makes, in one Redis round trip on a hit: no DRF request, negotiation or
+        # permission classes (lean_first_page_caller makes the same checks), the same answer.
+        recipient_id = lean_first_page_caller(request, kwargs["user_id"])
+        if recipient_id is None:
+            return super().dispatch(request, *args, **kwargs)
+        response = _json_response(first_page_body(kwargs["user_id"], recipient_id))
+        response["Allow"] = ", ".join(self.allowed_methods)  # as DRF's answer has it
+        return response
 
     @extend_schema(parameters=[InboxPageQuery], responses={200: dict})
     def get(self, request, user_id):
         query = InboxPageQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
         recipient_id = _recipient_id(request, user_id)
+        if not query.validated_data.get("cursor") and query.validated_data["limit"] == PAGE_DEFAULT \
+                and not query.validated_data["archived"]:
+            return _json_response(first_page_body(user_id, recipient_id))
         try:
             items, next_cursor = inbox.inbox_page(recipient_id, query.validated_data.get("cursor") or None,
                                                   query.validated_data["limit"], query.validated_data["archived"])
@@ -119,7 +192,7 @@ class InboxUnreadCountView(APIView):
 
     @extend_schema(responses={200: dict})
     def get(self, request, user_id):
-        return Response(_badge(_recipient_id(request, user_id)))
+        return _json_response(badge_body(user_id, _recipient_id(request, user_id)))
 
 
 class InboxItemView(APIView):

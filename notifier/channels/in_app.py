@@ -18,6 +18,7 @@ class InAppChannel(Channel):
 
     def deliver(self, deliveries):
         from notifier.inbox import inbox_items_published
+        from notifier.inbox_cache import inbox_changed_on_commit
 
         items = [
             row_new(
@@ -37,6 +38,8 @@ class InAppChannel(Channel):
         stored = [d for index, d in enumerate(deliveries) if index not in refused]
         user_ids = {d.notification.recipient_id: d.notification.recipient.user_id for d in stored}
         notification_ids = [d.notification_id for d in stored]
+        # The cached first pages and badges go first: a stream told of an item re-reads them.
+        inbox_changed_on_commit(user_ids.values())
         transaction.on_commit(lambda: inbox_items_published(notification_ids, user_ids), robust=True)
         for index, d in enumerate(deliveries):
             d.provider = "inbox"

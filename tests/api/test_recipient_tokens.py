@@ -1,6 +1,9 @@
 import pytest
+from django.core import signing
 from django.test import override_settings
 from rest_framework.test import APIClient
+
+from notifier.api import auth
 
 pytestmark = pytest.mark.django_db
 
@@ -32,3 +35,17 @@ def test_an_expired_or_forged_recipient_token_is_401(api):
     with override_settings(NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS=-1):
         assert client.get("/api/v1/sandbox/messages").status_code == 401
     assert forged.get("/api/v1/sandbox/messages").status_code == 401
+
+
+def test_a_token_is_checked_once_per_process_and_still_expires(api, monkeypatch):
+    token = api.post("/api/v1/users/u_1/token").json()["token"]
+    checks = []
+    loads = signing.loads
+    monkeypatch.setattr(signing, "loads", lambda *args, **kwargs: checks.append(1) or loads(*args, **kwargs))
+
+    assert auth.recipient_token_principal(token).user_id == "u_1"
+    assert auth.recipient_token_principal(token).user_id == "u_1"
+    assert len(checks) == 1
+    with override_settings(NOTIFIER_RECIPIENT_TOKEN_TTL_SECONDS=-1):
+        assert auth.recipient_token_principal(token) is None  # its expiry is checked on every use
+    assert auth.recipient_token_principal(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
