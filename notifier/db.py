@@ -96,11 +96,11 @@ def rows_update(objects: list, field_names: list[str], where: dict | None = None
             values = {field: column_values(field, objects) for field in fields}
             same = {field for field, column in values.items() if _all_equal(column)}
             columns = [pk, *(field for field in fields if field not in same)]
-            arrays = ", ".join(f"%s::{_type_without_length(field, connection)}[]" for field in columns)
+            arrays = ", ".join(f"%s::{column_cast_type(field, connection)}[]" for field in columns)
             names = ", ".join(f"c{n}" for n in range(len(columns)))
             assignments = ", ".join(
                 [f"{quote(field.column)} = v.c{n}" for n, field in enumerate(columns[1:], 1)]
-                + [f"{quote(field.column)} = %s::{_type_without_length(field, connection)}" for field in fields
+                + [f"{quote(field.column)} = %s::{column_cast_type(field, connection)}" for field in fields
                    if field in same])
             cursor.execute(
                 f"UPDATE {table} SET {assignments} FROM unnest({arrays}) AS v({names}) "
@@ -132,7 +132,7 @@ def _all_equal(values: list) -> bool:
     return all(value is first or (type(value) is type(first) and value == first) for value in values)
 
 
-def _type_without_length(field, connection) -> str:
+def column_cast_type(field, connection) -> str:
     """The column's type for a cast, without a length (varchar(n) → varchar): a cast to varchar(n) would
     cut a long value silently, where the column itself refuses it."""
     return re.sub(r"[(].*[)]", "", field.db_type(connection))
@@ -188,9 +188,9 @@ def rows_insert(model, objects: list, *, with_ids: bool = False, ignore_conflict
     with connection.cursor() as cursor:
         fields = [f for f in meta.concrete_fields if not (f.primary_key and auto_pk and not with_ids)]
         columns = ", ".join(quote(f.column) for f in fields)
-        values = [_copy_value(f, connection) for f in fields]
+        values = [column_value_getter(f, connection) for f in fields]
         if ignore_conflicts:
-            arrays = ", ".join(f"%s::{_type_without_length(f, connection)}[]" for f in fields)
+            arrays = ", ".join(f"%s::{column_cast_type(f, connection)}[]" for f in fields)
             cursor.execute(f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT * FROM unnest({arrays}) "
                            f"ON CONFLICT DO NOTHING", [[value(obj) for obj in objects] for value in values])
             return
@@ -231,8 +231,8 @@ _AS_IT_IS = (models.CharField, models.TextField, models.IntegerField, models.Boo
              models.DateTimeField)
 
 
-def _copy_value(field, connection):
-    """A function of a model instance that gives `field`'s value as COPY writes it."""
+def column_value_getter(field, connection):
+    """A function of a model instance that gives `field`'s value as COPY (or an unnest array) writes it."""
     target = field.target_field if field.is_relation else field
     stamped = getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False)
     if isinstance(target, _AS_IT_IS) and not stamped:

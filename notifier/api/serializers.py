@@ -15,7 +15,9 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import ErrorDetail
 from rest_framework.fields import SkipField
+from rest_framework.settings import api_settings
 
 from notifier.api.pagination import PageQuery
 from notifier.channels.email import email_suppression_of
@@ -413,6 +415,27 @@ class NotificationRequestSerializer(serializers.Serializer):
                 errors[f"{path}.{name}"] = [problem]
             entries.append(RecipientEntry(user_id=user_id, data=data, channels=channels or [], contact=contact))
         return entries
+
+
+@cache
+def _notification_request_checker() -> NotificationRequestSerializer:
+    return NotificationRequestSerializer()
+
+
+def notification_request_validate(body) -> AcceptRequest:
+    """POST /api/v1/notifications' body as an AcceptRequest, or a ValidationError naming every bad field,
+    exactly as NotificationRequestSerializer(data=body).is_valid(raise_exception=True) raises it: the rules
+    are the serializer's, which the OpenAPI schema documents. One serializer per process does it, since DRF
+    deep-copies every declared field into each new serializer (nested ones and list children included);
+    its bound fields keep nothing of a validation, so threads share them."""
+    try:
+        return _notification_request_checker().run_validation(body)
+    except serializers.ValidationError as error:
+        detail = error.detail
+        if isinstance(detail, list) and len(detail) == 1 and getattr(detail[0], "code", None) == "null":
+            # A JSON null body: what Serializer.errors says for it.
+            detail = {api_settings.NON_FIELD_ERRORS_KEY: [ErrorDetail("No data provided", code="null")]}
+        raise serializers.ValidationError(detail)
 
 
 class AcceptedNotificationSerializer(serializers.Serializer):

@@ -58,10 +58,10 @@ class NotificationCreateView(APIView):
         })
     def post(self, request):
         body = with_idempotency_header(request.data, request.headers.get("Idempotency-Key"))
-        serializer = s.NotificationRequestSerializer(data=body)
-        serializer.is_valid(raise_exception=True)
+        accept = s.notification_request_validate(body)
+        fingerprint = request_fingerprint(body) if accept.idempotency_key else ""  # only a key is checked against it
         try:
-            result = notifications_accept(request.user, serializer.validated_data, request_fingerprint(body))
+            result = notifications_accept(request.user, accept, fingerprint)
         except IdempotencyConflict:
             raise IdempotencyKeyReused()
         except IdempotencyKeyInFlight:

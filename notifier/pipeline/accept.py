@@ -6,7 +6,10 @@ loses nothing (the sweeper wakes the queue once the broker is back).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import textwrap
+import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,7 +18,9 @@ import orjson
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from notifier.models import IdempotencyKey, Notification, NotificationStatus, NotificationType
+from notifier.db import column_value_getter, column_cast_type, row_new
+from notifier.models import IdempotencyKey, Notification, NotificationStatus, NotificationType, Recipient
+from notifier.models.fields import json_text
 from notifier.pipeline.wake import wake_route
 from notifier.services import recipients_upsert
 
@@ -81,16 +86,16 @@ def notifications_accept(producer, request: AcceptRequest, fingerprint: str = ""
             previous = _claim_idempotency_key(producer, request.idempotency_key, fingerprint)
             if previous is not None:
                 return AcceptResult(response=previous, replayed=True)
-        notifications = _store(producer, request)
+        ids, status = _store(producer, request)
         response = {
             "notifications": [
-                {"id": str(n.id), "user_id": user_id, "status": n.status}
-                for n, user_id in zip(notifications, (entry.user_id for entry in request.recipients))
+                {"id": str(id_), "user_id": entry.user_id, "status": status}
+                for id_, entry in zip(ids, request.recipients)
             ]
         }
         if request.idempotency_key:
             IdempotencyKey.objects.filter(producer=producer, key=request.idempotency_key).update(response=response)
-        if any(n.status == NotificationStatus.ACCEPTED for n in notifications):
+        if status == NotificationStatus.ACCEPTED:
             transaction.on_commit(lambda: wake_route(request.priority), robust=True)
     return AcceptResult(response=response)
 
@@ -126,31 +131,121 @@ def idempotency_key_lock(producer, key: str, namespace: str = "notifier.idempote
         return cursor.fetchone()[0]
 
 
-def _store(producer, request: AcceptRequest) -> list[Notification]:
-    recipients, _ = recipients_upsert((entry.user_id, entry.contact) for entry in request.recipients)
+def _store(producer, request: AcceptRequest) -> tuple[list[uuid.UUID], str]:
+    """Store one notification per recipient, creating the recipients not known yet: the notifications'
+    ids, in the request's order, and their status (the same for all). On PostgreSQL that is one statement
+    (_notifications_insert); inline contact fields are written before it by recipients_upsert, which
+    writes only what changed."""
     now = timezone.now()
     scheduled = request.schedule_at is not None and request.schedule_at > now
+    status = NotificationStatus.SCHEDULED if scheduled else NotificationStatus.ACCEPTED
+    fixed = dict(
+        producer=producer,
+        type=request.type,
+        priority=request.priority,
+        status=status,
+        idempotency_key=request.idempotency_key,
+        collapse_key=request.collapse_key,
+        fallback_channels=request.fallback_channels,
+        escalation=request.escalation,
+        schedule_at=request.schedule_at,
+        expires_at=request.expires_at,
+        due_at=request.schedule_at if scheduled else now,
+    )
+    ids = [uuid.uuid4() for _ in request.recipients]
+    if connection.vendor == "postgresql":
+        if any(entry.contact for entry in request.recipients):
+            recipients_upsert((entry.user_id, entry.contact) for entry in request.recipients)
+        _notifications_insert(row_new(Notification, **fixed), request, ids)
+        return ids, status
+    # Elsewhere (SQLite, `make run`'s default): the ORM, a few statements.
+    recipients, _ = recipients_upsert((entry.user_id, entry.contact) for entry in request.recipients)
     notifications = [
-        Notification(
-            producer=producer,
-            type=request.type,
-            recipient=recipients[entry.user_id],
-            data={**request.data, **entry.data},
-            channels=entry.channels or request.channels,
-            priority=request.priority,
-            status=NotificationStatus.SCHEDULED if scheduled else NotificationStatus.ACCEPTED,
-            idempotency_key=request.idempotency_key,
-            collapse_key=request.collapse_key,
-            fallback_channels=request.fallback_channels,
-            escalation=request.escalation,
-            schedule_at=request.schedule_at,
-            expires_at=request.expires_at,
-            due_at=request.schedule_at if scheduled else now,
-        )
-        for entry in request.recipients
+        Notification(id=id_, recipient=recipients[entry.user_id], data={**request.data, **entry.data},
+                     channels=entry.channels or request.channels, **fixed)
+        for id_, entry in zip(ids, request.recipients)
     ]
     if len(notifications) == 1:
         notifications[0].save(force_insert=True)  # bulk_create would wrap it in BEGIN … COMMIT
     else:
         Notification.objects.bulk_create(notifications)
-    return notifications
+    return ids, status
+
+
+# A lost race: a concurrent request created one of the recipients after this statement's snapshot was
+# taken, so the statement inserted nothing; the next one sees that recipient. Three is plenty: each lost
+# race means a row that is committed (ON CONFLICT waited for it) by the next attempt.
+_INSERT_ATTEMPTS = 3
+
+
+def _notifications_insert(template: Notification, request: AcceptRequest, ids: list[uuid.UUID]) -> None:
+    """One statement, one round trip, for any number of recipients: find the recipients by user id, create
+    the missing ones (a new recipient has every column at its default), and insert one notification per
+    recipient with `template`'s values (its channels aside), the recipient's id, its data (the request's
+    merged with the entry's: jsonb's || is the dict merge) and channels (the entry's, else the request's).
+    It inserts all the notifications or none."""
+    sql, notification_values, recipient_values = _insert_plan()
+    new_recipient = row_new(Recipient)
+    params = [
+        [entry.user_id for entry in request.recipients],
+        [json_text(entry.data) if entry.data else "{}" for entry in request.recipients],
+        [json_text(entry.channels) if entry.channels else "[]" for entry in request.recipients],
+        ids,
+        *(value(new_recipient) for value in recipient_values),
+        json_text(request.data),
+        json_text(request.channels),
+        *(value(template) for value in notification_values),
+        len(ids),
+    ]
+    for _ in range(_INSERT_ATTEMPTS):
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            if cursor.rowcount == len(ids):
+                return
+    raise RuntimeError(f"{len(ids)} notifications not stored: their recipients kept being created concurrently")
+
+
+# The Notification columns set per recipient; every other one takes the request's value (the template's).
+_PER_RECIPIENT = ("id", "recipient", "data", "channels")
+
+
+@functools.cache
+def _insert_plan() -> tuple[str, list, list]:
+    """_notifications_insert's statement, and the functions that give the values of its Recipient and
+    Notification columns, in order, from an instance (as COPY writes them: db.py). Built from the models,
+    so a column added later is written too."""
+    quote = connection.ops.quote_name
+    notification_fields = [f for f in Notification._meta.concrete_fields if f.name not in _PER_RECIPIENT]
+    recipient_fields = [f for f in Recipient._meta.concrete_fields if f.name not in ("id", "user_id")]
+
+    def columns(fields):
+        return ", ".join(quote(f.column) for f in fields)
+
+    def values(fields):
+        return ", ".join(f"%s::{column_cast_type(f, connection)}" for f in fields)
+
+    recipients = quote(Recipient._meta.db_table)
+    id_, user_id = quote(Recipient._meta.pk.column), quote(Recipient._meta.get_field("user_id").column)
+    per_recipient = columns(Notification._meta.get_field(name) for name in _PER_RECIPIENT)
+    sql = textwrap.dedent(f"""\
+        WITH wanted (user_id, data, channels, id) AS (
+            SELECT * FROM unnest(%s::varchar[], %s::jsonb[], %s::jsonb[], %s::uuid[])
+        ),
+        found AS (
+            SELECT r.{id_} AS id, r.{user_id} AS user_id FROM {recipients} r JOIN wanted w ON r.{user_id} = w.user_id
+        ),
+        created AS (
+            INSERT INTO {recipients} ({user_id}, {columns(recipient_fields)})
+            SELECT w.user_id, {values(recipient_fields)} FROM wanted w
+            WHERE w.user_id NOT IN (SELECT user_id FROM found)
+            ON CONFLICT ({user_id}) DO NOTHING
+            RETURNING {id_} AS id, {user_id} AS user_id
+        ),
+        known AS (SELECT id, user_id FROM found UNION ALL SELECT id, user_id FROM created)
+        INSERT INTO {quote(Notification._meta.db_table)} ({per_recipient}, {columns(notification_fields)})
+        SELECT w.id, k.id, %s::jsonb || w.data, COALESCE(NULLIF(w.channels, '[]'::jsonb), %s::jsonb),
+               {values(notification_fields)}
+        FROM wanted w JOIN known k ON k.user_id = w.user_id
+        WHERE (SELECT count(*) FROM known) = %s""")
+    return (sql, [column_value_getter(f, connection) for f in notification_fields],
+            [column_value_getter(f, connection) for f in recipient_fields])

@@ -64,7 +64,10 @@ def _wake(queue: str, task, args: tuple, force: bool = False, flag: str | None =
     """Publish a wake-up for `queue` unless one is pending, or even then with `force`. Never raises, and
     returns within what is left of the request's Redis budget (notifier/redis_client.py) even when the broker accepts connections but
     never answers (then the publish goes on in the background, the broker's breaker opens, and the sweeper
-    covers the gap). Returns whether it published or found a wake-up pending."""
+    covers the gap). Returns whether it published or found a wake-up pending.
+
+    The flag is set here, in the caller's thread (a Redis call, bounded by the budget like any other): most
+    wake-ups find one pending and end there, without a hand-off to the publisher thread."""
     wait = redis_time_left()
     if wait <= 0:
         log.warning("wake: this request has spent its Redis budget; leaving %s to the sweeper", queue)
@@ -73,13 +76,26 @@ def _wake(queue: str, task, args: tuple, force: bool = False, flag: str | None =
     if not broker.allow():
         log.warning("wake: the broker did not answer lately; leaving %s to the sweeper", queue)
         return False
+    flag_key = FLAG_PREFIX + (flag or queue)
+    try:
+        if not redis_client().set(flag_key, "1", nx=not force, ex=FLAG_TTL_SECONDS):
+            return True  # one is pending already
+    except redis.RedisError as error:
+        log.warning("wake: Redis unreachable (%s); publishing to %s without the flag", error, queue)
     with _publisher_lock:
         global _publishes_in_flight
-        if _publishes_in_flight >= _MAX_PUBLISHES_IN_FLIGHT:
-            log.warning("wake: earlier publishes are stuck; leaving %s to the sweeper", queue)
-            return False
-        _publishes_in_flight += 1
-    future = _publisher().submit(_publish, queue, task, args, broker, force, flag or queue)
+        stuck = _publishes_in_flight >= _MAX_PUBLISHES_IN_FLIGHT
+        if not stuck:
+            _publishes_in_flight += 1
+    if stuck:
+        log.warning("wake: earlier publishes are stuck; leaving %s to the sweeper", queue)
+        _flag_clear(flag_key)
+        return False
+    future = _publisher().submit(_publish, queue, task, args, broker, flag_key)
+    wait = redis_time_left()
+    if wait <= 0:  # the flag took the rest: the publish goes on in the background, unwaited for
+        log.warning("wake: this request has spent its Redis budget; not waiting for the publish to %s", queue)
+        return False
     started = time.monotonic()
     try:
         return future.result(timeout=wait)
@@ -91,15 +107,9 @@ def _wake(queue: str, task, args: tuple, force: bool = False, flag: str | None =
         redis_budget_charge(time.monotonic() - started)
 
 
-def _publish(queue: str, task, args: tuple, broker, force: bool, flag_name: str) -> bool:
+def _publish(queue: str, task, args: tuple, broker, flag_key: str) -> bool:
     global _publishes_in_flight
-    flag = FLAG_PREFIX + flag_name
     try:
-        try:
-            if not redis_client().set(flag, "1", nx=not force, ex=FLAG_TTL_SECONDS):
-                return True  # one is pending already
-        except redis.RedisError as error:
-            log.warning("wake: Redis unreachable (%s); publishing to %s without the flag", error, queue)
         try:
             task.apply_async(args=args, queue=queue, routing_key=queue, retry=False)
             broker.succeeded()
@@ -107,14 +117,19 @@ def _publish(queue: str, task, args: tuple, broker, force: bool, flag_name: str)
         except Exception as error:  # kombu raises several types; none may reach the producer's request
             broker.failed(error)
             log.warning("wake: could not publish to %s: %s; the sweeper will retry", queue, error)
-            try:
-                redis_client().delete(flag)
-            except redis.RedisError:
-                pass
+            _flag_clear(flag_key)
             return False
     finally:
         with _publisher_lock:
             _publishes_in_flight -= 1
+
+
+def _flag_clear(flag_key: str) -> None:
+    """A wake-up that was not published must not be marked pending: the next caller publishes it."""
+    try:
+        redis_client().delete(flag_key)
+    except redis.RedisError:
+        pass
 
 
 # One publisher thread per process: it lets a request give up on a hanging broker after a deadline

@@ -27,10 +27,11 @@ def side_connection() -> psycopg.Connection:
 
 
 def waiting_inserts(side) -> int:
-    """Backends waiting on a lock to insert a notification: the first request, held in flight."""
+    """Backends waiting on a lock to insert a notification: the first request, held in flight. Its statement
+    finds the recipient, then inserts (pipeline/accept.py); pg_stat_activity shows its first 1,024 bytes."""
     return side.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
-        [f'INSERT INTO "{Notification._meta.db_table}"%'],
+        ["WITH wanted %"],
     ).fetchone()[0]
 
 
