@@ -64,7 +64,9 @@ def test_a_single_recipient_post_is_one_statement_and_two_redis_round_trips(api,
     # wake-up flag: two Redis round trips (the flag is set after commit).
     assert len(statements) == 1, statements
     assert statements[0].startswith("WITH wanted")
-    assert trips.health_checks == 1  # CONN_HEALTH_CHECKS: Django's SELECT 1, once per request
+    # CONN_HEALTH_CHECKS: Django's SELECT 1 when the request reuses a connection, none on a new one (an earlier
+    # test may leave the connection obsolete, and the request then opens another)
+    assert trips.health_checks <= 1
     assert trips.redis == ["EVALSHA", "SET"]
     assert Notification.objects.count() == 2
 
