@@ -76,9 +76,9 @@ def _wake(queue: str, task, args: tuple, force: bool = False, flag: str | None =
     if not broker.allow():
         log.warning("wake: the broker did not answer lately; leaving %s to the sweeper", queue)
         return False
-    flag_key = FLAG_PREFIX + (flag or queue)
+    flag_name = flag or queue
     try:
-        if not redis_client().set(flag_key, "1", nx=not force, ex=FLAG_TTL_SECONDS):
+        if not redis_client().set(FLAG_PREFIX + flag_name, "1", nx=not force, ex=FLAG_TTL_SECONDS):
             return True  # one is pending already
     except redis.RedisError as error:
         log.warning("wake: Redis unreachable (%s); publishing to %s without the flag", error, queue)
@@ -89,9 +89,9 @@ def _wake(queue: str, task, args: tuple, force: bool = False, flag: str | None =
             _publishes_in_flight += 1
     if stuck:
         log.warning("wake: earlier publishes are stuck; leaving %s to the sweeper", queue)
-        _flag_clear(flag_key)
+        clear_flag(flag_name)  # not published: the next caller must publish it
         return False
-    future = _publisher().submit(_publish, queue, task, args, broker, flag_key)
+    future = _publisher().submit(_publish, queue, task, args, broker, flag_name)
     wait = redis_time_left()
     if wait <= 0:  # the flag took the rest: the publish goes on in the background, unwaited for
         log.warning("wake: this request has spent its Redis budget; not waiting for the publish to %s", queue)
@@ -107,7 +107,7 @@ def _wake(queue: str, task, args: tuple, force: bool = False, flag: str | None =
         redis_budget_charge(time.monotonic() - started)
 
 
-def _publish(queue: str, task, args: tuple, broker, flag_key: str) -> bool:
+def _publish(queue: str, task, args: tuple, broker, flag_name: str) -> bool:
     global _publishes_in_flight
     try:
         try:
@@ -117,19 +117,11 @@ def _publish(queue: str, task, args: tuple, broker, flag_key: str) -> bool:
         except Exception as error:  # kombu raises several types; none may reach the producer's request
             broker.failed(error)
             log.warning("wake: could not publish to %s: %s; the sweeper will retry", queue, error)
-            _flag_clear(flag_key)
+            clear_flag(flag_name)  # not published: the next caller must publish it
             return False
     finally:
         with _publisher_lock:
             _publishes_in_flight -= 1
-
-
-def _flag_clear(flag_key: str) -> None:
-    """A wake-up that was not published must not be marked pending: the next caller publishes it."""
-    try:
-        redis_client().delete(flag_key)
-    except redis.RedisError:
-        pass
 
 
 # One publisher thread per process: it lets a request give up on a hanging broker after a deadline
