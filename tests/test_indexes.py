@@ -65,14 +65,14 @@ def test_listing_a_producers_dead_letters_newest_first_uses_the_dead_letter_inde
     # notification, not of the delivery, so no one index serves both: depending on the statistics the
     # planner walks delivery_dead in order and checks each row's producer, or starts from the producer's
     # notifications and sorts their dead deliveries (found through delivery_dead too). With an error code
-    # it may also start from the few attempts that carry that code (by the attempts' delivery index) and
+    # it may also start from the few attempts that carry that code (by attempt_delivery) and
     # read their deliveries by key. Never a scan of the deliveries.
     producer, _ = Producer.create_with_key("shop", ["send"])
 
     plan = plan_of(dead_letters(producer, **filters).order_by("-failed_at", "-id")[:51])
 
     assert "Seq Scan on notifier_delivery " not in plan, plan
-    from_attempts = "using notifier_deliveryattempt_delivery_id" in plan and "using notifier_delivery_pkey" in plan
+    from_attempts = "using attempt_delivery" in plan and "using notifier_delivery_pkey" in plan
     assert " delivery_dead " in plan or ("error_code" in filters and from_attempts), plan
 
 
@@ -100,3 +100,34 @@ def test_the_stats_window_is_read_by_the_due_time_index(producer):
         plan = "\n".join(row[0] for row in cursor.fetchall())
 
     assert "delivery_due_at" in plan, plan
+
+
+def test_no_index_repeats_the_leading_columns_of_another():
+    # Every index costs each insert and update of its table's rows: an index whose columns lead another
+    # plain index of the same table (Django's own index on a foreign key, say, beside a composite index
+    # starting with that key) serves no lookup the other does not, so it is only cost (migration 0023).
+    # Unique and partial indexes say more than their columns, and the varchar_pattern_ops twins of unique
+    # text columns serve LIKE: those are not compared.
+    with connection.cursor() as cursor:
+        cursor.execute("""
+            SELECT a.indexrelid::regclass::text, b.indexrelid::regclass::text
+            FROM pg_index a JOIN pg_index b ON a.indrelid = b.indrelid AND a.indexrelid <> b.indexrelid
+            WHERE NOT a.indisunique AND a.indpred IS NULL AND b.indpred IS NULL
+              AND a.indclass::text = array_to_string((string_to_array(b.indclass::text, ' '))[1:a.indnatts], ' ')
+              AND (b.indkey::text || ' ') LIKE (a.indkey::text || ' %')
+              AND a.indrelid::regclass::text LIKE 'notifier\\_%'""")
+        repeated = cursor.fetchall()
+
+    assert repeated == [], f"(index, covered by): {repeated}"
+
+
+@pytest.mark.parametrize("queryset, index", [
+    (lambda: Notification.objects.filter(recipient_id=1), "notification_recipient"),
+    (lambda: Notification.objects.filter(producer_id=1), "notification_producer"),
+    (lambda: DeliveryAttempt.objects.filter(delivery_id=1), "attempt_delivery"),
+])
+def test_a_foreign_key_lookup_uses_the_composite_index_that_leads_with_it(queryset, index):
+    # What Django runs to cascade a recipient's deletion, or to protect a producer with notifications.
+    plan = plan_of(queryset())
+
+    assert index in plan, plan

@@ -30,7 +30,8 @@ CAMPAIGN_FINAL_STATUSES = (CampaignStatus.CANCELLED, CampaignStatus.COMPLETED)
 
 class Campaign(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    producer = models.ForeignKey("notifier.Producer", on_delete=models.PROTECT, related_name="campaigns")
+    producer = models.ForeignKey("notifier.Producer", on_delete=models.PROTECT, related_name="campaigns",
+                                 db_index=False)  # campaign_producer leads with it
     name = models.CharField(max_length=200)
     type = models.ForeignKey("notifier.NotificationType", on_delete=models.PROTECT, related_name="+")
     data = JSONField(default=dict, blank=True)
@@ -79,7 +80,8 @@ class CampaignChunk(models.Model):
     DONE = "done"
     STATUSES = [(PENDING, "pending"), (DONE, "done")]
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="chunks")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="chunks",
+                                 db_index=False)  # campaign_chunk_number leads with it
     number = models.PositiveIntegerField()
     after_recipient_id = models.BigIntegerField()
     last_recipient_id = models.BigIntegerField()
@@ -107,7 +109,8 @@ class CampaignMember(models.Model):
     """One recipient of a campaign whose segment lists its user ids ({"user_ids": [...]}), stored when the
     campaign is created: the chunks then walk the segment by recipient id like any other segment's."""
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="members")
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="members",
+                                 db_index=False)  # campaign_member_once leads with it
     recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="+")
 
     class Meta:
@@ -120,7 +123,8 @@ class CampaignMember(models.Model):
 class RecipientTopic(models.Model):
     """A user's subscription to a topic ("sports"): what a campaign's {"topic": ...} segment reaches."""
 
-    recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="topics")
+    recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="topics",
+                                  db_index=False)  # recipient_topic_once leads with it
     topic = models.CharField(max_length=TOPIC_MAX_LENGTH, validators=[validate_topic])
     created_at = models.DateTimeField(auto_now_add=True)
 

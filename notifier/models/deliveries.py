@@ -111,7 +111,8 @@ class DeliveryAttempt(models.Model):
     """One attempt of one delivery and how it ended: the provider's answer, or the worker lost holding it.
     Written with the outcome (pipeline/dispatch.py, outcomes_record) and by the sweeper for lost workers."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_history")
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_history",
+                                 db_index=False)  # attempt_delivery leads with it
     number = models.PositiveIntegerField()  # Delivery.attempts when it was made: 1 for the first
     provider = models.CharField(max_length=32, blank=True)
     outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices)
@@ -130,7 +131,8 @@ class DeliveryEvent(models.Model):
     """One status change of one delivery, or a provider's later word that changed nothing (a `delivered`
     after `clicked`): the delivery's history. Written only by notifier/pipeline/status.py."""
 
-    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events")
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="events",
+                                 db_index=False)  # event_delivery leads with it
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices)
     # The status the delivery had before; equal to `status`'s predecessor only when the change applied.
     previous_status = models.CharField(max_length=16, blank=True)

@@ -6,7 +6,8 @@ from .choices import Platform
 class Device(models.Model):
     """A push token. A token belongs to one recipient at a time; re-registering it elsewhere moves it."""
 
-    recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="devices")
+    recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="devices",
+                                  db_index=False)  # device_recipient_active leads with it
     platform = models.CharField(max_length=16, choices=Platform.choices)
     token = models.CharField(max_length=512, unique=True)
     active = models.BooleanField(default=True)

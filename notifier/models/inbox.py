@@ -8,7 +8,8 @@ from .fields import JSONField
 class InboxItem(models.Model):
     """A notification as the user sees it in the app's inbox."""
 
-    recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="inbox")
+    recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="inbox",
+                                  db_index=False)  # inbox_page leads with it
     notification = models.OneToOneField("notifier.Notification", on_delete=models.CASCADE, related_name="inbox_item")
     title = models.CharField(max_length=255, blank=True)
     body = models.TextField(blank=True)

@@ -12,9 +12,11 @@ class Notification(models.Model):
     transaction and the route step takes it from there (docs/architecture.md, "Reliability rules")."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    producer = models.ForeignKey("notifier.Producer", on_delete=models.PROTECT, related_name="notifications")
+    producer = models.ForeignKey("notifier.Producer", on_delete=models.PROTECT, related_name="notifications",
+                                 db_index=False)  # notification_producer leads with it
     type = models.ForeignKey("notifier.NotificationType", on_delete=models.PROTECT, related_name="+")
-    recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="notifications")
+    recipient = models.ForeignKey("notifier.Recipient", on_delete=models.CASCADE, related_name="notifications",
+                                  db_index=False)  # notification_recipient leads with it
     data = JSONField(default=dict, blank=True)
     channels = JSONField(default=list, blank=True, help_text="The producer's override; empty: type's.")
     # Tried in order, once each, when every delivery so far reached no one (pipeline/fallback.py). None
@@ -75,7 +77,8 @@ class Notification(models.Model):
 class IdempotencyKey(models.Model):
     """A producer's idempotency key and the answer it got, so a retried request gets the same answer."""
 
-    producer = models.ForeignKey("notifier.Producer", on_delete=models.CASCADE, related_name="+")
+    producer = models.ForeignKey("notifier.Producer", on_delete=models.CASCADE, related_name="+",
+                                 db_index=False)  # idempotency_key_per_producer leads with it
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     response = JSONField()

@@ -60,7 +60,8 @@ class Unsubscription(models.Model):
     recipient's type_preferences entry (services.recipient_unsubscribe writes both); this row is the record
     of who unsubscribed from what and when."""
 
-    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="unsubscriptions")
+    recipient = models.ForeignKey(Recipient, on_delete=models.CASCADE, related_name="unsubscriptions",
+                                  db_index=False)  # unsubscription_recipient leads with it
     category = models.CharField(max_length=100, help_text="A type's category (marketing), or a type key.")
     channel = models.CharField(max_length=16, default="email")
     type_key = models.CharField(max_length=100, blank=True, help_text="The type of the message it came from.")

@@ -68,7 +68,8 @@ class NotificationType(models.Model):
 class Template(models.Model):
     """The text of one type on one channel in one language. Versions are kept; one is active."""
 
-    type = models.ForeignKey(NotificationType, on_delete=models.CASCADE, related_name="templates")
+    type = models.ForeignKey(NotificationType, on_delete=models.CASCADE, related_name="templates",
+                             db_index=False)  # template_version leads with it
     channel = models.CharField(max_length=16, choices=Channel.choices)
     language = models.CharField(max_length=16, default="en")
     version = models.PositiveIntegerField(default=1)
