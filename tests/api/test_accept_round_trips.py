@@ -60,21 +60,23 @@ def warm(api, order_type, reachable_user, clean_redis):
 def test_a_single_recipient_post_is_one_statement_and_two_redis_round_trips(api, warm, monkeypatch):
     statements, trips = count(api, monkeypatch, BODY)
 
-    # The recipient found (or created) and the notification inserted: one statement. The quota and the
+    # The recipient found by user id and the notification inserted: one statement. The quota and the
     # wake-up flag: two Redis round trips (the flag is set after commit).
     assert len(statements) == 1, statements
-    assert statements[0].startswith("WITH wanted")
-    # CONN_HEALTH_CHECKS: Django's SELECT 1 when the request reuses a connection, none on a new one (an earlier
-    # test may leave the connection obsolete, and the request then opens another)
+    assert statements[0].startswith("INSERT INTO")
+    # CONN_HEALTH_CHECKS: a check when the request reuses a connection, none on a new one (an earlier test
+    # may leave the connection obsolete, and the request then opens another); it sends nothing
+    # (tests/test_database_health_check.py).
     assert trips.health_checks <= 1
     assert trips.redis == ["EVALSHA", "SET"]
     assert Notification.objects.count() == 2
 
 
-def test_a_new_user_is_created_in_the_same_statement(api, warm, monkeypatch):
+def test_a_new_user_costs_a_second_statement_that_creates_it(api, warm, monkeypatch):
     statements, trips = count(api, monkeypatch, {**BODY, "user_id": "u_new"})
 
-    assert len(statements) == 1
+    # The first finds no such user and inserts nothing; the second creates the user and inserts.
+    assert [s.split()[0] for s in statements] == ["INSERT", "WITH"]
     recipient = Recipient.objects.get(user_id="u_new")
     assert Notification.objects.get(recipient=recipient).data == {"order_id": "789"}
 
@@ -120,7 +122,7 @@ def test_a_user_created_by_a_concurrent_request_is_found_by_a_second_try(api, wa
     statements, _ = count(api, monkeypatch, {**BODY, "user_id": "u_race"})
     other.join()
 
-    assert len(statements) == 2
+    assert [s.split()[0] for s in statements] == ["INSERT", "WITH", "WITH"]
     assert Recipient.objects.filter(user_id="u_race").count() == 1
     assert Notification.objects.filter(recipient__user_id="u_race").count() == 1
 
