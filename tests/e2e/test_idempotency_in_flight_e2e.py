@@ -1,4 +1,4 @@
-"""Two real concurrent requests with one idempotency key on a real gunicorn (gthread): while the first is
+"""Two real concurrent requests with one idempotency key on the real API server: while the first is
 held in flight (its transaction cannot insert its notification: another connection locks the table), the
 second answers 409 at once instead of waiting on the key's unique index with a thread and a database
 connection; once the first commits, the key replays the first answer (Stripe; IETF
@@ -16,7 +16,7 @@ from tests.e2e.conftest import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-GTHREAD = ("--worker-class", "gthread", "--workers", "1", "--threads", "4")
+SERVER_ARGS = ("--workers", "1", "--blocking-threads", "4")
 BODY = {"type": "order_shipped", "user_id": "u_42", "data": {"order_id": "1"}, "idempotency_key": "order-1"}
 
 
@@ -28,16 +28,16 @@ def side_connection() -> psycopg.Connection:
 
 def waiting_inserts(side) -> int:
     """Backends waiting on a lock to insert a notification: the first request, held in flight. Its statement
-    finds the recipient, then inserts (pipeline/accept.py); pg_stat_activity shows its first 1,024 bytes."""
+    inserts the notification of a known recipient (pipeline/accept.py, _single_insert)."""
     return side.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s",
-        ["WITH wanted %"],
+        [f'INSERT INTO "{Notification._meta.db_table}" %'],
     ).fetchone()[0]
 
 
 def test_a_key_in_flight_is_a_409_at_once_and_replays_once_the_first_commits(producer, order_type, reachable_user,
                                                                                start_api):
-    server = start_api(gunicorn_args=GTHREAD)
+    server = start_api(server_args=SERVER_ARGS)
     post = lambda: requests.post(f"{server.url}/api/v1/notifications", json=BODY, timeout=10,  # noqa: E731
                                  headers={"Authorization": f"Bearer {producer.key}"})
     blocker, watcher = side_connection(), side_connection()
