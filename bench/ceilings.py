@@ -1,7 +1,7 @@
 """Ceilings: the most the machine gives each measured figure, measured in the same run, so that a figure is
 read as a share of what was possible here rather than against a target alone.
 
-- HTTP: GET /livez (a constant JSON, no database, no Redis) on the gunicorn the scenario started as the
+- HTTP: GET /livez (a constant JSON, no database, no Redis) on the granian the scenario started as the
   Procfile ships it, every middleware included, by the same load generator and client count.
 - Database: the rows the ingest figure accepted, inserted straight into a copy of notifier_notification
   (its columns, defaults and indexes; no foreign keys) by psycopg from as many clients, synchronous_commit

@@ -17,12 +17,12 @@ SOURCES = ("apns", "fcm", "sendgrid", "twilio", "inbox")
 
 
 @contextmanager
-def notifier_stack(fakes, api_workers: int | None = None, with_workers: bool = True, api_extra=None):
-    """gunicorn + the Procfile's Celery workers + beat, sending through the real adapters to the fakes."""
+def notifier_stack(fakes, api_workers: int | None = None, with_workers: bool = True, api_threads: int | None = None):
+    """granian + the Procfile's Celery workers + beat, sending through the real adapters to the fakes."""
     env = base_env(**fakes.env()) if fakes else base_env()
     started = []
     try:
-        api = api_start(env, workers=api_workers, extra=api_extra)
+        api = api_start(env, workers=api_workers, threads=api_threads)
         started.append(api)
         if with_workers:
             started += workers_start(env)
@@ -35,7 +35,7 @@ def notifier_stack(fakes, api_workers: int | None = None, with_workers: bool = T
 
 @contextmanager
 def naive_stack(fakes, concurrency: int = 4):
-    """The deliberately naive design (bench/naive): its API on gunicorn and its own Celery worker."""
+    """The deliberately naive design (bench/naive): its API on granian and its own Celery worker."""
     env = base_env(**fakes.env(), DJANGO_SETTINGS_MODULE="bench.naive.settings")
     started = []
     try:

@@ -1,4 +1,4 @@
-"""What every scenario needs: a bench database and Redis db, the fake providers, gunicorn and Celery workers
+"""What every scenario needs: a bench database and Redis db, the fake providers, granian and Celery workers
 started as the Procfile ships them, machine facts, py-spy profiles, and writing BENCHMARKS.md.
 
 The bench never touches dev or test data: PostgreSQL database `notifier_bench` (BENCH_DATABASE_URL) and
@@ -185,28 +185,27 @@ def _expand(command: str, overrides: dict) -> str:
     return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: str(overrides.get(m[1], os.environ.get(m[1], m[2]))), command)
 
 
-def api_start(env: dict, name: str = "api", workers: int | None = None, wsgi: str = "notifier_project.wsgi",
-              extra: list[str] | None = None, bin_dir: Path = BIN) -> Process:
-    """gunicorn exactly as the Procfile's `api` line ships it (worker count and class, threads, access log),
-    on a free port; `workers` and `extra` arguments override it for a measured proposal. A peer passes its
-    own `wsgi` module and the `bin_dir` of its virtualenv, and is served the same way."""
+def api_start(env: dict, name: str = "api", workers: int | None = None, threads: int | None = None,
+              wsgi: str = "notifier_project.wsgi", bin_dir: Path = BIN) -> Process:
+    """The API's server exactly as the Procfile's `api` line ships it (granian: worker processes, threads,
+    access log), on a free port; `workers` and `threads` override its counts for a measured proposal. A peer
+    passes its own `wsgi` module and the `bin_dir` of its virtualenv, and is served the same way."""
     port = free_port()
-    overrides = {"API_BIND": f"127.0.0.1:{port}"}
+    overrides = {"API_HOST": "127.0.0.1", "API_PORT": port}
     if workers:
         overrides["API_WORKERS"] = workers
+    if threads:
+        overrides["API_THREADS"] = threads
     args = shlex.split(_expand(procfile()["api"], overrides))
     args[0] = str(bin_dir / args[0])
-    args = [wsgi if a == "notifier_project.wsgi" else a for a in args] + (extra or [])
+    args = [f"{wsgi}:application" if a == "notifier_project.wsgi:application" else a for a in args]
     url = f"http://127.0.0.1:{port}"
     process = Process(name, args, env, ready=_answers(url))
     process.url = url
-    process.workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
-    process.setup = " ".join(a for a in args[2:] if not a.startswith(("%", "127.0.0.1:")))
-    worker_class = args[args.index("--worker-class") + 1] if "--worker-class" in args else "sync"
-    if "--worker-class" in (extra or []):
-        worker_class = extra[extra.index("--worker-class") + 1]
-    threads = args[args.index("--threads") + 1] if "--threads" in args and worker_class == "gthread" else ""
-    process.description = f"gunicorn {process.workers} {worker_class} workers" + (f" × {threads} threads" if threads else "")
+    process.workers = int(args[args.index("--workers") + 1])
+    process.setup = " ".join(a for a in args[1:] if not a.startswith(("%", "127.0.0.1")) and a != str(port))
+    process.description = (f"granian {process.workers} workers × {args[args.index('--blocking-threads') + 1]} "
+                           f"threads")
     return process
 
 

@@ -133,7 +133,7 @@ def render(state: dict, previous: str = "") -> str:
         "# Benchmarks",
         "",
         "Written by `make bench` (bench/run.py); raw figures in bench/results/latest.json. Re-run on a quiet",
-        "machine before quoting: every process (load generator, gunicorn, Celery workers, fake providers,",
+        "machine before quoting: every process (load generator, granian, Celery workers, fake providers,",
         "PostgreSQL, Redis) shares the same cores. Ratios say how many times better notifier is (rates: ours /",
         "theirs; latencies: theirs / ours). A ceiling is the most this machine gave the same clients in the same",
         "run with notifier doing no work (bench/ceilings.py: a no-op endpoint, bare inserts, each fake driven by a",

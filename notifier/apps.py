@@ -17,8 +17,8 @@ class NotifierConfig(AppConfig):
 
         if metrics.status_changes_count not in status.OBSERVERS:
             status.OBSERVERS.append(metrics.status_changes_count)
-        # A prefork child exiting: prometheus-client drops its live gauges (gunicorn's hook is in
-        # deploy/gunicorn.conf.py). weak=False: the receiver is a plain function kept by the signal.
+        # A prefork child exiting: prometheus-client drops its live gauges. weak=False: the receiver is a
+        # plain function kept by the signal.
         worker_process_shutdown.connect(_metrics_process_exited, weak=False, dispatch_uid="notifier.metrics")
 
 

@@ -5,7 +5,7 @@ Two kinds of figures:
 - Counters and a histogram counted by the processes that do the work (the deliver step through the status
   machine's observer, the route step, the webhooks). With PROMETHEUS_MULTIPROC_DIR set, prometheus-client
   writes each process's values to files in that directory and /metrics adds up every process's files, so
-  gunicorn workers and Celery prefork children count as one service. Without it (a quick local run)
+  the API server's workers and Celery prefork children count as one service. Without it (a quick local run)
   each process counts for itself and /metrics shows the API process's own.
 - Gauges read at scrape time from the rows and Redis (QueueCollector): dead letters, due rows per queue,
   circuit state per provider. The rows are the queue, so their count is the real backlog; a gauge kept by
@@ -47,7 +47,7 @@ MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def process_identifier(pid: int | None = None) -> str:
     """Host and pid, the name of a process's files: processes of several containers sharing one directory
     (docker-compose) must not write each other's files, and container pids repeat. No "_": the collector
-    splits file names on it. deploy/gunicorn.conf.py makes the same name."""
+    splits file names on it."""
     return f"{socket.gethostname().replace('_', '-')}-{pid or os.getpid()}"
 
 
@@ -301,8 +301,9 @@ def metric_names() -> set[str]:
 
 
 def process_exited(pid: int) -> None:
-    """Tell prometheus-client a worker process ended (gunicorn's child_exit, Celery's
-    worker_process_shutdown), so live gauges drop its values: what its docs ask of every server."""
+    """Tell prometheus-client a worker process ended (Celery's worker_process_shutdown), so live gauges drop
+    its values: what its docs ask of every server. The API's server (granian) has no such hook, so the API
+    keeps no live gauge (tests/metrics/test_metrics_multiprocess.py)."""
     if multiprocess_dir():
         from prometheus_client import multiprocess
 

@@ -31,8 +31,8 @@ DEBUG = env_bool("DEBUG", False)
 # SECRET_KEY signs recipient tokens, unsubscribe links and admin sessions: whoever knows it can read any
 # user's inbox. It comes from SECRET_KEY, else from the file SECRET_KEY_FILE names (default var/secret-key,
 # which `make run` fills with a random key on its first start). With DEBUG off there is no fallback: a
-# public key is refused here, where every process (gunicorn, Celery, manage.py) loads the settings; a
-# system check would not stop gunicorn, which runs none.
+# public key is refused here, where every process (the API's server, Celery, manage.py) loads the settings; a
+# system check would not stop the API's server, which runs none.
 DEVELOPMENT_SECRET_KEY = "notifier-insecure-development-key-change-me-in-production"  # public: DEBUG only
 
 
@@ -49,7 +49,7 @@ def _secret_key() -> str:
 
 
 def _secret_key_weak(key: str) -> bool:
-    # Django's own deploy check (security.W009), which gunicorn and Celery never run.
+    # Django's own deploy check (security.W009), which the API's server and Celery never run.
     return len(key) < 50 or len(set(key)) < 5
 
 

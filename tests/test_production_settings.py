@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
+from tests.e2e.conftest import API_SERVER, free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 README = (ROOT / "README.md").read_text()
@@ -86,7 +88,7 @@ class TestSecretKey:
         assert result.returncode == 0, result.stderr
 
     def test_the_api_server_refuses_to_start_rather_than_restart_its_workers_forever(self, tmp_path):
-        server = subprocess.Popen([str(BIN / "gunicorn"), "notifier_project.wsgi", "-b", "127.0.0.1:0", "-w", "1"],
+        server = subprocess.Popen([str(BIN / "granian"), *API_SERVER, "--port", str(free_port()), "--workers", "1"],
                                   cwd=ROOT, env=production_env(tmp_path), stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
         try:
@@ -96,7 +98,7 @@ class TestSecretKey:
                 server.kill()
 
         assert server.returncode != 0
-        assert "SECRET_KEY" in output and "Worker failed to boot" in output
+        assert "SECRET_KEY" in output and "Worker crash loop detected" in output
 
 
 @pytest.fixture

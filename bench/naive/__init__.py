@@ -5,6 +5,6 @@ forbids: one task per recipient per channel, one query per preference, `.save()`
 connection (a new SDK client) per message. It uses notifier's tables and provider adapters, so both designs
 run on the same data against the same fake servers, and only the design differs.
 
-    gunicorn bench.naive.wsgi                                   the API: POST /api/v1/notifications
+    granian --interface wsgi bench.naive.wsgi:application      the API: POST /api/v1/notifications
     celery -A bench.naive.celery_app worker -Q naive            the workers
 """

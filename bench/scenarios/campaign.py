@@ -3,7 +3,7 @@
 the fake, the last inbox row); and one to 100,000 users with one Android device each (BENCH_CAMPAIGN_PUSH)
 beside django-push-notifications sending the same through `send_message` on the same FCM fake.
 
-Each run starts its own stack (gunicorn as the Procfile ships it, one Celery worker per group of
+Each run starts its own stack (granian as the Procfile ships it, one Celery worker per group of
 celeryconfig.WORKER_GROUPS as `make run` starts them, beat) on emptied notification tables and Redis db,
 warms it with a 100-user campaign, then measures:
 - total time and deliveries/s;
@@ -97,7 +97,7 @@ def run(ctx) -> list[dict]:
 
 @contextmanager
 def campaign_stack(fakes):
-    """gunicorn, every worker group with the bench's probes, beat; stopped in reverse order."""
+    """granian, every worker group with the bench's probes, beat; stopped in reverse order."""
     env = base_env(**fakes.env())
     started = []
     try:

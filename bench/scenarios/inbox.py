@@ -1,7 +1,7 @@
 """inbox: reads per second of the first page (20 items) plus the unread count, from an inbox table of
 10,000,000 rows (100,000 users × 100 items, seeded once into notifier_bench_inbox and kept), through the
-real API on gunicorn as shipped; and django-notifications-hq on the same rows (the same users, items and
-unread share, seeded once into notifier_bench_inbox_peer), served by the same gunicorn setup and read by the
+real API on granian as shipped; and django-notifications-hq on the same rows (the same users, items and
+unread share, seeded once into notifier_bench_inbox_peer), served by the same granian setup and read by the
 same load generator, from its own virtualenv on Django 5.0 (bench/peers/notifications_hq).
 Skipped (not failed) while the inbox API is missing: the endpoint answers 404 for an existing user.
 

@@ -1,9 +1,9 @@
 """streams: BENCH_STREAMS (10,000) live inbox streams open at once on one stream server (notifier/streams,
-uvicorn as the Procfile ships it), beside gunicorn as the Procfile ships it. Measured: the stream server's
+uvicorn as the Procfile ships it), beside granian as the Procfile ships it. Measured: the stream server's
 resident memory idle and with every stream open, its Redis connections, the time from a PUBLISH (as the
 pipeline publishes a new item) to the frame's arrival at its stream (p50/p99 over BENCH_STREAMS_SAMPLE
 publishes to distinct streams, once idle and once under ingest load), and single-recipient ingest through
-gunicorn without the streams and with them open. The client is one asyncio process (bench/stream_load.py).
+granian without the streams and with them open. The client is one asyncio process (bench/stream_load.py).
 
 Also writes bench/streams.md, the scenario's own section of BENCHMARKS.md."""
 import json

@@ -325,7 +325,7 @@ SSE_EVENT_SCHEMA = {
 
 
 # --- the stream's rules, for both servers that serve it ---------------------------------------------------
-# gunicorn (InboxStreamView, a thread per stream) and the stream server (notifier/streams/asgi.py, asyncio:
+# the API's server (InboxStreamView, a thread per stream) and the stream server (notifier/streams/asgi.py, asyncio:
 # what production routes the path to) say the same thing in the same order through these functions.
 
 # How long EventSource waits before it reconnects, in ms: the first line of every stream.
@@ -416,7 +416,7 @@ class InboxStreamView(APIView):
     Last-Event-ID, and missed items are replayed); a comment line every heartbeat keeps proxies from
     closing it.
 
-    Here each stream holds one of gunicorn's threads for its life, which the rest of the API needs: this
+    Here each stream holds one of the API server's threads for its life, which the rest of the API needs: this
     view is for a deployment that does not route the path elsewhere (a few streams). Production routes it
     to the stream server (notifier/streams/asgi.py: thousands of streams on one asyncio process, one Redis
     connection), which says the same through the same functions (docs/architecture.md, "The live inbox")."""

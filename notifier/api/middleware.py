@@ -56,8 +56,8 @@ class ApiInputMiddleware:
         chunked = "chunked" in request.META.get("HTTP_TRANSFER_ENCODING", "").lower()
         if chunked and request.META.get("wsgi.input_terminated"):
             # No length to check up front: read at most one byte past the limit. Django would otherwise read
-            # a chunked body as empty; a server that decodes the chunks and ends the stream (gunicorn) says
-            # so with wsgi.input_terminated.
+            # a chunked body as empty; a server that decodes the chunks and ends the stream (granian, gunicorn)
+            # says so with wsgi.input_terminated.
             body = request.META["wsgi.input"].read(limit + 1)
             if len(body) > limit:
                 return False

@@ -137,7 +137,7 @@ def _publisher() -> ThreadPoolExecutor:
 
 
 def _reset_after_fork() -> None:
-    # A forked child (Celery prefork, gunicorn) inherits the executor but not its thread.
+    # A forked child (Celery prefork) inherits the executor but not its thread.
     global _publishes_in_flight
     _publisher.cache_clear()
     _publishes_in_flight = 0

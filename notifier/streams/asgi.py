@@ -1,8 +1,9 @@
 """The stream server's ASGI app: `uvicorn notifier.streams.asgi:app`.
 
-It answers GET /api/v1/users/{user_id}/notifications/stream exactly as gunicorn's InboxStreamView does (the
+It answers GET /api/v1/users/{user_id}/notifications/stream exactly as the API's InboxStreamView does (the
 same functions decide: notifier/api/inbox.py, "the stream's rules"), the CORS preflight of that path, and
-/healthz; any other path is a 404 in the API's error envelope, since the rest of the API stays on gunicorn.
+/healthz; any other path is a 404 in the API's error envelope, since the rest of the API is served by the
+API's own server.
 
 A plain ASGI app rather than Django's ASGI handler: an open stream then costs a coroutine, a Listener and a
 task that waits for the client to leave, not a request object through the middleware stack (whose sync

@@ -1,5 +1,5 @@
 """The benchmark harness must not rot: `python -m bench.run --scenario smoke` (under a minute) starts the
-fakes, gunicorn, the Celery workers and the naive design, and writes a table with measured numbers."""
+fakes, granian, the Celery workers and the naive design, and writes a table with measured numbers."""
 import os
 import re
 import subprocess

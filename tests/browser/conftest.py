@@ -1,5 +1,5 @@
 """Browser tests: Debian's Chromium (`make install-browser`), driven by Playwright, against the real API
-served as `make run` serves it (tests/e2e/conftest.py's processes) on the test database: gunicorn, with its
+served as `make run` serves it (tests/e2e/conftest.py's processes) on the test database: granian, with its
 static files collected as `make run` collects them, and the stream server (uvicorn) on a port of its own,
 where the widget opens its stream (its `stream` attribute, or NOTIFIER_INBOX_STREAM_URL for /demo/inbox).
 
@@ -24,7 +24,7 @@ DOCS_IMG = ROOT / "docs" / "img"
 # gthread, as the Procfile serves the API. The servers and workers this test process starts keep Django's
 # async-safety check (see above): the stream server runs its database work off its event loop.
 SAFE = {"DJANGO_ALLOW_ASYNC_UNSAFE": ""}
-GTHREAD = ("--worker-class", "gthread", "--workers", "1", "--threads", "8", "--graceful-timeout", "2")
+SERVER_ARGS = ("--workers", "1", "--blocking-threads", "8", "--workers-kill-timeout", "2")
 
 
 @pytest.fixture(scope="session")
@@ -67,7 +67,7 @@ def page(browser):
 
 @pytest.fixture
 def api_server(start_api, start_streams, static_root):
-    """The real API as `make run` serves it, gunicorn and the stream server, with the inbox endpoints open
+    """The real API as `make run` serves it, granian and the stream server, with the inbox endpoints open
     to the host pages' origin (`host_pages`). `server.url` is the API, `server.stream_url` the streams'."""
     host_port = free_port()
 
@@ -78,7 +78,7 @@ def api_server(start_api, start_streams, static_root):
                   "NOTIFIER_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
                   "NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS": 0.5, **SAFE, **env}
         streams = start_streams(**shared)
-        server = start_api(gunicorn_args=GTHREAD, port=api_port, STATIC_ROOT=static_root,
+        server = start_api(server_args=SERVER_ARGS, port=api_port, STATIC_ROOT=static_root,
                            NOTIFIER_INBOX_STREAM_URL=streams.url, **shared)
         server.host_port = host_port
         server.stream_url = streams.url

@@ -1,5 +1,5 @@
 """The inbox widget (static/notifier/inbox.js) in a real browser, embedded in a producer's page on another
-origin, against the real API as `make run` serves it (gunicorn, and the stream server on its own port: CORS,
+origin, against the real API as `make run` serves it (granian, and the stream server on its own port: CORS,
 the recipient token, the SSE stream): the badge, live arrival within a second of the API call, reading,
 older pages, the stream's reconnection with Last-Event-ID, one user's token never showing another's items,
 and /demo/inbox, live."""
@@ -236,7 +236,7 @@ def test_the_demo_page_of_make_run_shows_a_notification_live_from_the_stream_ser
 
     assert response.status_code == 202
     assert arrived_after < 1.0, f"took {arrived_after:.3f} s"
-    # The page is the API's (port of gunicorn), its stream the stream server's: CORS let it through.
+    # The page is the API's (the API server's port), its stream the stream server's: CORS let it through.
     assert streams and all(url.startswith(server.stream_url + "/api/v1/users/u_demo/notifications/stream?")
                            for url in streams)
     badge(page).filter(has_text="1").wait_for(timeout=2000)

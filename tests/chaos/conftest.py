@@ -1,4 +1,4 @@
-"""The fault suite's harness. Every test here runs real processes (gunicorn, Celery workers, beat), breaks
+"""The fault suite's harness. Every test here runs real processes (granian, Celery workers, beat), breaks
 something, and checks the same set property afterwards:
 
 - every accepted notification ends in a terminal state (`accepted_ids() == terminal_ids()`: 0 lost), and

@@ -33,7 +33,7 @@ def test_requests_during_a_redis_outage_answer_at_once_and_every_202_is_delivere
 ):
     env = {**chaos_env, "CELERY_BROKER_URL": own_redis.url, "REDIS_URL": own_redis.url,
            "NOTIFIER_RATE_LIMITS_ENABLED": "false", "NOTIFIER_PRODUCER_QUOTA_REQUESTS": 100000}
-    api = start_api(("-w", "1", "--worker-class", "gthread", "--threads", "16"), **env)
+    api = start_api(("--workers", "1", "--blocking-threads", "16"), **env)
     start_worker(**env)
     start_beat(**env)
     run = uuid.uuid4().hex[:8]

@@ -1,7 +1,8 @@
-"""Real processes for end-to-end tests: Celery workers and a gunicorn API server, on the test database
-(committed data: these tests use transaction=True) and the real broker."""
+"""Real processes for end-to-end tests: Celery workers and the API's server (granian, as the Procfile runs it),
+on the test database (committed data: these tests use transaction=True) and the real broker."""
 import ctypes
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -118,15 +119,27 @@ def start_beat(tmp_path):
         beat.stop()
 
 
+def _procfile_api_server() -> tuple[str, ...]:
+    """The Procfile's `api` line (granian's arguments) without its address and its worker and thread
+    counts, which each test gives: the tests run the server as it ships."""
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("api: "))
+    args = shlex.split(line.split(": ", 1)[1])[1:]
+    given = {"--host", "--port", "--workers", "--blocking-threads"}
+    return tuple(a for i, a in enumerate(args) if a not in given and (i == 0 or args[i - 1] not in given))
+
+
+API_SERVER = _procfile_api_server()
+
+
 @pytest.fixture
 def start_api(tmp_path):
     started = []
 
-    def start(gunicorn_args=("-w", "1"), port=None, **env):
+    def start(server_args=("--workers", "1", "--blocking-threads", "16"), port=None, **env):
         port = port or free_port()
         server = Process(
-            [str(BIN / "gunicorn"), "notifier_project.wsgi", "-b", f"127.0.0.1:{port}", *gunicorn_args],
-            process_env(**env), tmp_path / f"api-{port}.log", ready_text="Booting worker",
+            [str(BIN / "granian"), *API_SERVER, "--host", "127.0.0.1", "--port", str(port), *server_args],
+            process_env(**env), tmp_path / f"api-{port}.log", ready_text="Spawning worker",
         )
         server.url = f"http://127.0.0.1:{port}"
         started.append(server)

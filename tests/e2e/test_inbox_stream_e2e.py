@@ -1,5 +1,5 @@
 """The live inbox, end to end: a browser-like client holds a Server-Sent Events stream open on a real
-gunicorn server (gthread workers, as the Procfile serves it) while a notification goes through the
+API server (granian, as the Procfile serves it) while a notification goes through the
 pipeline; the new item and the new badge arrive within a second, without polling."""
 import threading
 import time
@@ -13,7 +13,7 @@ from notifier.pipeline.route import route_due
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-GTHREAD = ("--worker-class", "gthread", "--workers", "1", "--threads", "8", "--graceful-timeout", "3")
+SERVER_ARGS = ("--workers", "1", "--blocking-threads", "8", "--workers-kill-timeout", "3")
 # Short heartbeats: a stream notices its client left at the next write, so the server stops promptly.
 FAST = {"NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS": 0.5}
 
@@ -52,7 +52,7 @@ class StreamReader:
 
 
 def test_an_open_inbox_sees_a_new_notification_within_a_second(api, order_type, start_api):
-    server = start_api(gunicorn_args=GTHREAD, **FAST)
+    server = start_api(server_args=SERVER_ARGS, **FAST)
     token = api.post("/api/v1/users/u_7/token").json()["token"]
     stream = requests.get(f"{server.url}/api/v1/users/u_7/notifications/stream", params={"token": token},
                           headers={"Accept": "text/event-stream"}, stream=True, timeout=10)
@@ -81,7 +81,7 @@ def test_an_open_inbox_sees_a_new_notification_within_a_second(api, order_type, 
 
 
 def test_a_reconnecting_stream_replays_what_it_missed(api, order_type, start_api):
-    server = start_api(gunicorn_args=GTHREAD, **FAST)
+    server = start_api(server_args=SERVER_ARGS, **FAST)
     token = api.post("/api/v1/users/u_8/token").json()["token"]
     for order_id in ("1", "2"):
         api.post("/api/v1/notifications", {"type": "order_shipped", "user_id": "u_8",
@@ -101,7 +101,7 @@ def test_a_reconnecting_stream_replays_what_it_missed(api, order_type, start_api
 
 
 def test_the_stream_ends_after_its_lifetime_and_sends_heartbeats(api, start_api):
-    server = start_api(gunicorn_args=GTHREAD, NOTIFIER_INBOX_STREAM_SECONDS=2,
+    server = start_api(server_args=SERVER_ARGS, NOTIFIER_INBOX_STREAM_SECONDS=2,
                        NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS=0.5)
     token = api.post("/api/v1/users/u_9/token").json()["token"]
 
@@ -132,7 +132,7 @@ def test_an_admin_publishes_three_languages_sends_a_test_and_the_user_reads_it_l
     portuguese = Template.objects.get(language="pt")
     assert "Olá, Ana!" in client.get(reverse("admin:notifier_template_preview", args=[portuguese.pk])).content.decode()
 
-    server = start_api(gunicorn_args=GTHREAD, **FAST)
+    server = start_api(server_args=SERVER_ARGS, **FAST)
     api.put("/api/v1/users/u_pt", {"language": "pt-BR"}, format="json")
     token = api.post("/api/v1/users/u_pt/token").json()["token"]
     stream = requests.get(f"{server.url}/api/v1/users/u_pt/notifications/stream", params={"token": token},
@@ -160,7 +160,7 @@ def test_with_real_workers_a_notification_reaches_the_open_inbox_within_a_second
     api, producer, order_type, start_api, start_worker
 ):
     start_worker()
-    server = start_api(gunicorn_args=GTHREAD, **FAST)
+    server = start_api(server_args=SERVER_ARGS, **FAST)
     token = api.post("/api/v1/users/u_live/token").json()["token"]
     stream = requests.get(f"{server.url}/api/v1/users/u_live/notifications/stream", params={"token": token},
                           stream=True, timeout=10)

@@ -1,4 +1,4 @@
-"""Outages of Redis and PostgreSQL under a real gunicorn: requests keep their deadline, nothing accepted is
+"""Outages of Redis and PostgreSQL under a real granian: requests keep their deadline, nothing accepted is
 lost, and the service recovers by itself."""
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +12,7 @@ from tests.e2e.conftest import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
-GTHREAD = ("-w", "1", "--worker-class", "gthread", "--threads", "16")
+SERVER_ARGS = ("--workers", "1", "--blocking-threads", "16")
 REDIS_BUDGET_SECONDS = 2  # NOTIFIER_REDIS_TIMEOUT_SECONDS' default
 # What a request may take on top of its Redis budget here: queueing behind the threads the first requests
 # hold, the insert, a loaded machine.
@@ -41,7 +41,7 @@ def drive(url, key, per_second, seconds):
 def test_a_hanging_redis_holds_no_request_past_its_deadline_and_loses_nothing(
     producer, order_type, reachable_user, own_redis, start_api, start_worker
 ):
-    api = start_api(GTHREAD, REDIS_URL=own_redis.url, CELERY_BROKER_URL=own_redis.url)
+    api = start_api(SERVER_ARGS, REDIS_URL=own_redis.url, CELERY_BROKER_URL=own_redis.url)
     assert notify_in_app(api.url, producer.key)[2].status_code == 202
 
     own_redis.hang()
@@ -81,7 +81,7 @@ def test_api_threads_whose_database_connections_were_terminated_answer_the_next_
     producer, order_type, reachable_user, start_api
 ):
     app_name = f"notifier-e2e-{connection.settings_dict['NAME']}"
-    api = start_api(GTHREAD, DB_CONN_MAX_AGE=60, PGAPPNAME=app_name)
+    api = start_api(SERVER_ARGS, DB_CONN_MAX_AGE=60, PGAPPNAME=app_name)
 
     def notify(index):
         # With an idempotency key the request's first query is in a transaction (producer and type are
@@ -92,7 +92,7 @@ def test_api_threads_whose_database_connections_were_terminated_answer_the_next_
     with ThreadPoolExecutor(max_workers=16) as pool:
         phase = "warm"
         assert {r.status_code for r in pool.map(notify, range(64))} == {202}
-        with connection.cursor() as cursor:  # only this gunicorn's backends, on this test database
+        with connection.cursor() as cursor:  # only this server's backends, on this test database
             cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                            "WHERE datname = current_database() AND application_name = %s", [app_name])
             assert cursor.fetchone()[0] >= 1

@@ -1,4 +1,4 @@
-"""The body limit on a real gunicorn, over raw sockets: a declared length over the limit is refused before
+"""The body limit on a real granian, over raw sockets: a declared length over the limit is refused before
 the body is sent, a chunked body (no length declared) is read up to the limit + 1 byte and no further, and
 a chunked body within the limit is read like any other."""
 import socket
@@ -55,7 +55,7 @@ def test_a_declared_length_over_the_limit_is_refused_before_the_body_arrives(pro
     # 30 MB declared, nothing sent: the answer cannot wait for the body.
     status, took = exchange(server.url, head(producer, f"Content-Length: {30 * 1024 * 1024}"))
 
-    assert status == "HTTP/1.1 413 Request Entity Too Large" and took < 2
+    assert status.startswith("HTTP/1.1 413 ") and took < 2  # the reason phrase is the server's own
 
 
 def test_a_chunked_body_over_the_limit_is_a_413(producer, order_type, start_api):

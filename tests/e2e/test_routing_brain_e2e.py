@@ -11,19 +11,19 @@ from django.utils import timezone
 
 from notifier.models import Delivery, IdempotencyKey, Notification
 from notifier_project.celery import app as celery_app
-from tests.e2e.conftest import BIN, Process, free_port, process_env, wait_until
+from tests.e2e.conftest import API_SERVER, BIN, Process, free_port, process_env, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
 def threaded_api(tmp_path):
-    """gunicorn with 4 processes × 8 threads: up to 32 requests in flight at once."""
+    """The API's server with 4 processes × 8 threads: up to 32 requests in flight at once."""
     port = free_port()
     server = Process(
-        [str(BIN / "gunicorn"), "notifier_project.wsgi", "-b", f"127.0.0.1:{port}", "-w", "4", "-k", "gthread",
-         "--threads", "8"],
-        process_env(), tmp_path / "api.log", ready_text="Booting worker",
+        [str(BIN / "granian"), *API_SERVER, "--host", "127.0.0.1", "--port", str(port), "--workers", "4",
+         "--blocking-threads", "8"],
+        process_env(), tmp_path / "api.log", ready_text="Spawning worker",
     )
     url = f"http://127.0.0.1:{port}"
 

@@ -1,4 +1,4 @@
-"""Schemathesis against the live API: a real gunicorn, the OpenAPI schema it serves at /api/v1/schema,
+"""Schemathesis against the live API: a real granian, the OpenAPI schema it serves at /api/v1/schema,
 and a producer key with every scope, so that generated requests (valid ones, and ones that break the
 schema on purpose) reach every endpoint past its scope check. No request may get a 5xx (not_a_server_error),
 and every answer must be one the schema documents: its status code, its content type and its body
@@ -30,7 +30,7 @@ MAX_EXAMPLES = 50
 SEED = 20261202
 # Beyond "no 5xx": every answer is one the schema documents, in its status code, content type and body.
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
-GTHREAD = ("--worker-class", "gthread", "--workers", "2", "--threads", "4")
+SERVER_ARGS = ("--workers", "2", "--blocking-threads", "4")
 
 
 def config(notification_id, campaign_id) -> str:
@@ -65,7 +65,7 @@ def test_no_generated_request_gets_a_server_error_or_an_undocumented_answer(orde
     campaign = Campaign.objects.create(producer=producer, name="fuzzed", type=order_type, segment={"all": True},
                                        status=CampaignStatus.RUNNING)
     # A stream ends after a second, so generated requests to it do not hold a thread for minutes.
-    server = start_api(gunicorn_args=GTHREAD, NOTIFIER_INBOX_STREAM_SECONDS=1)
+    server = start_api(server_args=SERVER_ARGS, NOTIFIER_INBOX_STREAM_SECONDS=1)
     config_file = tmp_path / "schemathesis.toml"
     config_file.write_text(config(notification.id, campaign.id))
 

@@ -1,5 +1,5 @@
-"""A notification through real Celery prefork workers and a real gunicorn with two workers, in
-multiprocess mode: its deliveries show on /metrics, whichever gunicorn worker answers the scrape."""
+"""A notification through real Celery prefork workers and a real API server (granian) with two workers, in
+multiprocess mode: its deliveries show on /metrics, whichever of its workers answers the scrape."""
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,7 +23,7 @@ def test_a_delivery_through_the_sandbox_provider_shows_up_in_metrics(api, order_
     multiproc_dir = tmp_path / "prometheus"
     multiproc_dir.mkdir()  # fresh, as make run and docker-compose give it
     start_worker(concurrency=2, PROMETHEUS_MULTIPROC_DIR=multiproc_dir)
-    server = start_api(gunicorn_args=("-c", "deploy/gunicorn.conf.py", "-w", "2"),
+    server = start_api(server_args=("--workers", "2"),
                        PROMETHEUS_MULTIPROC_DIR=multiproc_dir, METRICS_TOKEN=TOKEN)
 
     response = api.post("/api/v1/notifications",

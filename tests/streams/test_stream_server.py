@@ -1,7 +1,7 @@
 """The stream server (notifier/streams), a real uvicorn process on the test database and Redis: a stream sees
 what is published after it opened within a second, is replayed what it missed, ends after its lifetime with
-heartbeats meanwhile, and answers every refusal as gunicorn's InboxStreamView does (the same functions
-decide); a thousand streams share one Redis connection, each gets its own events, and ingest on gunicorn
+heartbeats meanwhile, and answers every refusal as the API's InboxStreamView does (the same functions
+decide); a thousand streams share one Redis connection, each gets its own events, and ingest on the API server
 stays quick while they are open; a Redis that dies or hangs ends the open streams within their deadline,
 refuses new ones with a 503, and the server serves again once Redis is back."""
 import asyncio
@@ -24,13 +24,13 @@ from notifier.pipeline.dispatch import deliver_due
 from notifier.pipeline.route import route_due
 from notifier.streams.hub import CLIENT_NAME
 from tests.conftest import make_producer
-from tests.e2e.test_inbox_stream_e2e import GTHREAD, StreamReader
+from tests.e2e.test_inbox_stream_e2e import SERVER_ARGS, StreamReader
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 FAST = {"NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS": 0.5}
-# gunicorn as the Procfile ships it (2 gthread workers × 16 threads), for ingest beside the streams.
-PROCFILE_API = ("--worker-class", "gthread", "--workers", "2", "--threads", "16", "--graceful-timeout", "3")
+# The API's server as the Procfile ships it (2 workers × 16 threads), for ingest beside the streams.
+PROCFILE_API = ("--workers", "2", "--blocking-threads", "16", "--workers-kill-timeout", "3")
 
 
 def stream_path(user_id: str, token: str | None = None) -> str:
@@ -128,17 +128,17 @@ def _refusals(producer_key: str, alice_token: str, reader_key: str) -> dict:
     }
 
 
-def test_every_refusal_is_the_json_answer_gunicorn_gives(api, producer, start_api, start_streams):
+def test_every_refusal_is_the_json_answer_the_api_gives(api, producer, start_api, start_streams):
     Recipient.objects.create(user_id="alice")
     _, reader_key = make_producer("reader", scopes=["users:read"])
     alice = api.post("/api/v1/users/alice/token").json()["token"]
     streams = start_streams()
-    gunicorn = start_api(gunicorn_args=GTHREAD, NOTIFIER_INBOX_STREAM_SECONDS=0)
+    api_server = start_api(server_args=SERVER_ARGS, NOTIFIER_INBOX_STREAM_SECONDS=0)
 
     answers = {}
     for name, (user_id, query, headers) in _refusals(producer.key, alice, reader_key).items():
         ours = requests.get(streams.url + stream_path(user_id), params=query, headers=headers, timeout=10)
-        theirs = requests.get(gunicorn.url + stream_path(user_id), params=query, headers=headers, timeout=10)
+        theirs = requests.get(api_server.url + stream_path(user_id), params=query, headers=headers, timeout=10)
         answers[name] = (ours.status_code, ours.headers["Content-Type"], ours.json(),
                          ours.headers.get("WWW-Authenticate"))
         assert (ours.status_code, ours.json(), ours.headers.get("WWW-Authenticate")) == (
@@ -187,18 +187,18 @@ def test_other_paths_and_methods_are_not_served_here(start_streams, db):
     assert health.status_code == 200 and health.json()["open_streams"] == 0
 
 
-def test_cors_for_the_inbox_origins_as_on_gunicorn(api, start_api, start_streams):
+def test_cors_for_the_inbox_origins_as_on_the_api(api, start_api, start_streams):
     shop = "https://shop.example.com"
     alice = api.post("/api/v1/users/alice/token").json()["token"]
     streams = start_streams(NOTIFIER_INBOX_ALLOWED_ORIGINS=shop, NOTIFIER_INBOX_STREAM_SECONDS=0)
-    gunicorn = start_api(gunicorn_args=GTHREAD, NOTIFIER_INBOX_ALLOWED_ORIGINS=shop)
+    api_server = start_api(server_args=SERVER_ARGS, NOTIFIER_INBOX_ALLOWED_ORIGINS=shop)
     preflight = {"Origin": shop, "Access-Control-Request-Method": "GET",
                  "Access-Control-Request-Headers": "last-event-id"}
     cors = ("Access-Control-Allow-Origin", "Access-Control-Allow-Methods", "Access-Control-Allow-Headers",
             "Access-Control-Max-Age")
 
     ours = requests.options(streams.url + stream_path("alice"), headers=preflight, timeout=5)
-    theirs = requests.options(gunicorn.url + stream_path("alice"), headers=preflight, timeout=5)
+    theirs = requests.options(api_server.url + stream_path("alice"), headers=preflight, timeout=5)
     allowed = requests.get(streams.url + stream_path("alice", alice), headers={"Origin": shop}, timeout=5)
     refused = requests.get(streams.url + stream_path("alice"), headers={"Origin": shop}, timeout=5)
     other = requests.get(streams.url + stream_path("alice", alice), headers={"Origin": "https://evil.example"},
@@ -303,7 +303,7 @@ def test_ingest_answers_quickly_while_a_thousand_streams_are_open(producer, orde
     open_files_raised(4096)
     users = _users_with_tokens(1000, "open-")
     streams_server = start_streams(NOTIFIER_INBOX_STREAM_HEARTBEAT_SECONDS=5)
-    api_server = start_api(gunicorn_args=PROCFILE_API)
+    api_server = start_api(server_args=PROCFILE_API)
 
     def ingest(count: int) -> list[tuple[int, float]]:
         session = requests.Session()
