@@ -6,6 +6,7 @@ from rest_framework.test import APIClient
 
 from notifier.api import auth
 from notifier.api.auth import producers_by_key_hash
+from notifier.api.quota import quota_leases_clear
 from notifier.api.serializers import notification_types_by_key
 from notifier.models import Device, NotificationType, Producer, Recipient, Template
 from notifier.producer_webhooks import producers_with_webhook_cache
@@ -49,6 +50,7 @@ def fresh_process_caches():
     auth._checked_tokens.clear()  # a token checked under another test's SECRET_KEY
     notification_types_by_key.clear()
     producers_with_webhook_cache.clear()
+    quota_leases_clear()  # leased from a Redis the test before flushed
 
 
 @pytest.fixture(autouse=True)

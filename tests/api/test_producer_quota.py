@@ -3,6 +3,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from notifier.api import quota
 from notifier.api.quota import producer_quota_consume
 from notifier.models import Notification
 
@@ -43,3 +44,50 @@ def test_1000_concurrent_requests_over_the_limit_admit_no_more_than_the_limit():
         admitted = sum(pool.map(consume, range(1000)))
 
     assert admitted == 100
+
+
+def test_a_large_quota_is_leased_twenty_requests_a_round_trip(clean_redis, monkeypatch):
+    taken = []
+    take = quota._TAKE
+    original = quota.redis_client
+
+    class Counting:
+        def register_script(self, source):
+            script = original().register_script(source)
+
+            def call(**kwargs):
+                if source == take:
+                    taken.append(kwargs["args"][2])
+                return script(**kwargs)
+
+            return call
+
+    monkeypatch.setattr(quota, "redis_client", Counting)
+
+    admitted = [producer_quota_consume(producer_id=8, limit=60_000, window_seconds=60)[0] for _ in range(1000)]
+
+    assert all(admitted)
+    assert taken == [20] * 50  # a lease of 20 each time: 50 round trips for 1,000 requests
+    assert int(clean_redis.get(f"{quota.KEY_PREFIX}8")) == 1000
+
+
+def test_leases_taken_by_two_processes_admit_no_more_than_the_limit_between_them():
+    # limit 4,000: leases of 20. Two processes, each its own leases (cleared between their turns), 50
+    # threads each, 3,000 requests each. One thread of a process takes a lease at a time: the first
+    # process leaves at most its last lease unspent (exactly none here: 3,000 is 150 leases).
+    def process_turn():
+        quota.quota_leases_clear()
+        with ThreadPoolExecutor(max_workers=50) as pool:
+            return sum(pool.map(lambda _: producer_quota_consume(9, 4000, 60)[0], range(3000)))
+
+    first = process_turn()
+    second = process_turn()
+
+    assert first == 3000
+    assert second == 1000  # the rest of the limit: the first process spent every request it leased
+    assert first + second == 4000
+
+
+def test_a_small_quota_is_counted_one_request_at_a_time():
+    assert quota.lease_size(2) == 1 and quota.lease_size(399) == 1
+    assert quota.lease_size(4000) == 20 and quota.lease_size(1_000_000) == 20
