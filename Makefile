@@ -59,7 +59,7 @@ run: check-redis var/secret-key
 	@echo "Demo producer key: $$(cat var/demo-producer-key)   (in another shell: KEY=\$$(cat var/demo-producer-key))"
 	@# prometheus-client's multiprocess directory: emptied at each start (its files are the processes' counts).
 	rm -rf var/prometheus && mkdir -p var/prometheus
-	@# The API listens on 127.0.0.1 here (API_BIND), so /metrics is open to this machine, like Flower. The
+	@# The API listens on 127.0.0.1 here (API_HOST), so /metrics is open to this machine, like Flower. The
 	@# stream server has a port of its own (the Procfile's `stream`); the demo's widget opens its stream there.
 	REDIS_URL=$(REDIS_URL) NOTIFIER_INBOX_STREAM_URL=$${NOTIFIER_INBOX_STREAM_URL:-http://127.0.0.1:$${STREAM_PORT:-8001}} PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus NOTIFIER_METRICS_PUBLIC=$${NOTIFIER_METRICS_PUBLIC:-1} NOTIFIER_DEMO_PAGES=$${NOTIFIER_DEMO_PAGES:-1} PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/honcho start
 
