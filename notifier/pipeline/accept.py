@@ -225,24 +225,29 @@ def _single_insert(template: Notification, entry: RecipientEntry, request: Accep
 _PER_RECIPIENT = ("id", "recipient", "data", "channels")
 
 
-def _notification_columns() -> tuple[list, str, str]:
-    """The Notification fields other than _PER_RECIPIENT, their column list, and their placeholders (each
-    cast to its column's type), in one order."""
-    quote = connection.ops.quote_name
-    fields = [f for f in Notification._meta.concrete_fields if f.name not in _PER_RECIPIENT]
-    return (fields, ", ".join(quote(f.column) for f in fields),
-            ", ".join(f"%s::{column_cast_type(f, connection)}" for f in fields))
+def _columns(fields) -> str:
+    return ", ".join(connection.ops.quote_name(f.column) for f in fields)
+
+
+def _placeholders(fields) -> str:
+    """One parameter per field, each cast to its column's type."""
+    return ", ".join(f"%s::{column_cast_type(f, connection)}" for f in fields)
+
+
+def _template_fields() -> list:
+    """The Notification fields whose values come from the request (the template), not per recipient."""
+    return [f for f in Notification._meta.concrete_fields if f.name not in _PER_RECIPIENT]
 
 
 @functools.cache
 def _single_insert_plan() -> tuple[str, list]:
     """_single_insert's statement and the functions that give its Notification values from an instance."""
     quote = connection.ops.quote_name
-    fields, columns, values = _notification_columns()
-    per_recipient = ", ".join(quote(Notification._meta.get_field(name).column) for name in _PER_RECIPIENT)
+    fields = _template_fields()
+    per_recipient = _columns(Notification._meta.get_field(name) for name in _PER_RECIPIENT)
     sql = textwrap.dedent(f"""\
-        INSERT INTO {quote(Notification._meta.db_table)} ({per_recipient}, {columns})
-        SELECT %s::uuid, r.{quote(Recipient._meta.pk.column)}, %s::jsonb, %s::jsonb, {values}
+        INSERT INTO {quote(Notification._meta.db_table)} ({per_recipient}, {_columns(fields)})
+        SELECT %s::uuid, r.{quote(Recipient._meta.pk.column)}, %s::jsonb, %s::jsonb, {_placeholders(fields)}
         FROM {quote(Recipient._meta.db_table)} r WHERE r.{quote(Recipient._meta.get_field("user_id").column)} = %s""")
     return sql, [column_value_getter(f, connection) for f in fields]
 
@@ -253,18 +258,11 @@ def _insert_plan() -> tuple[str, list, list]:
     Notification columns, in order, from an instance (as COPY writes them: db.py). Built from the models,
     so a column added later is written too."""
     quote = connection.ops.quote_name
-    notification_fields, notification_columns, notification_placeholders = _notification_columns()
+    notification_fields = _template_fields()
     recipient_fields = [f for f in Recipient._meta.concrete_fields if f.name not in ("id", "user_id")]
-
-    def columns(fields):
-        return ", ".join(quote(f.column) for f in fields)
-
-    def values(fields):
-        return ", ".join(f"%s::{column_cast_type(f, connection)}" for f in fields)
-
     recipients = quote(Recipient._meta.db_table)
     id_, user_id = quote(Recipient._meta.pk.column), quote(Recipient._meta.get_field("user_id").column)
-    per_recipient = columns(Notification._meta.get_field(name) for name in _PER_RECIPIENT)
+    per_recipient = _columns(Notification._meta.get_field(name) for name in _PER_RECIPIENT)
     sql = textwrap.dedent(f"""\
         WITH wanted (user_id, data, channels, id) AS (
             SELECT * FROM unnest(%s::varchar[], %s::jsonb[], %s::jsonb[], %s::uuid[])
@@ -273,16 +271,16 @@ def _insert_plan() -> tuple[str, list, list]:
             SELECT r.{id_} AS id, r.{user_id} AS user_id FROM {recipients} r JOIN wanted w ON r.{user_id} = w.user_id
         ),
         created AS (
-            INSERT INTO {recipients} ({user_id}, {columns(recipient_fields)})
-            SELECT w.user_id, {values(recipient_fields)} FROM wanted w
+            INSERT INTO {recipients} ({user_id}, {_columns(recipient_fields)})
+            SELECT w.user_id, {_placeholders(recipient_fields)} FROM wanted w
             WHERE w.user_id NOT IN (SELECT user_id FROM found)
             ON CONFLICT ({user_id}) DO NOTHING
             RETURNING {id_} AS id, {user_id} AS user_id
         ),
         known AS (SELECT id, user_id FROM found UNION ALL SELECT id, user_id FROM created)
-        INSERT INTO {quote(Notification._meta.db_table)} ({per_recipient}, {notification_columns})
+        INSERT INTO {quote(Notification._meta.db_table)} ({per_recipient}, {_columns(notification_fields)})
         SELECT w.id, k.id, %s::jsonb || w.data, COALESCE(NULLIF(w.channels, '[]'::jsonb), %s::jsonb),
-               {notification_placeholders}
+               {_placeholders(notification_fields)}
         FROM wanted w JOIN known k ON k.user_id = w.user_id
         WHERE (SELECT count(*) FROM known) = %s""")
     return (sql, [column_value_getter(f, connection) for f in notification_fields],
